@@ -1,0 +1,16 @@
+"""spa-keras: structurally prune anything, Keras first.
+
+Public API (re-exported here; everything else is internal):
+
+>>> import spa_keras as spa
+>>> report = spa.convert("model.h5", "model.onnx")    # doctest: +SKIP
+>>> print(report)                                     # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from spa_keras.convert import convert  # noqa: E402
+from spa_keras.count import count  # noqa: E402
+from spa_keras.errors import ConversionError, InputError, SpaError, VerificationError  # noqa: E402
+
+__all__ = ["convert", "count", "SpaError", "InputError", "ConversionError", "VerificationError", "__version__"]

@@ -1,0 +1,140 @@
+"""ONNX files: load with clear errors, validate (checker + onnxruntime), run, save atomically.
+
+Example:
+
+>>> model = load("model.onnx")                      # doctest: +SKIP
+>>> outputs = run(model, random_batch(input_specs(model)))  # doctest: +SKIP
+"""
+
+import os
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from spa_keras import files
+from spa_keras.errors import ConversionError, InputError
+from spa_keras.verify import TensorSpec
+
+
+def load(path):
+    """Load an ONNX file, external data included; a file that is not ONNX gets an `InputError` naming it."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise InputError(f"{path}: no such file")
+    try:
+        model = onnx.load(path)
+    except Exception as exc:  # protobuf DecodeError, missing external data, ...
+        raise InputError(f"{path}: not a readable ONNX file ({_first_line(exc)}); is it truncated or another format?")
+    if model.ir_version == 0 or not model.graph.output or not model.opset_import:
+        raise InputError(f"{path}: not an ONNX model (no IR version, opset or graph outputs); is it another format?")
+    return model
+
+
+def unknown_ops(model):
+    """`[(op_type, node name)]` of nodes whose op is not in their domain's ONNX schema (left-over TF ops, ...)."""
+    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
+    local = {f.name for f in model.functions}
+    found = []
+    for node in _all_nodes(model.graph):
+        domain = node.domain or "ai.onnx"
+        if domain not in ("ai.onnx", "ai.onnx.ml") or node.op_type in local:
+            continue  # other domains (com.microsoft, ...) are checked by onnxruntime
+        try:
+            onnx.defs.get_schema(node.op_type, opsets.get(domain, 1), node.domain)
+        except onnx.defs.SchemaError:
+            found.append((node.op_type, node.name or "(unnamed)"))
+    return found
+
+
+def check(model, where="model"):
+    """onnx.checker (full, with shape inference) plus an onnxruntime session; raise `ConversionError` on failure."""
+    bad = unknown_ops(model)
+    if bad:
+        listed = ", ".join(f"{op} (node {name})" for op, name in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise ConversionError(f"{where}: {len(bad)} node(s) are not ONNX operators: {listed}")
+    try:
+        onnx.checker.check_model(model, full_check=model.ByteSize() < 2**31 - 2**20)
+    except Exception as exc:
+        raise ConversionError(f"{where}: onnx.checker rejects the model: {_first_line(exc)}") from None
+    return session(model, where)
+
+
+def session(model, where="model"):
+    """An onnxruntime CPU session for a ModelProto or a path."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    source = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    try:
+        return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ConversionError(f"{where}: onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+
+def _dims(type_proto):
+    shape = type_proto.tensor_type.shape
+    return tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim)
+
+
+def input_specs(model):
+    """The graph inputs that are not initializers, as `TensorSpec`s."""
+    inits = {i.name for i in model.graph.initializer}
+    return [TensorSpec(i.name, _dims(i.type), helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name)
+            for i in model.graph.input if i.name not in inits]
+
+
+def run(model, feeds):
+    """Run `model` (ModelProto, path or InferenceSession) on `{input name: array}`; return `{output name: array}`."""
+    sess = model if hasattr(model, "get_inputs") else session(model)
+    names = [i.name for i in sess.get_inputs()]
+    arrays = _match_feeds(names, feeds)
+    outputs = sess.run(None, arrays)
+    return {o.name: v for o, v in zip(sess.get_outputs(), outputs)}
+
+
+def _match_feeds(names, feeds):
+    if set(names) <= set(feeds):
+        return {n: feeds[n] for n in names}
+    if len(names) == len(feeds):
+        return dict(zip(names, feeds.values()))
+    raise InputError(f"the model expects inputs {names} but was given {list(feeds)}")
+
+
+def save(model, path):
+    """Write `model` to `path` atomically (one file; weights over 2 GB go to a `.data` file beside it)."""
+    large = model.ByteSize() > 2**31 - 2**20
+    with files.atomic_output(path) as tmp:
+        onnx.save(model, tmp, save_as_external_data=large, location=os.path.basename(path) + ".data")
+        if large:  # onnx wrote the weights beside tmp under the final name's '.data'; move them first
+            os.replace(tmp + ".data", str(path) + ".data")
+    return path
+
+
+def rename_outputs(model, names):
+    """Rename graph outputs in place (producer and consumers follow), for stable, framework-given names."""
+    for out, new in zip(model.graph.output, names):
+        old = out.name
+        if old == new:
+            continue
+        for node in model.graph.node:
+            node.output[:] = [new if o == old else o for o in node.output]
+            node.input[:] = [new if i == old else i for i in node.input]
+        out.name = new
+    return model
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
+            for g in attr.graphs:
+                yield from _all_nodes(g)
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

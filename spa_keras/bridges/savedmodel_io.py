@@ -1,0 +1,82 @@
+"""TF SavedModel directories: load, describe the serving signature, run, convert to ONNX through tf2onnx.
+
+Example:
+
+>>> onnx_model = savedmodel_to_onnx("exported/")     # doctest: +SKIP
+"""
+
+import os
+
+import numpy as np
+
+from spa_keras.console import quiet
+from spa_keras.errors import ConversionError, InputError
+from spa_keras.verify import TensorSpec, natural_key
+
+SIGNATURE = "serving_default"
+
+
+def _signature(path):
+    import tensorflow as tf
+
+    if not os.path.exists(os.path.join(str(path), "saved_model.pb")):
+        raise InputError(f"{path}: not a SavedModel directory (no saved_model.pb)")
+    try:
+        with quiet():
+            loaded = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise InputError(f"{path}: TensorFlow cannot load this SavedModel: {str(exc).splitlines()[0][:300]}") from None
+    if SIGNATURE not in loaded.signatures:
+        raise InputError(f"{path}: the SavedModel has no '{SIGNATURE}' signature (it has {list(loaded.signatures)}); "
+                         "export it with one, e.g. keras model.export(path)")
+    return loaded, loaded.signatures[SIGNATURE]
+
+
+def input_specs(path):
+    """The serving signature's inputs as `TensorSpec`s."""
+    _, fn = _signature(path)
+    _, kwargs = fn.structured_input_signature
+    return [TensorSpec(name, tuple(spec.shape), spec.dtype.as_numpy_dtype().dtype.name)
+            for name, spec in sorted(kwargs.items())]
+
+
+def run(path, feeds):
+    """Run the serving signature on `{input name: array}`; return `{output name: array}` (sorted by name)."""
+    _, fn = _signature(path)
+    _, kwargs = fn.structured_input_signature
+    names = sorted(kwargs)
+    if set(names) <= set(feeds):
+        args = {n: feeds[n] for n in names}
+    elif len(names) == len(feeds):
+        args = dict(zip(names, feeds.values()))
+    else:
+        raise InputError(f"{path}: the SavedModel expects inputs {names}, given {list(feeds)}")
+    out = fn(**{n: np.asarray(a, kwargs[n].dtype.as_numpy_dtype) for n, a in args.items()})
+    return {k: out[k].numpy() for k in sorted(out, key=natural_key)}
+
+
+
+def savedmodel_to_onnx(path, opset=17):
+    """Convert a SavedModel's serving signature to a checked ONNX model through tf2onnx."""
+    from tf2onnx import tf_loader
+    import tf2onnx
+
+    from spa_keras.bridges import onnx_io
+    from spa_keras.bridges.keras_to_onnx import CUSTOM_OP_HANDLERS, _quiet_tf2onnx
+
+    _quiet_tf2onnx()
+    try:
+        with quiet():
+            graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+                str(path), None, None, signatures=[SIGNATURE], return_tensors_to_rename=True)
+            model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
+                                                      opset=opset, custom_op_handlers=CUSTOM_OP_HANDLERS,
+                                                      tensors_to_rename=renames)
+    except Exception as exc:
+        raise ConversionError(f"{path}: tf2onnx failed: {str(exc).splitlines()[0][:300]}") from None
+    left = onnx_io.unknown_ops(model)
+    if left:
+        raise ConversionError(f"{path}: tf2onnx left TensorFlow op(s) it cannot convert: "
+                              f"{', '.join(sorted({op for op, _ in left}))} (e.g. node {left[0][1]})")
+    onnx_io.check(model, where=f"ONNX from {path}")
+    return model

