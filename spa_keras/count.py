@@ -54,75 +54,49 @@ def count(model):
     return _count_keras(model)
 
 
-# ---- ONNX -------------------------------------------------------------------------------------------------------
+# ---- ONNX (any SPAGraph) ------------------------------------------------------------------------------------
 
-def _onnx_conv(node, shape_of):
-    w, y = shape_of(node.input[1]), shape_of(node.output[0])
+def _conv(node, shape_of):
+    w, y = shape_of(node.inputs[1]), shape_of(node.outputs[0])
     return int(np.prod(y)) * int(np.prod(w[1:])) if w and y else 0
 
 
-def _onnx_conv_transpose(node, shape_of):
-    x, w = shape_of(node.input[0]), shape_of(node.input[1])
+def _conv_transpose(node, shape_of):
+    x, w = shape_of(node.inputs[0]), shape_of(node.inputs[1])
     return int(np.prod(x)) * int(np.prod(w[1:])) if x and w else 0
 
 
-def _onnx_matmul(node, shape_of):
-    a, y = shape_of(node.input[0]), shape_of(node.output[0])
+def _matmul(node, shape_of):
+    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
     return int(np.prod(y)) * a[-1] if a and y else 0
 
 
-def _onnx_gemm(node, shape_of):
-    a, y = shape_of(node.input[0]), shape_of(node.output[0])
-    trans_a = any(at.name == "transA" and at.i for at in node.attribute)
-    return int(np.prod(y)) * (a[0] if trans_a else a[-1]) if a and y else 0
+def _gemm(node, shape_of):
+    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
+    return int(np.prod(y)) * (a[0] if node.attr("transA", 0) else a[-1]) if a and y else 0
 
 
-ONNX_MACS = {"Conv": _onnx_conv, "ConvTranspose": _onnx_conv_transpose, "MatMul": _onnx_matmul, "Gemm": _onnx_gemm}
+GRAPH_MACS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm}
+FLOAT_KINDS = "f"
 
 
-def onnx_shapes(model, batch=1):
-    """`{tensor name: static shape}` by ONNX shape inference with free input dimensions set to `batch`."""
-    import onnx
-
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    inits = {i.name for i in m.graph.initializer}
-    for inp in m.graph.input:
-        if inp.name in inits:
-            continue
-        for d in inp.type.tensor_type.shape.dim:
-            if not d.HasField("dim_value") or d.dim_value <= 0:
-                d.Clear()
-                d.dim_value = batch
-    del m.graph.value_info[:]
-    inferred = onnx.shape_inference.infer_shapes(m, data_prop=True)
-    shapes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim]
-        if vi.type.tensor_type.HasField("shape") and None not in dims:
-            shapes[vi.name] = tuple(dims)
-    for init in m.graph.initializer:
-        shapes[init.name] = tuple(init.dims)
-    for node in m.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            shapes[node.output[0]] = tuple(node.attribute[0].t.dims)
-    return shapes
+def graph_macs(graph, shape_of=None):
+    """MACs of the linear ops of an `SPAGraph` at batch 1 (`shape_of` overrides shapes, for pruned variants)."""
+    shape_of = shape_of or graph.shape
+    return sum(GRAPH_MACS[n.op_type](n, shape_of) for n in graph.nodes if n.op_type in GRAPH_MACS)
 
 
-def onnx_params(model):
-    """Elements of floating-point initializers and Constant tensors."""
-    import onnx
-
-    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
-                                               for a in n.attribute if a.name == "value"]
-    return sum(int(np.prod(t.dims)) for t in tensors if t.data_type in floats)
+def graph_params(graph, shape_of=None):
+    """Elements of the floating-point parameters of an `SPAGraph`."""
+    shape_of = shape_of or graph.shape
+    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items() if p.value.dtype.kind in FLOAT_KINDS)
 
 
 def _count_onnx(model):
-    shapes = onnx_shapes(model)
-    macs = sum(ONNX_MACS[n.op_type](n, shapes.get) for n in model.graph.node if n.op_type in ONNX_MACS)
-    return Counts(onnx_params(model), 2 * macs)
+    from spa_keras.frontends.onnx import from_onnx
+
+    graph = from_onnx(model)
+    return Counts(graph_params(graph), 2 * graph_macs(graph))
 
 
 # ---- Keras ------------------------------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""ONNX front-end: `onnx.ModelProto` → `SPAGraph`.
+
+Initializers and Constant nodes become parameters (their handle says which, for surgery). Static shapes come from
+ONNX shape inference with every free input dimension set to 1, run on a copy without weight data (fast on large
+models). Constant-foldable shape arithmetic is not evaluated here; rules treat unknown shapes as barriers.
+
+Example:
+
+>>> graph = from_onnx(onnx.load("model.onnx"))      # doctest: +SKIP
+"""
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from spa_keras.graph import Node, Param, SPAGraph
+
+
+def _attrs(node):
+    out = {}
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.TENSOR:
+            out[a.name] = numpy_helper.to_array(a.t)
+        elif a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
+            out[a.name] = a  # subgraphs are opaque to the rules (If/Loop/Scan are barriers)
+        else:
+            out[a.name] = helper.get_attribute_value(a)
+            if isinstance(out[a.name], bytes):
+                out[a.name] = out[a.name].decode()
+    return out
+
+
+def infer_shapes(model, batch=1):
+    """`{tensor: static shape}` from ONNX shape inference on a weight-free copy, free input dims set to `batch`."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g = light.graph
+    g.node.extend(model.graph.node)
+    g.output.extend(model.graph.output)
+    inits = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        vi = g.input.add()
+        vi.CopyFrom(inp)
+        for d in vi.type.tensor_type.shape.dim:
+            if not d.HasField("dim_value") or d.dim_value <= 0:
+                d.Clear()
+                d.dim_value = batch
+    shapes = {}
+    for init in model.graph.initializer:  # weights as typed inputs without data
+        g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        shapes[init.name] = tuple(init.dims)
+    # shape-carrying constants (Reshape targets) must keep their values for inference to work
+    small = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT64 and np.prod(i.dims) <= 16]
+    g.initializer.extend(small)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except Exception:
+        inferred = light
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            continue
+        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+        if None not in dims:
+            shapes.setdefault(vi.name, dims)
+    return shapes
+
+
+def from_onnx(model):
+    """Build an `SPAGraph` from a ModelProto (nodes in the model's topological order)."""
+    params = {i.name: Param(i.name, numpy_helper.to_array(i), ("initializer", i.name)) for i in model.graph.initializer}
+    nodes = []
+    for index, n in enumerate(model.graph.node):
+        attrs = _attrs(n)
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and "value" in attrs:
+            params[n.output[0]] = Param(n.output[0], np.asarray(attrs["value"]), ("constant", index))
+            continue
+        nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, list(n.input), list(n.output), attrs,
+                          n.domain, index))
+    shapes = infer_shapes(model)
+    for name, p in params.items():
+        shapes[name] = tuple(p.value.shape)
+    inputs = [i.name for i in model.graph.input if i.name not in params]
+    outputs = [o.name for o in model.graph.output]
+    return SPAGraph(nodes, shapes, params, inputs, outputs, source=model, layout="NCHW")

@@ -1,0 +1,139 @@
+"""Channel groups: the sets of coupled channels that mask propagation found, and the analysis around them.
+
+After propagation, every label root is one channel that can be removed on its own; all parameters whose axes carry
+it must shrink together. Channels with the same set of parameter axes form one `ChannelGroup` (a Conv's output
+channels with the BatchNorm after it and the input axis of the next Conv, or every conv feeding one residual
+stream). A group's members say, per parameter axis, which position belongs to which channel of the group.
+
+Example:
+
+>>> analysis = analyze_graph(graph)                  # doctest: +SKIP
+>>> [g.channels for g in analysis.groups][:3]        # doctest: +SKIP
+"""
+
+import dataclasses
+
+import numpy as np
+
+from spa_keras.propagation import propagate
+
+
+@dataclasses.dataclass
+class Member:
+    """Parameter `param` loses, along `axis`, the positions whose `channel_of_position` is a removed channel."""
+
+    param: str
+    axis: int
+    channel_of_position: np.ndarray  # group channel index per position along axis, -1 for other groups' positions
+    nodes: list
+
+    def positions(self, channel):
+        return np.flatnonzero(self.channel_of_position == channel)
+
+
+@dataclasses.dataclass
+class ChannelGroup:
+    id: int
+    key: str  # stable across runs on the same model: the first member's "param:axis"
+    roots: np.ndarray  # one label root per channel
+    members: list
+    blocked: np.ndarray  # per channel: True when a barrier or a graph output pins it
+    reasons: list  # why channels are blocked ("node (op): reason")
+
+    @property
+    def channels(self):
+        return len(self.roots)
+
+    @property
+    def prunable(self):
+        return int((~self.blocked).sum())
+
+    @property
+    def ops(self):
+        seen = []
+        for m in self.members:
+            for n in m.nodes:
+                if n not in seen:
+                    seen.append(n)
+        return seen
+
+
+@dataclasses.dataclass
+class GraphAnalysis:
+    """Groups plus what the driver needs for costs and surgery: the propagation state and root numbering."""
+
+    graph: object
+    state: object
+    groups: list
+    channel_of_root: np.ndarray  # label root -> global channel id (-1: not in any group)
+    group_of_channel: np.ndarray  # global channel id -> group index
+    index_in_group: np.ndarray  # global channel id -> channel index within its group
+
+    @property
+    def barriers(self):
+        return [b for b in self.state.barriers if b.op_type != "output"]
+
+    def dense(self, labels):
+        """Global channel ids of a label array (-1 where the position belongs to no group)."""
+        return self.channel_of_root[self.state.uf.find(labels)]
+
+
+def analyze_graph(graph):
+    """Propagate masks on `graph` and build its `GraphAnalysis`."""
+    state = propagate(graph)
+    uf = state.uf
+    bindings = list(state.bindings.values())
+    n_labels = len(uf)
+    roots_of = [uf.find(b.labels) for b in bindings]
+    # owners of each root: which binding (param axis) carries it
+    all_roots = np.concatenate(roots_of) if roots_of else np.zeros(0, np.int64)
+    all_owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(roots_of)]) if roots_of else all_roots
+    pairs = np.unique(np.stack([all_roots, all_owner]), axis=1) if len(all_roots) else np.zeros((2, 0), np.int64)
+    # a signature per root: the set of its owners, hashed (random 63-bit codes summed)
+    codes = np.random.default_rng(12345).integers(1, 2**62, size=max(len(bindings), 1), dtype=np.int64)
+    uniq_roots, start = np.unique(pairs[0], return_index=True)
+    signature = np.add.reduceat(codes[pairs[1]], start) if len(start) else np.zeros(0, np.int64)
+    _, group_index = np.unique(signature, return_inverse=True)
+    # frozen roots and why
+    frozen_reason = {}
+    for barrier in state.barriers:
+        if barrier.labels:
+            for r in np.unique(uf.find(np.concatenate(barrier.labels))):
+                frozen_reason.setdefault(int(r), f"{barrier.node} ({barrier.op_type}): {barrier.reason}")
+    pair_group = group_index[np.searchsorted(uniq_roots, pairs[0])] if len(uniq_roots) else pairs[0]
+    group_owner = np.unique(np.stack([pair_group, pairs[1]]), axis=1) if len(uniq_roots) else pairs
+    channel_of_root = np.full(n_labels, -1, np.int64)
+    order = np.argsort(group_index, kind="stable")
+    groups, group_of_channel, index_in_group = [], [], []
+    next_channel = 0
+    boundaries = np.flatnonzero(np.diff(group_index[order])) + 1
+    for chunk in np.split(order, boundaries) if len(order) else []:
+        roots = uniq_roots[chunk]  # sorted by label id: creation order
+        gid = len(groups)
+        ids = np.arange(next_channel, next_channel + len(roots))
+        channel_of_root[roots] = ids
+        next_channel += len(roots)
+        group_of_channel.append(np.full(len(roots), gid))
+        index_in_group.append(np.arange(len(roots)))
+        owners = group_owner[1][group_owner[0] == group_index[chunk[0]]]
+        members = []
+        for o in owners:
+            b = bindings[o]
+            local = np.searchsorted(roots, roots_of[o])
+            local = np.where((local < len(roots)) & (roots[np.minimum(local, len(roots) - 1)] == roots_of[o]), local, -1)
+            members.append(Member(b.param, b.axis, local, list(b.nodes)))
+        members.sort(key=lambda m: (-m.channel_of_position.size, m.param))
+        blocked = np.array([int(r) in frozen_reason for r in roots])
+        reasons = sorted({frozen_reason[int(r)] for r in roots if int(r) in frozen_reason})
+        key = f"{members[0].param}:{members[0].axis}"
+        groups.append(ChannelGroup(gid, key, roots, members, blocked, reasons))
+    # order groups by where they start in the graph (creation order of their first label)
+    groups.sort(key=lambda g: int(g.roots[0]))
+    remap = {g.id: i for i, g in enumerate(groups)}
+    for i, g in enumerate(groups):
+        g.id = i
+    goc = np.concatenate(group_of_channel) if group_of_channel else np.zeros(0, np.int64)
+    if len(goc):
+        goc = np.array([remap[i] for i in range(len(groups))], dtype=np.int64)[goc]
+    iig = np.concatenate(index_in_group) if index_in_group else np.zeros(0, np.int64)
+    return GraphAnalysis(graph, state, groups, channel_of_root, goc, iig)

@@ -1,0 +1,147 @@
+"""Mask propagation over an `SPAGraph`: every channel gets a label, rules move and merge labels op by op.
+
+`propagate(graph)` walks the nodes in topological order once. Each rule (spa_keras.rules) sees the labels of its
+inputs and sets those of its outputs; parameters are bound to labels (`bind`), coupled positions are merged
+(`union`). Ops without a rule are barriers: the labels reaching them are frozen (those channels stay) and their
+outputs carry no labels, so the rest of the model still prunes. Graph outputs freeze their labels too: output
+shapes never change.
+
+Example:
+
+>>> state = propagate(graph)          # doctest: +SKIP
+>>> state.barriers                    # doctest: +SKIP
+"""
+
+import dataclasses
+
+import numpy as np
+
+from spa_keras.labels import UnionFind
+from spa_keras.rules.registry import rule_for
+
+# ops whose outputs are shapes or indices, not activations: channel labels neither pass nor stop there
+SHAPE_OPS = {"Shape", "Size", "NonZero", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",
+             "RandomUniformLike"}
+
+
+@dataclasses.dataclass
+class Binding:
+    """Parameter `param`'s axis `axis` carries the channels `labels` (one label per position)."""
+
+    param: str
+    axis: int
+    labels: np.ndarray
+    nodes: list  # the ops that use this parameter axis
+
+
+@dataclasses.dataclass
+class Barrier:
+    node: str
+    op_type: str
+    reason: str
+    labels: list  # the label arrays it froze
+
+
+class Propagation:
+    """The state rules work on: labels per tensor axis, parameter bindings, frozen labels and barriers."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        self.uf = UnionFind()
+        self.labels = {}
+        self.bindings = {}  # (param, axis) -> Binding
+        self.barriers = []
+        self.node = None
+
+    # ---- what rules call ------------------------------------------------------------------------------------
+    def get(self, tensor):
+        """`{axis: labels}` of an activation (empty when it carries no prunable channels)."""
+        return self.labels.get(tensor, {})
+
+    def set(self, tensor, labels):
+        labels = {a: l for a, l in labels.items() if l is not None}
+        if labels:
+            self.labels[tensor] = labels
+
+    def new(self, n):
+        return self.uf.new(int(n))
+
+    def union(self, a, b):
+        self.uf.union(a, b)
+
+    def shape(self, tensor):
+        return self.graph.shape(tensor)
+
+    def rank(self, tensor):
+        shape = self.shape(tensor)
+        return None if shape is None else len(shape)
+
+    def is_param(self, tensor):
+        return self.graph.is_param(tensor)
+
+    def value(self, tensor):
+        return self.graph.value(tensor)
+
+    def bind(self, param, axis, labels):
+        """Parameter `param` (a constant tensor) has `labels` along `axis`."""
+        if not param or not self.is_param(param):
+            return
+        shape = self.shape(param)
+        axis = axis % len(shape)
+        if shape[axis] != len(labels):
+            raise ValueError(f"{self.node.name}: binding {len(labels)} labels to axis {axis} of {param} {shape}")
+        known = self.bindings.get((param, axis))
+        if known is not None:  # a shared weight couples the channels of every op that uses it
+            self.union(known.labels, labels)
+            known.nodes.append(self.node.name)
+        else:
+            self.bindings[(param, axis)] = Binding(param, axis, np.asarray(labels), [self.node.name])
+
+    def freeze(self, reason, labels=None):
+        """Stop this node: `labels` (default: every label on its inputs) stay; say why in the report."""
+        node = self.node
+        if labels is None:
+            labels = [l for t in node.inputs if t for l in self.get(t).values()]
+        self.barriers.append(Barrier(node.name, node.op_type, reason, list(labels)))
+
+    # ---- the walk ------------------------------------------------------------------------------------------
+    def run(self):
+        for node in self.graph.nodes:
+            self.node = node
+            if node.op_type in SHAPE_OPS:
+                continue
+            rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx") else None
+            labelled = any(self.get(t) for t in node.inputs if t)
+            if rule is None:
+                if labelled or _has_params(self, node):
+                    self.freeze(f"no rule for op {node.op_type}" + (f" (domain {node.domain})" if node.domain else ""))
+                continue
+            if not labelled and not _makes_channels(node):
+                continue
+            if any(self.shape(t) is None for t in list(node.inputs) + list(node.outputs) if t):
+                self.freeze("tensor shapes unknown (shape inference could not resolve them)")
+                continue
+            rule(self, node)
+        self.node = None
+        for out in self.graph.outputs:
+            labels = list(self.get(out).values())
+            if labels:
+                self.barriers.append(Barrier(out, "output", "graph output: its shape must not change", labels))
+        return self
+
+
+def _has_params(ctx, node):
+    return any(ctx.is_param(t) and ctx.value(t).size > 1 for t in node.inputs if t)
+
+
+# ops that create channels from parameters even when their input carries no labels
+_CHANNEL_MAKERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "Einsum"}
+
+
+def _makes_channels(node):
+    return node.op_type in _CHANNEL_MAKERS
+
+
+def propagate(graph):
+    """Run mask propagation on `graph`; return the `Propagation` state."""
+    return Propagation(graph).run()

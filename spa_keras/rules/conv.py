@@ -1,0 +1,92 @@
+"""Conv and ConvTranspose: output channels are new labels; input channels bind the kernel's input axis.
+
+- `group == 1`: W [M, C, k...] axis 1 takes the input's labels, axis 0 (and the bias) new labels.
+- Depthwise (`C / group == 1`, channel multiplier m = M / C): output channel c·m + j comes from input channel c, so
+  the outputs repeat the input labels m times and `group` shrinks with the channels (rewritten in surgery).
+- Grouped (`1 < group < C`): every group must stay the same size, so position j of each group is one channel: the
+  input labels are merged across groups, and the outputs get M / group new labels tiled over the groups.
+"""
+
+import numpy as np
+
+from spa_keras.rules.registry import register, rewriter
+
+
+def _bind_bias(ctx, node, labels, slot=2):
+    if len(node.inputs) > slot and node.inputs[slot]:
+        ctx.bind(node.inputs[slot], 0, labels)
+
+
+def _check_spatial(ctx, node, x_labels):
+    spatial = {a: l for a, l in x_labels.items() if a != 1}
+    if spatial:
+        ctx.freeze("channels on a spatial axis of a convolution input", list(spatial.values()))
+
+
+@register("Conv")
+def conv(ctx, node):
+    x, w = node.inputs[0], node.inputs[1]
+    if not ctx.is_param(w):
+        ctx.freeze("convolution with a computed (non-constant) kernel")
+        return
+    xl = ctx.get(x)
+    _check_spatial(ctx, node, xl)
+    m, cg = ctx.shape(w)[:2]
+    c = ctx.shape(x)[1]
+    group = node.attr("group", 1)
+    lin = xl.get(1)
+    if group == 1:
+        if lin is not None:
+            ctx.bind(w, 1, lin)
+        out = ctx.new(m)
+    elif cg == 1:  # depthwise
+        if lin is None:
+            return  # channels tied to unprunable inputs
+        out = np.repeat(lin, m // c)
+    else:
+        if lin is not None:
+            per_group = lin.reshape(group, cg)
+            for g in range(1, group):
+                ctx.union(per_group[0], per_group[g])
+            ctx.bind(w, 1, per_group[0])
+        out = np.tile(ctx.new(m // group), group)
+    ctx.bind(w, 0, out)
+    _bind_bias(ctx, node, out)
+    ctx.set(node.outputs[0], {1: out})
+
+
+@register("ConvTranspose")
+def conv_transpose(ctx, node):
+    x, w = node.inputs[0], node.inputs[1]
+    if not ctx.is_param(w):
+        ctx.freeze("transposed convolution with a computed kernel")
+        return
+    xl = ctx.get(x)
+    _check_spatial(ctx, node, xl)
+    c, mg = ctx.shape(w)[:2]
+    group = node.attr("group", 1)
+    lin = xl.get(1)
+    if group == 1:
+        if lin is not None:
+            ctx.bind(w, 0, lin)
+        out = ctx.new(mg)
+        ctx.bind(w, 1, out)
+    elif c == group and mg == 1:  # depthwise
+        if lin is None:
+            return
+        ctx.bind(w, 0, lin)
+        out = lin
+    else:
+        ctx.freeze("grouped transposed convolution")
+        return
+    _bind_bias(ctx, node, out)
+    ctx.set(node.outputs[0], {1: out})
+
+
+@rewriter("Conv", "ConvTranspose")
+def conv_group(surgery, node, proto):
+    group = node.attr("group", 1)
+    w_shape = surgery.old_shape(node.inputs[1])
+    depthwise = group > 1 and (w_shape[1] == 1 if node.op_type == "Conv" else w_shape[0] == group and w_shape[1] == 1)
+    if depthwise:
+        surgery.set_attr(proto, "group", surgery.new_shape(node.inputs[0])[1])

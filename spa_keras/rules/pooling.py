@@ -1,0 +1,70 @@
+"""Pooling, padding, resizing and reductions: they act on spatial axes and keep channels apart.
+
+Labels pass through on every axis whose size is unchanged. Padding or resizing a channel axis, and reducing over
+one, are barriers, with one exception: ReduceMean and ReduceL2 over channels (the statistics of a decomposed
+LayerNorm or an L2 normalisation) keep the structure valid when channels go, so they pass.
+"""
+
+import numpy as np
+
+from spa_keras.rules.registry import register
+
+REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
+STATISTICS = ("ReduceMean", "ReduceL2")
+
+
+@register("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxRoiPool")
+def pool(ctx, node):
+    labels = dict(ctx.get(node.inputs[0]))
+    spatial = [labels.pop(a) for a in list(labels) if a > 1]
+    if spatial:
+        ctx.freeze("pooling over a channel axis", spatial)
+    ctx.set(node.outputs[0], labels)
+
+
+@register("Pad", "Resize", "Upsample", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "LpNormalization")
+def same_size_axes(ctx, node):
+    """Labels survive on axes whose size is unchanged; an op that changes a channel axis is a barrier."""
+    x, y = node.inputs[0], node.outputs[0]
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    labels = dict(ctx.get(x))
+    if node.op_type in ("SpaceToDepth", "DepthToSpace") and 1 in labels:
+        ctx.freeze(f"{node.op_type} moves channels", [labels.pop(1)])
+    if len(xs) != len(ys):
+        ctx.freeze(f"{node.op_type} changes the rank")
+        return
+    changed = [labels.pop(a) for a in list(labels) if xs[a] != ys[a]]
+    if changed:
+        ctx.freeze(f"{node.op_type} changes the size of a channel axis", changed)
+    ctx.set(y, labels)
+
+
+def _reduce_axes(ctx, node, rank):
+    axes = node.attr("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1]:
+        value = ctx.value(node.inputs[1])
+        axes = None if value is None else value.tolist()
+    if node.op_type in ("ArgMax", "ArgMin"):
+        axes = [node.attr("axis", 0)]
+    if axes is None:
+        if node.attr("noop_with_empty_axes", 0):
+            return []
+        return list(range(rank))
+    return sorted(a % rank for a in np.atleast_1d(axes))
+
+
+@register(*REDUCE)
+def reduce(ctx, node):
+    x = node.inputs[0]
+    rank = ctx.rank(x)
+    axes = _reduce_axes(ctx, node, rank)
+    keep = node.attr("keepdims", 1)
+    labels = {}
+    for axis, l in ctx.get(x).items():
+        if axis in axes:
+            if node.op_type not in STATISTICS:
+                ctx.freeze(f"{node.op_type} over a channel axis", [l])
+            continue
+        labels[axis if keep else axis - sum(a < axis for a in axes)] = l
+    ctx.set(node.outputs[0], labels)
