@@ -12,5 +12,8 @@ __version__ = "0.1.0"
 from spa_keras.convert import convert  # noqa: E402
 from spa_keras.count import count  # noqa: E402
 from spa_keras.errors import ConversionError, InputError, SpaError, VerificationError  # noqa: E402
+from spa_keras.plan import PruningPlan  # noqa: E402
+from spa_keras.pruning import analyze, prune  # noqa: E402
 
-__all__ = ["convert", "count", "SpaError", "InputError", "ConversionError", "VerificationError", "__version__"]
+__all__ = ["analyze", "prune", "convert", "count", "PruningPlan", "SpaError", "InputError", "ConversionError",
+           "VerificationError", "__version__"]

@@ -122,7 +122,8 @@ def analyze_graph(graph):
             local = np.searchsorted(roots, roots_of[o])
             local = np.where((local < len(roots)) & (roots[np.minimum(local, len(roots) - 1)] == roots_of[o]), local, -1)
             members.append(Member(b.param, b.axis, local, list(b.nodes)))
-        members.sort(key=lambda m: (-m.channel_of_position.size, m.param))
+        # the producer's kernel first (rank >= 2, output axis 0): it names the group
+        members.sort(key=lambda m: (len(graph.shape(m.param)) < 2, m.axis != 0, m.param))
         blocked = np.array([int(r) in frozen_reason for r in roots])
         reasons = sorted({frozen_reason[int(r)] for r in roots if int(r) in frozen_reason})
         key = f"{members[0].param}:{members[0].axis}"

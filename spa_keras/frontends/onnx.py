@@ -30,8 +30,11 @@ def _attrs(node):
     return out
 
 
-def infer_shapes(model, batch=1):
-    """`{tensor: static shape}` from ONNX shape inference on a weight-free copy, free input dims set to `batch`."""
+def infer_shapes(model, batch=1, input_shapes=None):
+    """`{tensor: static shape}` from ONNX shape inference on a weight-free copy.
+
+    Free input dimensions are set to `batch` (the first) or taken from `input_shapes` ({name or None: shape}).
+    """
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
     light.opset_import.extend(model.opset_import)
@@ -45,10 +48,11 @@ def infer_shapes(model, batch=1):
             continue
         vi = g.input.add()
         vi.CopyFrom(inp)
-        for d in vi.type.tensor_type.shape.dim:
+        given = (input_shapes or {}).get(inp.name, (input_shapes or {}).get(None))
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
             if not d.HasField("dim_value") or d.dim_value <= 0:
                 d.Clear()
-                d.dim_value = batch
+                d.dim_value = batch if (i == 0 or given is None) else int(given[i])
     shapes = {}
     for init in model.graph.initializer:  # weights as typed inputs without data
         g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
@@ -70,8 +74,8 @@ def infer_shapes(model, batch=1):
     return shapes
 
 
-def from_onnx(model):
-    """Build an `SPAGraph` from a ModelProto (nodes in the model's topological order)."""
+def from_onnx(model, input_shapes=None):
+    """Build an `SPAGraph` from a ModelProto (nodes in topological order); `input_shapes` fills free dims."""
     params = {i.name: Param(i.name, numpy_helper.to_array(i), ("initializer", i.name)) for i in model.graph.initializer}
     nodes = []
     for index, n in enumerate(model.graph.node):
@@ -81,7 +85,7 @@ def from_onnx(model):
             continue
         nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, list(n.input), list(n.output), attrs,
                           n.domain, index))
-    shapes = infer_shapes(model)
+    shapes = infer_shapes(model, input_shapes=input_shapes)
     for name, p in params.items():
         shapes[name] = tuple(p.value.shape)
     inputs = [i.name for i in model.graph.input if i.name not in params]

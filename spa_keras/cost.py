@@ -1,0 +1,53 @@
+"""What removing channels saves: parameters and FLOPs of the model with a given set of channels removed.
+
+Every labelled tensor axis and parameter axis knows which global channel each position belongs to, so the shapes
+after removal are one vectorised count per axis, and the counts follow from the same formulas as `spa.count`
+(FLOPs = 2 × MACs of Conv, ConvTranspose, Gemm, MatMul). Coupled producers and consumers are all included because
+they are all members of the groups.
+
+Example:
+
+>>> model = CostModel(analysis)                    # doctest: +SKIP
+>>> model.counts(np.zeros(model.channels, bool))   # doctest: +SKIP
+"""
+
+import numpy as np
+
+from spa_keras.count import GRAPH_MACS, Counts, graph_macs, graph_params
+
+
+class CostModel:
+    def __init__(self, analysis):
+        self.analysis = analysis
+        self.graph = graph = analysis.graph
+        self.channels = len(analysis.group_of_channel)
+        entries = []
+        for tensor, labels in analysis.state.labels.items():
+            for axis, l in labels.items():
+                entries.append((tensor, axis, analysis.dense(l)))
+        for (param, axis), binding in analysis.state.bindings.items():
+            entries.append((param, axis, analysis.dense(binding.labels)))
+        self.entries = [(name, axis, ids[ids >= 0]) for name, axis, ids in entries if (ids >= 0).any()]
+        self.linear = [n for n in graph.nodes if n.op_type in GRAPH_MACS]
+        self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
+        self._float_params = {n for n, p in graph.params.items() if p.value.dtype.kind == "f"}
+
+    def shapes(self, removed):
+        """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
+        new = {}
+        for name, axis, ids in self.entries:
+            gone = int(removed[ids].sum())
+            if gone:
+                shape = list(new.get(name) or self.graph.shape(name))
+                shape[axis] -= gone
+                new[name] = tuple(shape)
+        return new
+
+    def counts(self, removed):
+        """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
+        new = self.shapes(removed)
+        shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
+        params = self.base.params + sum(int(np.prod(shape)) - int(np.prod(self.graph.shape(name)))
+                                        for name, shape in new.items() if name in self._float_params)
+        macs = sum(GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear)
+        return Counts(params, 2 * macs)

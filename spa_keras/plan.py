@@ -1,0 +1,201 @@
+"""PruningPlan: which channels of which group to remove, chosen to meet a target; JSON in and out.
+
+Targets (fractions removed, in [0, 1)): `ratio` of prunable channels, `flops` or `params` of the whole model
+(exact counts from the cost model, so coupled producers and consumers are all counted). Ranking is global by
+default (normalised group scores compare across layers) or uniform per group (`global_ranking=False`).
+`max_per_group` caps the fraction any group loses (a group never loses all its channels), `round_to` keeps channel
+counts multiples of a number (for fast kernels), `ignore` leaves groups that touch the named parameters or nodes
+(regular expressions) alone.
+
+Example:
+
+>>> plan = make_plan(analysis, flops=0.5)          # doctest: +SKIP
+>>> plan.save("plan.json")                         # doctest: +SKIP
+"""
+
+import dataclasses
+import json
+import math
+import re
+
+import numpy as np
+
+from spa_keras.cost import CostModel
+from spa_keras.errors import InputError
+from spa_keras.importance import get_criterion
+
+
+@dataclasses.dataclass
+class PruningPlan:
+    removed: dict  # group key -> sorted channel indices to remove
+    channels: dict  # group key -> channel count (a plan replays only on a model with the same groups)
+    target: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self):
+        return json.dumps({"format": "spa-keras plan 1", "target": self.target, "channels": self.channels,
+                           "removed": self.removed}, indent=1)
+
+    @classmethod
+    def from_json(cls, text):
+        data = json.loads(text)
+        if data.get("format") != "spa-keras plan 1":
+            raise InputError("not a spa-keras pruning plan (missing 'format': 'spa-keras plan 1')")
+        return cls({k: list(map(int, v)) for k, v in data["removed"].items()}, data["channels"], data.get("target", {}))
+
+    def save(self, path):
+        from spa_keras import files
+
+        with files.atomic_output(path) as tmp:
+            with open(tmp, "w") as f:
+                f.write(self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path) as f:
+                return cls.from_json(f.read())
+        except (OSError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: cannot read the pruning plan ({exc})") from None
+
+    @property
+    def removed_channels(self):
+        return sum(len(v) for v in self.removed.values())
+
+    def mask(self, analysis):
+        """Global removed-channel mask for `analysis`; raises when the plan was made for another model."""
+        by_key = {g.key: g for g in analysis.groups}
+        removed = np.zeros(len(analysis.group_of_channel), bool)
+        offsets = _offsets(analysis)
+        for key, indices in self.removed.items():
+            group = by_key.get(key)
+            if group is None or group.channels != self.channels.get(key):
+                raise InputError(f"the plan does not fit this model: group {key} "
+                                 f"{'is missing' if group is None else f'has {group.channels} channels'}")
+            idx = np.asarray(indices, int)
+            if len(idx) and (idx.min() < 0 or idx.max() >= group.channels or group.blocked[idx].any()):
+                raise InputError(f"the plan removes invalid or blocked channels of group {key}")
+            removed[offsets[group.id] + idx] = True
+        return removed
+
+
+def _offsets(analysis):
+    out, start = [], 0
+    for g in analysis.groups:
+        out.append(start)
+        start += g.channels
+    return out
+
+
+def _fraction(name, value):
+    if value is None:
+        return None
+    value = float(value)
+    if not 0 <= value < 1:
+        raise InputError(f"{name}={value}: a fraction removed, in [0, 1)")
+    return value
+
+
+def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", global_ranking=True, round_to=1,
+              ignore=(), max_per_group=0.9, scores=None):
+    """Choose the channels to remove; return a `PruningPlan`."""
+    targets = {k: _fraction(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params))
+               if v is not None}
+    if len(targets) != 1:
+        raise InputError("give exactly one target: ratio=, flops= or params= (a fraction removed)")
+    (kind, amount), = targets.items()
+    if not 0 < max_per_group <= 1:
+        raise InputError(f"max_per_group={max_per_group}: a fraction in (0, 1]")
+    round_to = max(1, int(round_to))
+    groups = analysis.groups
+    if scores is None:
+        scores = get_criterion(criterion)(analysis)
+    patterns = [re.compile(p) for p in ([ignore] if isinstance(ignore, str) else list(ignore or ()))]
+    ignored = [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
+               for g in groups]
+    offsets = _offsets(analysis)
+    n = len(analysis.group_of_channel)
+    score = np.full(n, np.inf)
+    cap = np.zeros(len(groups), int)
+    for g, s, skip in zip(groups, scores, ignored):
+        free = ~g.blocked
+        if skip or not free.any():
+            continue
+        score[offsets[g.id]:offsets[g.id] + g.channels][free] = s[free]
+        cap[g.id] = min(int(math.floor(max_per_group * g.channels)), g.channels - 1, int(free.sum()))
+    candidate = np.isfinite(score)
+    group_of = analysis.group_of_channel
+    # rank of each channel inside its group by score: only the lowest `cap` of a group may go
+    order_in_group = np.lexsort((score, group_of))
+    rank = np.empty(n, int)
+    starts = np.searchsorted(group_of[order_in_group], np.arange(len(groups)))
+    rank[order_in_group] = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
+    eligible = candidate & (rank < cap[group_of])
+    cost = CostModel(analysis)
+
+    if global_ranking:
+        order = np.flatnonzero(eligible)[np.argsort(score[eligible], kind="stable")]
+
+        def removal(k):
+            mask = np.zeros(n, bool)
+            mask[order[:k]] = True
+            return _round(mask, analysis, offsets, round_to)
+        limit = len(order)
+    else:
+        def removal(k):  # k in thousandths of each group's prunable channels
+            mask = np.zeros(n, bool)
+            for g in groups:
+                if cap[g.id] == 0:
+                    continue
+                take = min(cap[g.id], int(round(k / 1000 * (~g.blocked).sum())))
+                idx = np.flatnonzero(eligible & (group_of == g.id))
+                mask[idx[np.argsort(score[idx], kind="stable")[:take]]] = True
+            return _round(mask, analysis, offsets, round_to)
+        limit = 1000
+
+    if amount == 0:
+        mask = np.zeros(n, bool)
+    elif kind == "ratio":
+        prunable = int(sum((~g.blocked).sum() for g, skip in zip(groups, ignored) if not skip))
+        want = int(round(amount * prunable))
+        mask = removal(min(want, limit) if global_ranking else int(round(amount * 1000)))
+    else:
+        base = getattr(cost.base, kind)
+
+        def reduction(k):
+            return 1 - getattr(cost.counts(removal(k)), kind) / base
+        lo, hi = 0, limit  # smallest k whose reduction reaches the target (reduction grows with k)
+        if reduction(hi) < amount:
+            mask = removal(hi)
+        else:
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if reduction(mid) >= amount:
+                    hi = mid
+                else:
+                    lo = mid + 1
+            mask = removal(lo)
+    removed = {}
+    for g in groups:
+        idx = np.flatnonzero(mask[offsets[g.id]:offsets[g.id] + g.channels])
+        if len(idx):
+            removed[g.key] = idx.tolist()
+    return PruningPlan(removed, {g.key: g.channels for g in groups},
+                       {"kind": kind, "amount": amount, "criterion": criterion if isinstance(criterion, str) else
+                        type(criterion).__name__, "global_ranking": global_ranking, "round_to": round_to,
+                        "max_per_group": max_per_group})
+
+
+def _round(mask, analysis, offsets, round_to):
+    """Keep more channels where needed so every group keeps a multiple of `round_to`."""
+    if round_to == 1:
+        return mask
+    mask = mask.copy()
+    for g in analysis.groups:
+        part = mask[offsets[g.id]:offsets[g.id] + g.channels]
+        removed = np.flatnonzero(part)
+        kept = g.channels - len(removed)
+        extra = (-kept) % round_to
+        if extra and len(removed):
+            part[removed[-min(extra, len(removed)):]] = False  # give some back (the highest indices)
+    return mask

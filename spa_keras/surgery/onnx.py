@@ -1,0 +1,162 @@
+"""ONNX surgery: slice initializers and Constant-node weights, fix attributes and shape constants, validate.
+
+The input ModelProto is copied, never changed. Each parameter axis keeps the positions whose channel stays; op
+rewriters (`spa_keras.rules`) fix what depends on channel counts (depthwise `group`, Split sizes, Slice bounds,
+Reshape/Expand/Resize targets). Stale `value_info` is dropped; the result passes onnx.checker and loads in
+onnxruntime before it is returned.
+
+Example:
+
+>>> slim = prune_onnx(analysis, plan)      # doctest: +SKIP
+"""
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from spa_keras.cost import CostModel
+from spa_keras.errors import ConversionError
+from spa_keras.rules.registry import rewriter_for
+
+
+class OnnxSurgery:
+    def __init__(self, analysis, removed):
+        self.analysis = analysis
+        self.graph = analysis.graph
+        self.ctx = analysis.state
+        self.removed = removed
+        self.new_shapes = CostModel(analysis).shapes(removed)
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(self.graph.source)
+        self._inits = {i.name: i for i in self.model.graph.initializer}
+        self._uses = {}
+        for node in self.model.graph.node:
+            for t in node.input:
+                self._uses[t] = self._uses.get(t, 0) + 1
+        self._fresh = 0
+
+    # ---- shapes ----------------------------------------------------------------------------------------------
+    def old_shape(self, tensor):
+        return self.graph.shape(tensor)
+
+    def new_shape(self, tensor):
+        return self.new_shapes.get(tensor) or self.graph.shape(tensor)
+
+    def kept_positions(self, tensor, axis):
+        """Bool mask of the positions of `tensor`'s `axis` that stay, or None when the axis is not labelled."""
+        labels = self.ctx.labels.get(tensor, {}).get(axis)
+        if labels is None:
+            binding = self.ctx.bindings.get((tensor, axis))
+            labels = None if binding is None else binding.labels
+        if labels is None:
+            return None
+        ids = self.analysis.dense(labels)
+        return ~((ids >= 0) & self.removed[np.maximum(ids, 0)])
+
+    # ---- edits -----------------------------------------------------------------------------------------------
+    def set_attr(self, proto, name, value):
+        for a in proto.attribute:
+            if a.name == name:
+                proto.attribute.remove(a)
+                break
+        proto.attribute.append(helper.make_attribute(name, value))
+
+    def _write_param(self, name, value):
+        param = self.graph.params[name]
+        kind, where = param.handle
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        if kind == "initializer":
+            self._inits[name].CopyFrom(tensor)
+            for inp in self.model.graph.input:  # old-style models also list weights as graph inputs
+                if inp.name == name:
+                    inp.CopyFrom(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
+        else:
+            node = self.model.graph.node[where]
+            for a in node.attribute:
+                if a.name == "value":
+                    a.t.CopyFrom(tensor)
+
+    def set_input_constant(self, node, slot, value):
+        """Give input `slot` of `node` the constant `value` (a private copy when other nodes share it)."""
+        name = node.inputs[slot]
+        proto = self.model.graph.node[node.index]
+        if name in self.graph.params and self._uses.get(name, 0) <= 1:
+            self._write_param(name, value)
+            return
+        self._fresh += 1
+        fresh = f"{name or node.name}_spa{self._fresh}"
+        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), fresh))
+        proto.input[slot] = fresh
+
+    def add_input_constant(self, node, value):
+        proto = self.model.graph.node[node.index]
+        self._fresh += 1
+        fresh = f"{node.name}_split_spa{self._fresh}"
+        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), fresh))
+        proto.input.append(fresh)
+        for a in list(proto.attribute):
+            if a.name == "num_outputs":
+                proto.attribute.remove(a)
+
+    def rewrite_shape_input(self, node, slot):
+        """Rewrite a shape operand (Reshape target, Expand shape, Resize sizes) for the output's new shape."""
+        out = node.outputs[0]
+        old, new = self.old_shape(out), self.new_shape(out)
+        if old == new:
+            return
+        changed = [a for a in range(len(old)) if old[a] != new[a]]
+        target = self.graph.value(node.inputs[slot])
+        if target is not None:
+            target = target.astype(np.int64).copy()
+            for a in changed:
+                if target[a] not in (0, -1):
+                    target[a] = new[a]
+            self.set_input_constant(node, slot, target)
+            return
+        # a shape computed at run time: Concat of pieces, some of them constants naming channel counts
+        producer = self.graph.producer(node.inputs[slot])
+        if producer is not None and producer.op_type == "Concat":
+            offset = 0
+            for i, piece in enumerate(producer.inputs):
+                size = int(np.prod(self.graph.shape(piece) or (1,)))
+                for a in changed:
+                    if offset <= a < offset + size:
+                        value = self.graph.value(piece)
+                        if value is None:
+                            break  # computed from Shape: already right at run time
+                        value = value.astype(np.int64).copy().reshape(-1)
+                        if value[a - offset] not in (0, -1):
+                            value[a - offset] = new[a]
+                            self.set_input_constant(producer, i, value.reshape(self.graph.shape(piece)))
+                offset += size
+
+    # ---- the whole job -------------------------------------------------------------------------------------
+    def apply(self):
+        keep_masks = {}
+        for (param, axis), _ in self.ctx.bindings.items():
+            keep = self.kept_positions(param, axis)
+            if keep is not None and not keep.all():
+                keep_masks.setdefault(param, []).append((axis, keep))
+        for param, masks in keep_masks.items():
+            value = self.graph.params[param].value
+            for axis, keep in masks:
+                value = np.compress(keep, value, axis=axis)
+            self._write_param(param, value)
+        for node in self.graph.nodes:
+            rewrite = rewriter_for(node.op_type)
+            if rewrite is not None and node.index >= 0:
+                rewrite(self, node, self.model.graph.node[node.index])
+        del self.model.graph.value_info[:]
+        return self.model
+
+
+def prune_onnx(analysis, removed, where="pruned model"):
+    """A pruned copy of the analysed ONNX model without the channels in `removed`; checked and loadable."""
+    from spa_keras.bridges import onnx_io
+
+    model = OnnxSurgery(analysis, removed).apply()
+    try:
+        onnx_io.check(model, where=where)
+    except ConversionError as exc:
+        raise ConversionError(f"surgery produced an invalid model ({exc}); please report this with the model") from None
+    return model
