@@ -30,7 +30,7 @@ class CostModel:
         self.entries = [(name, axis, ids[ids >= 0]) for name, axis, ids in entries if (ids >= 0).any()]
         self.linear = [n for n in graph.nodes if n.op_type in GRAPH_MACS]
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
-        self._float_params = {n for n, p in graph.params.items() if p.value.dtype.kind == "f"}
+        self._float_params = {n for n, p in graph.params.items() if p.counted and p.value.dtype.kind == "f"}
 
     def shapes(self, removed):
         """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""

@@ -89,7 +89,8 @@ def graph_macs(graph, shape_of=None):
 def graph_params(graph, shape_of=None):
     """Elements of the floating-point parameters of an `SPAGraph`."""
     shape_of = shape_of or graph.shape
-    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items() if p.value.dtype.kind in FLOAT_KINDS)
+    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items()
+               if p.counted and p.value.dtype.kind in FLOAT_KINDS)
 
 
 def _count_onnx(model):

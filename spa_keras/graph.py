@@ -40,6 +40,7 @@ class Param:
     name: str
     value: np.ndarray
     handle: object = None
+    counted: bool = True  # False for a constant that only feeds folded layout ops (its folded copy is counted)
 
 
 @dataclasses.dataclass

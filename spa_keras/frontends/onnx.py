@@ -74,6 +74,38 @@ def infer_shapes(model, batch=1, input_shapes=None):
     return shapes
 
 
+def _fold(node, values):
+    """The value of a layout op applied to constants (exporters write biases as Reshape(bias, [1, C, 1, 1]))."""
+    x = values[0]
+    op = node.op_type
+    if op in ("Identity", "Dropout"):
+        return x
+    if op == "Cast":
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(node.attrs["to"]))
+    if op == "Reshape":
+        shape = [x.shape[i] if d == 0 and not node.attrs.get("allowzero") else d for i, d in enumerate(values[1])]
+        return x.reshape(shape)
+    if op == "Transpose":
+        return x.transpose(node.attrs.get("perm"))
+    if op == "Flatten":
+        axis = node.attrs.get("axis", 1) % max(x.ndim, 1)
+        return x.reshape(int(np.prod(x.shape[:axis])), -1)
+    axes = node.attrs.get("axes")
+    if axes is None and len(values) > 1:
+        axes = values[1]
+    if op == "Unsqueeze":
+        out = x
+        for a in sorted(int(a) % (x.ndim + len(axes)) for a in axes):
+            out = np.expand_dims(out, a)
+        return out
+    if op == "Squeeze":
+        return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
+    return None
+
+
+FOLDABLE = ("Identity", "Dropout", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze")
+
+
 def from_onnx(model, input_shapes=None):
     """Build an `SPAGraph` from a ModelProto (nodes in topological order); `input_shapes` fills free dims."""
     params = {i.name: Param(i.name, numpy_helper.to_array(i), ("initializer", i.name)) for i in model.graph.initializer}
@@ -83,8 +115,20 @@ def from_onnx(model, input_shapes=None):
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and "value" in attrs:
             params[n.output[0]] = Param(n.output[0], np.asarray(attrs["value"]), ("constant", index))
             continue
+        if n.op_type in FOLDABLE and n.domain in ("", "ai.onnx") and all(not t or t in params for t in n.input):
+            node = Node(n.name, n.op_type, list(n.input), list(n.output), attrs, n.domain, index)
+            value = _fold(node, [params[t].value for t in n.input if t])
+            if value is not None:  # surgery replaces the node by an initializer when the value changes
+                params[n.output[0]] = Param(n.output[0], np.asarray(value), ("folded", index))
+                continue
         nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, list(n.input), list(n.output), attrs,
                           n.domain, index))
+    folded_inputs = {t for i, n in enumerate(model.graph.node) if params.get(n.output[0] if n.output else "")
+                     and params[n.output[0]].handle == ("folded", i) for t in n.input}
+    consumed = {t for n in nodes for t in n.inputs}
+    for name in folded_inputs - consumed - {o.name for o in model.graph.output}:
+        if name in params:
+            params[name].counted = False
     shapes = infer_shapes(model, input_shapes=input_shapes)
     for name, p in params.items():
         shapes[name] = tuple(p.value.shape)

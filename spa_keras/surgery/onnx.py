@@ -34,6 +34,7 @@ class OnnxSurgery:
             for t in node.input:
                 self._uses[t] = self._uses.get(t, 0) + 1
         self._fresh = 0
+        self._dropped = set()  # indices of nodes folded into constants
 
     # ---- shapes ----------------------------------------------------------------------------------------------
     def old_shape(self, tensor):
@@ -65,7 +66,11 @@ class OnnxSurgery:
         param = self.graph.params[name]
         kind, where = param.handle
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
-        if kind == "initializer":
+        if kind == "folded":  # the layout op on constants becomes the constant it computes
+            self._dropped.add(where)
+            self.model.graph.initializer.append(tensor)
+            self._inits[name] = self.model.graph.initializer[-1]
+        elif kind == "initializer":
             self._inits[name].CopyFrom(tensor)
             for inp in self.model.graph.input:  # old-style models also list weights as graph inputs
                 if inp.name == name:
@@ -146,6 +151,19 @@ class OnnxSurgery:
             rewrite = rewriter_for(node.op_type)
             if rewrite is not None and node.index >= 0:
                 rewrite(self, node, self.model.graph.node[node.index])
+        if self._dropped:
+            nodes = self.model.graph.node
+            orphans = {t for i in self._dropped for t in nodes[i].input}
+            used = {t for i, n in enumerate(nodes) if i not in self._dropped for t in n.input}
+            used |= {o.name for o in self.model.graph.output}
+            kept = [n for i, n in enumerate(nodes) if i not in self._dropped
+                    and not (n.op_type == "Constant" and n.output[0] in orphans and n.output[0] not in used)]
+            del nodes[:]
+            nodes.extend(kept)
+            for init in [i for i in self.model.graph.initializer if i.name in orphans and i.name not in used]:
+                self.model.graph.initializer.remove(init)
+            for inp in [i for i in self.model.graph.input if i.name in orphans and i.name not in used]:
+                self.model.graph.input.remove(inp)
         del self.model.graph.value_info[:]
         return self.model
 
