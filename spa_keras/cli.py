@@ -88,6 +88,78 @@ def convert(source, output, epoch, input_shape, precision, tolerance):
 
 
 @cli.command()
+@click.argument("model")
+@click.option("--input-shape", help="Fill free input dimensions (needed for FLOP counts): 1,3,224,224.")
+@click.option("--limit", type=int, help="Show only the first N groups.")
+def analyze(model, input_shape, limit):
+    """Show MODEL's channel groups, what blocks them, and their share of parameters and FLOPs."""
+    from spa_keras.pruning import analyze as run_analyze
+
+    with console.status("analysing"):
+        analysis = run_analyze(model, input_shape)
+    analysis.print(limit)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="Where to write the pruned model (.onnx).")
+@click.option("--ratio", type=float, help="Fraction of prunable channels to remove.")
+@click.option("--flops", type=float, help="Fraction of FLOPs to remove.")
+@click.option("--params", type=float, help="Fraction of parameters to remove.")
+@click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
+@click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
+@click.option("--criterion", default="l1", show_default=True, help="Importance criterion (l1, l2).")
+@click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
+@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--ignore", multiple=True, help="Leave groups touching these node/parameter names (regex) alone.")
+@click.option("--max-per-group", type=float, default=0.9, show_default=True,
+              help="Largest fraction of one group's channels that may go.")
+@click.option("--input-shape", help="Fill free input dimensions: 1,3,224,224.")
+def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, local_ranking, round_to, ignore,
+          max_per_group, input_shape):
+    """Prune MODEL (.onnx) and write the slim model to OUTPUT, verified before it is written."""
+    from spa_keras import files
+    from spa_keras.bridges import onnx_io
+    from spa_keras.pruning import prune as run_prune
+    from spa_keras.report import result_table
+
+    files.check_output_path(output)
+    if files.model_kind(output, for_output=True) != files.ONNX:
+        raise SpaError(f"{output}: the ONNX engine writes .onnx; convert the result with spa convert")
+    if plan_out:
+        files.check_output_path(plan_out)
+    with console.status("pruning"):
+        result = run_prune(model, ratio=ratio, flops=flops, params=params, plan=plan_in, criterion=criterion,
+                           global_ranking=not local_ranking, round_to=round_to, ignore=ignore,
+                           max_per_group=max_per_group, input_shape=input_shape)
+        check = _verify_pruned(result, input_shape)
+    console.print(result_table(result.before, result.after, result.plan, result.analysis.graph_analysis))
+    console.print(f"[green]checked[/green] {check}", soft_wrap=True)
+    onnx_io.save(result.model, output)
+    console.print(f"wrote {output}", soft_wrap=True)
+    if plan_out:
+        result.plan.save(plan_out)
+        console.print(f"wrote plan {plan_out}", soft_wrap=True)
+
+
+def _verify_pruned(result, input_shape):
+    """The slim model runs in onnxruntime with the original's output shapes (values change by design)."""
+    from spa_keras.bridges import onnx_io
+    from spa_keras.errors import VerificationError
+    from spa_keras.verify import compare, parse_input_shape, random_batch
+
+    original = result.analysis.graph_analysis.graph.source
+    feeds = random_batch(onnx_io.input_specs(original), parse_input_shape(input_shape))
+    ref, out = onnx_io.run(original, feeds), onnx_io.run(result.model, feeds)
+    if [v.shape for v in ref.values()] != [v.shape for v in out.values()]:
+        raise VerificationError("the pruned model's output shapes differ from the original's; nothing was written")
+    change = compare(ref, out, source="original", target="pruned", tolerance=float("inf")).rel
+    return (f"onnx.checker and onnxruntime accept the pruned model; output shapes unchanged "
+            f"{[tuple(v.shape[1:]) for v in out.values()]}; outputs moved by {change:.2e} relative to their scale "
+            "(pruning changes them; fine-tune to recover)")
+
+
+@cli.command()
 @click.option("--workdir", type=click.Path(file_okay=False), help="Where to write the demo's files "
               "(default: a temporary directory that is removed afterwards).")
 def demo(workdir):
