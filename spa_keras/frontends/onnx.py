@@ -78,6 +78,9 @@ def _fold(node, values):
     """The value of a layout op applied to constants (exporters write biases as Reshape(bias, [1, C, 1, 1]))."""
     x = values[0]
     op = node.op_type
+    if op == "ConstantOfShape":  # weights of the onnx light zoo: a constant filled to a shape
+        fill = node.attrs.get("value", np.zeros(1, np.float32))
+        return np.full([int(d) for d in x], fill.reshape(-1)[0], dtype=fill.dtype)
     if op in ("Identity", "Dropout"):
         return x
     if op == "Cast":
@@ -103,7 +106,7 @@ def _fold(node, values):
     return None
 
 
-FOLDABLE = ("Identity", "Dropout", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze")
+FOLDABLE = ("ConstantOfShape", "Identity", "Dropout", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze")
 
 
 def from_onnx(model, input_shapes=None):

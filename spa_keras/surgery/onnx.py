@@ -68,8 +68,7 @@ class OnnxSurgery:
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
         if kind == "folded":  # the layout op on constants becomes the constant it computes
             self._dropped.add(where)
-            self.model.graph.initializer.append(tensor)
-            self._inits[name] = self.model.graph.initializer[-1]
+            self._add_initializer(tensor)
         elif kind == "initializer":
             self._inits[name].CopyFrom(tensor)
             for inp in self.model.graph.input:  # old-style models also list weights as graph inputs
@@ -81,6 +80,13 @@ class OnnxSurgery:
                 if a.name == "value":
                     a.t.CopyFrom(tensor)
 
+    def _add_initializer(self, tensor):
+        self.model.graph.initializer.append(tensor)
+        self._inits[tensor.name] = self.model.graph.initializer[-1]
+        if self.model.ir_version < 4:  # IR 3 wants every initializer listed as a graph input
+            self.model.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type,
+                                                                        list(tensor.dims)))
+
     def set_input_constant(self, node, slot, value):
         """Give input `slot` of `node` the constant `value` (a private copy when other nodes share it)."""
         name = node.inputs[slot]
@@ -90,14 +96,14 @@ class OnnxSurgery:
             return
         self._fresh += 1
         fresh = f"{name or node.name}_spa{self._fresh}"
-        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), fresh))
+        self._add_initializer(numpy_helper.from_array(np.asarray(value), fresh))
         proto.input[slot] = fresh
 
     def add_input_constant(self, node, value):
         proto = self.model.graph.node[node.index]
         self._fresh += 1
         fresh = f"{node.name}_split_spa{self._fresh}"
-        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), fresh))
+        self._add_initializer(numpy_helper.from_array(np.asarray(value), fresh))
         proto.input.append(fresh)
         for a in list(proto.attribute):
             if a.name == "num_outputs":
