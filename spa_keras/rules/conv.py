@@ -17,24 +17,27 @@ def _bind_bias(ctx, node, labels, slot=2):
         ctx.bind(node.inputs[slot], 0, labels)
 
 
-def _check_spatial(ctx, node, x_labels):
-    spatial = {a: l for a, l in x_labels.items() if a != 1}
+def _input_channels(ctx, node):
+    """The input's channel labels (or None); False when the kernel is computed, which makes the op a barrier."""
+    if not ctx.is_param(node.inputs[1]):
+        ctx.freeze(f"{node.op_type} with a computed (non-constant) kernel")
+        return False
+    labels = ctx.get(node.inputs[0])
+    spatial = [l for a, l in labels.items() if a != 1]
     if spatial:
-        ctx.freeze("channels on a spatial axis of a convolution input", list(spatial.values()))
+        ctx.freeze("channels on a spatial axis of a convolution input", spatial)
+    return labels.get(1)
 
 
 @register("Conv")
 def conv(ctx, node):
-    x, w = node.inputs[0], node.inputs[1]
-    if not ctx.is_param(w):
-        ctx.freeze("convolution with a computed (non-constant) kernel")
+    lin = _input_channels(ctx, node)
+    if lin is False:
         return
-    xl = ctx.get(x)
-    _check_spatial(ctx, node, xl)
+    w = node.inputs[1]
     m, cg = ctx.shape(w)[:2]
-    c = ctx.shape(x)[1]
     group = node.attr("group", 1)
-    lin = xl.get(1)
+    c = cg * group
     if group == 1:
         if lin is not None:
             ctx.bind(w, 1, lin)
@@ -57,15 +60,12 @@ def conv(ctx, node):
 
 @register("ConvTranspose")
 def conv_transpose(ctx, node):
-    x, w = node.inputs[0], node.inputs[1]
-    if not ctx.is_param(w):
-        ctx.freeze("transposed convolution with a computed kernel")
+    lin = _input_channels(ctx, node)
+    if lin is False:
         return
-    xl = ctx.get(x)
-    _check_spatial(ctx, node, xl)
+    w = node.inputs[1]
     c, mg = ctx.shape(w)[:2]
     group = node.attr("group", 1)
-    lin = xl.get(1)
     if group == 1:
         if lin is not None:
             ctx.bind(w, 0, lin)
