@@ -102,19 +102,11 @@ def analyze_graph(graph):
                 frozen_reason.setdefault(int(r), f"{barrier.node} ({barrier.op_type}): {barrier.reason}")
     pair_group = group_index[np.searchsorted(uniq_roots, pairs[0])] if len(uniq_roots) else pairs[0]
     group_owner = np.unique(np.stack([pair_group, pairs[1]]), axis=1) if len(uniq_roots) else pairs
-    channel_of_root = np.full(n_labels, -1, np.int64)
     order = np.argsort(group_index, kind="stable")
-    groups, group_of_channel, index_in_group = [], [], []
-    next_channel = 0
     boundaries = np.flatnonzero(np.diff(group_index[order])) + 1
+    groups = []
     for chunk in np.split(order, boundaries) if len(order) else []:
         roots = uniq_roots[chunk]  # sorted by label id: creation order
-        gid = len(groups)
-        ids = np.arange(next_channel, next_channel + len(roots))
-        channel_of_root[roots] = ids
-        next_channel += len(roots)
-        group_of_channel.append(np.full(len(roots), gid))
-        index_in_group.append(np.arange(len(roots)))
         owners = group_owner[1][group_owner[0] == group_index[chunk[0]]]
         members = []
         for o in owners:
@@ -126,15 +118,21 @@ def analyze_graph(graph):
         members.sort(key=lambda m: (len(graph.shape(m.param)) < 2, m.axis != 0, m.param))
         blocked = np.array([int(r) in frozen_reason for r in roots])
         reasons = sorted({frozen_reason[int(r)] for r in roots if int(r) in frozen_reason})
-        key = f"{members[0].param}:{members[0].axis}"
-        groups.append(ChannelGroup(gid, key, roots, members, blocked, reasons))
-    # order groups by where they start in the graph (creation order of their first label)
+        first = members[0]
+        # a Split can cut one kernel's channels into several groups: the first position makes the key unique
+        key = f"{first.param}:{first.axis}@{int(np.argmax(first.channel_of_position >= 0))}"
+        groups.append(ChannelGroup(0, key, roots, members, blocked, reasons))
+    # groups in graph order (creation order of their first label); global channel ids follow that order
     groups.sort(key=lambda g: int(g.roots[0]))
-    remap = {g.id: i for i, g in enumerate(groups)}
+    channel_of_root = np.full(n_labels, -1, np.int64)
+    goc, iig = [], []
+    next_channel = 0
     for i, g in enumerate(groups):
         g.id = i
-    goc = np.concatenate(group_of_channel) if group_of_channel else np.zeros(0, np.int64)
-    if len(goc):
-        goc = np.array([remap[i] for i in range(len(groups))], dtype=np.int64)[goc]
-    iig = np.concatenate(index_in_group) if index_in_group else np.zeros(0, np.int64)
+        channel_of_root[g.roots] = np.arange(next_channel, next_channel + g.channels)
+        next_channel += g.channels
+        goc.append(np.full(g.channels, i))
+        iig.append(np.arange(g.channels))
+    goc = np.concatenate(goc) if goc else np.zeros(0, np.int64)
+    iig = np.concatenate(iig) if iig else np.zeros(0, np.int64)
     return GraphAnalysis(graph, state, groups, channel_of_root, goc, iig)
