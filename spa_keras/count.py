@@ -15,6 +15,7 @@ Example:
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -36,9 +37,10 @@ def count(model):
     """`Counts(params, flops)` for an ONNX model (path or ModelProto) or a Keras model (path or keras.Model)."""
     if hasattr(model, "graph"):
         return _count_onnx(model)
-    if isinstance(model, str):
+    if isinstance(model, (str, os.PathLike)):
         from spa_keras import files
 
+        model = str(model)
         kind = files.model_kind(model)
         if kind == files.ONNX:
             from spa_keras.bridges import onnx_io

@@ -3,7 +3,7 @@
 import numpy as np
 import onnx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from onnx import numpy_helper
 
@@ -246,7 +246,6 @@ def random_cnn(seed, blocks):
     return b.model(b.gemm(flat, c, 3), [3])
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=5),
        ratio=st.floats(0.05, 0.7))
 def test_random_cnns(seed, blocks, ratio):

@@ -8,7 +8,6 @@ Example:
 
 import os
 
-import numpy as np
 import onnx
 from onnx import helper
 
