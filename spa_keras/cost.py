@@ -11,6 +11,8 @@ Example:
 >>> model.counts(np.zeros(model.channels, bool))   # doctest: +SKIP
 """
 
+import math
+
 import numpy as np
 
 from spa_keras.count import GRAPH_MACS, Counts, graph_macs, graph_params
@@ -28,6 +30,9 @@ class CostModel:
         for (param, axis), binding in analysis.state.bindings.items():
             entries.append((param, axis, analysis.dense(binding.labels)))
         self.entries = [(name, axis, ids[ids >= 0]) for name, axis, ids in entries if (ids >= 0).any()]
+        # all entries' channel ids end to end: one bincount per evaluation counts the removed positions of each
+        self._ids = np.concatenate([ids for _, _, ids in self.entries]) if self.entries else np.zeros(0, np.int64)
+        self._entry_of = np.repeat(np.arange(len(self.entries)), [len(ids) for _, _, ids in self.entries])
         self.linear = [n for n in graph.nodes if n.op_type in GRAPH_MACS]
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
         self._float_params = {n for n, p in graph.params.items() if p.counted and p.value.dtype.kind == "f"}
@@ -35,19 +40,19 @@ class CostModel:
     def shapes(self, removed):
         """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
         new = {}
-        for name, axis, ids in self.entries:
-            gone = int(removed[ids].sum())
-            if gone:
-                shape = list(new.get(name) or self.graph.shape(name))
-                shape[axis] -= gone
-                new[name] = tuple(shape)
+        gone = np.bincount(self._entry_of, weights=removed[self._ids], minlength=len(self.entries))
+        for e in np.flatnonzero(gone):
+            name, axis, _ = self.entries[e]
+            shape = list(new.get(name) or self.graph.shape(name))
+            shape[axis] -= int(gone[e])
+            new[name] = tuple(shape)
         return new
 
     def counts(self, removed):
         """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
         new = self.shapes(removed)
         shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
-        params = self.base.params + sum(int(np.prod(shape)) - int(np.prod(self.graph.shape(name)))
+        params = self.base.params + sum(math.prod(shape) - math.prod(self.graph.shape(name))
                                         for name, shape in new.items() if name in self._float_params)
         macs = sum(GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear)
         return Counts(params, 2 * macs)

@@ -15,6 +15,7 @@ Example:
 """
 
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -60,22 +61,22 @@ def count(model):
 
 def _conv(node, shape_of):
     w, y = shape_of(node.inputs[1]), shape_of(node.outputs[0])
-    return int(np.prod(y)) * int(np.prod(w[1:])) if w and y else 0
+    return math.prod(y) * math.prod(w[1:]) if w and y else 0
 
 
 def _conv_transpose(node, shape_of):
     x, w = shape_of(node.inputs[0]), shape_of(node.inputs[1])
-    return int(np.prod(x)) * int(np.prod(w[1:])) if x and w else 0
+    return math.prod(x) * math.prod(w[1:]) if x and w else 0
 
 
 def _matmul(node, shape_of):
     a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
-    return int(np.prod(y)) * a[-1] if a and y else 0
+    return math.prod(y) * a[-1] if a and y else 0
 
 
 def _gemm(node, shape_of):
     a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
-    return int(np.prod(y)) * (a[0] if node.attr("transA", 0) else a[-1]) if a and y else 0
+    return math.prod(y) * (a[0] if node.attr("transA", 0) else a[-1]) if a and y else 0
 
 
 GRAPH_MACS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm}

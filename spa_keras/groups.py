@@ -78,6 +78,14 @@ class GraphAnalysis:
         return self.channel_of_root[self.state.uf.find(labels)]
 
 
+def _unique_pairs(a, b, b_count):
+    """Sorted unique (a, b) pairs as a 2×N array (one 1-D sort of a*b_count + b: much faster than unique(axis=1))."""
+    if not len(a):
+        return np.zeros((2, 0), np.int64)
+    code = np.unique(a.astype(np.int64) * max(b_count, 1) + b)
+    return np.stack([code // max(b_count, 1), code % max(b_count, 1)])
+
+
 def analyze_graph(graph):
     """Propagate masks on `graph` and build its `GraphAnalysis`."""
     state = propagate(graph)
@@ -88,7 +96,7 @@ def analyze_graph(graph):
     # owners of each root: which binding (param axis) carries it
     all_roots = np.concatenate(roots_of) if roots_of else np.zeros(0, np.int64)
     all_owner = np.concatenate([np.full(len(r), i) for i, r in enumerate(roots_of)]) if roots_of else all_roots
-    pairs = np.unique(np.stack([all_roots, all_owner]), axis=1) if len(all_roots) else np.zeros((2, 0), np.int64)
+    pairs = _unique_pairs(all_roots, all_owner, len(bindings))
     # a signature per root: the set of its owners, hashed (random 63-bit codes summed)
     codes = np.random.default_rng(12345).integers(1, 2**62, size=max(len(bindings), 1), dtype=np.int64)
     uniq_roots, start = np.unique(pairs[0], return_index=True)
@@ -101,7 +109,7 @@ def analyze_graph(graph):
             for r in np.unique(uf.find(np.concatenate(barrier.labels))):
                 frozen_reason.setdefault(int(r), f"{barrier.node} ({barrier.op_type}): {barrier.reason}")
     pair_group = group_index[np.searchsorted(uniq_roots, pairs[0])] if len(uniq_roots) else pairs[0]
-    group_owner = np.unique(np.stack([pair_group, pairs[1]]), axis=1) if len(uniq_roots) else pairs
+    group_owner = _unique_pairs(pair_group, pairs[1], len(bindings))
     order = np.argsort(group_index, kind="stable")
     boundaries = np.flatnonzero(np.diff(group_index[order])) + 1
     groups = []

@@ -118,7 +118,8 @@ class Propagation:
                 continue
             if not labelled and not _makes_channels(node):
                 continue
-            if any(self.shape(t) is None for t in list(node.inputs) + list(node.outputs) if t):
+            used_outputs = [t for t in node.outputs if t and (self.graph.consumers(t) or t in self.graph.outputs)]
+            if any(self.shape(t) is None for t in [t for t in node.inputs if t] + used_outputs):
                 self.freeze("tensor shapes unknown (shape inference could not resolve them)")
                 continue
             rule(self, node)

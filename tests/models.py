@@ -114,3 +114,29 @@ def gluon_checkpoint(name, prefix, size=32, seed=0):
     """Export a Gluon zoo network as `prefix-symbol.json` + `prefix-0000.params`; return the prefix."""
     gluon_net(name, size, seed).export(prefix, epoch=0)
     return prefix
+
+
+KERAS_APP_EXPORT = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import keras, spa_keras as spa
+from tests.models import randomize_keras
+name, size, out, tol = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+model = getattr(keras.applications, name)(weights=None, input_shape=(size, size, 3), classifier_activation=None)
+spa.convert(randomize_keras(model), out, tolerance=tol)
+"""
+
+
+def keras_app_onnx(name, size, path, tolerance=1e-4):
+    """Export keras.applications `name` (random weights, randomised BN) to ONNX in a child process (tf2onnx's
+    memory is returned to the system when it exits); return the path."""
+    import os
+    import subprocess
+    import sys
+
+    if not os.path.exists(path):
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        proc = subprocess.run([sys.executable, "-c", KERAS_APP_EXPORT, name, str(size), str(path), str(tolerance)],
+                              cwd=root, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return str(path)

@@ -53,19 +53,26 @@ def check(model, where="model"):
         listed = ", ".join(f"{op} (node {name})" for op, name in bad[:5]) + (" ..." if len(bad) > 5 else "")
         raise ConversionError(f"{where}: {len(bad)} node(s) are not ONNX operators: {listed}")
     try:
-        onnx.checker.check_model(model, full_check=model.ByteSize() < 2**31 - 2**20)
+        data = model.SerializeToString()  # once, for the checker and onnxruntime
+    except ValueError:  # over protobuf's 2 GB: check the proto without the full (shape-inferring) pass
+        data = None
+    try:
+        onnx.checker.check_model(data if data is not None else model, full_check=data is not None)
     except Exception as exc:
         raise ConversionError(f"{where}: onnx.checker rejects the model: {_first_line(exc)}") from None
-    return session(model, where)
+    return session(data if data is not None else model, where, optimize=False)
 
 
-def session(model, where="model"):
-    """An onnxruntime CPU session for a ModelProto or a path."""
+def session(model, where="model", optimize=True):
+    """An onnxruntime CPU session for a ModelProto, serialised bytes or a path (`optimize=False`: only load it,
+    which is all a validity check needs, and faster)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    source = model if isinstance(model, (str, os.PathLike)) else model.SerializeToString()
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model if isinstance(model, (str, os.PathLike, bytes)) else model.SerializeToString()
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -19,7 +19,8 @@ class Magnitude:
 
     def member_scores(self, value, member, channels):
         axes = tuple(a for a in range(value.ndim) if a != member.axis)
-        per_position = np.sum(np.abs(value.astype(np.float64)) ** self.p, axis=axes)
+        magnitude = np.abs(value) if self.p == 1 else np.abs(value) ** self.p
+        per_position = magnitude.sum(axis=axes, dtype=np.float64)
         mask = member.channel_of_position >= 0
         return np.bincount(member.channel_of_position[mask], weights=per_position[mask], minlength=channels)
 
