@@ -17,7 +17,7 @@ import dataclasses
 import numpy as np
 
 from spa_keras.labels import UnionFind
-from spa_keras.rules.registry import rule_for
+from spa_keras.rules.registry import creates_channels, rule_for
 
 # ops whose outputs are shapes or indices, not activations: channel labels neither pass nor stop there
 SHAPE_OPS = {"Shape", "Size", "NonZero", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",
@@ -116,7 +116,7 @@ class Propagation:
                 if labelled or _has_params(self, node):
                     self.freeze(f"no rule for op {node.op_type}" + (f" (domain {node.domain})" if node.domain else ""))
                 continue
-            if not labelled and not _makes_channels(node):
+            if not labelled and not creates_channels(node.op_type):
                 continue
             used_outputs = [t for t in node.outputs if t and (self.graph.consumers(t) or t in self.graph.outputs)]
             if any(self.shape(t) is None for t in [t for t in node.inputs if t] + used_outputs):
@@ -133,14 +133,6 @@ class Propagation:
 
 def _has_params(ctx, node):
     return any(ctx.is_param(t) and ctx.value(t).size > 1 for t in node.inputs if t)
-
-
-# ops that create channels from parameters even when their input carries no labels
-_CHANNEL_MAKERS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "Einsum"}
-
-
-def _makes_channels(node):
-    return node.op_type in _CHANNEL_MAKERS
 
 
 def propagate(graph):

@@ -74,6 +74,30 @@ def infer_shapes(model, batch=1, input_shapes=None):
     return shapes
 
 
+def runtime_shapes(model, names, input_shapes=None):
+    """Shapes of `names` read off one onnxruntime run at batch 1, for graphs whose shapes are computed at run time
+    (tf2onnx's Shape→Gather→Concat chains in attention); {} when the model cannot run here (custom ops)."""
+    import onnxruntime as ort
+
+    from spa_keras.bridges import onnx_io
+    from spa_keras.verify import random_batch
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feeds = random_batch(onnx_io.input_specs(model), input_shapes, batch=1)
+        values = sess.run(names, feeds)
+    except Exception:  # the caller keeps these shapes unknown: the ops touching them become barriers
+        return {}
+    return {n: tuple(v.shape) for n, v in zip(names, values)}
+
+
 def _fold(node, values):
     """The value of a layout op applied to constants (exporters write biases as Reshape(bias, [1, C, 1, 1]))."""
     x = values[0]
@@ -103,10 +127,31 @@ def _fold(node, values):
         return out
     if op == "Squeeze":
         return np.squeeze(x, axis=None if axes is None else tuple(int(a) for a in axes))
-    return None
+    return _fold_reference(node, values)
 
 
-FOLDABLE = ("ConstantOfShape", "Identity", "Dropout", "Cast", "Reshape", "Transpose", "Flatten", "Unsqueeze", "Squeeze")
+FOLD_LIMIT = 1 << 22  # elements: larger constant subgraphs stay as they are
+
+
+def _fold_reference(node, values):
+    """Any other op on constants (a position-embedding Slice, shape arithmetic), by onnx's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    if sum(v.size for v in values) > FOLD_LIMIT or node.op_type.startswith("Random"):
+        return None
+    names = [f"in{i}" for i in range(len(values))]
+    proto = helper.make_node(node.op_type, names, ["out"], **{k: v for k, v in node.attrs.items()
+                                                               if not isinstance(v, onnx.AttributeProto)})
+    try:
+        out = ReferenceEvaluator(proto).run(None, dict(zip(names, values)))[0]
+    except Exception:  # an op the reference evaluator does not know: it stays an op
+        return None
+    return np.asarray(out)
+
+
+# ops on constants are computed here (numpy for layout ops, the reference evaluator for the rest), except ops with
+# weights as operands whose structure the rules must see
+UNFOLDABLE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "If", "Loop", "Scan"}
 
 
 def from_onnx(model, input_shapes=None):
@@ -118,7 +163,8 @@ def from_onnx(model, input_shapes=None):
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and "value" in attrs:
             params[n.output[0]] = Param(n.output[0], np.asarray(attrs["value"]), ("constant", index))
             continue
-        if n.op_type in FOLDABLE and n.domain in ("", "ai.onnx") and all(not t or t in params for t in n.input):
+        if (n.domain in ("", "ai.onnx") and n.input and len(n.output) == 1 and n.op_type not in UNFOLDABLE
+                and all(not t or t in params for t in n.input)):
             node = Node(n.name, n.op_type, list(n.input), list(n.output), attrs, n.domain, index)
             value = _fold(node, [params[t].value for t in n.input if t])
             if value is not None:  # surgery replaces the node by an initializer when the value changes
@@ -135,6 +181,9 @@ def from_onnx(model, input_shapes=None):
     shapes = infer_shapes(model, input_shapes=input_shapes)
     for name, p in params.items():
         shapes[name] = tuple(p.value.shape)
+    missing = [t for n in nodes for t in n.outputs if t and t not in shapes]
+    if missing:
+        shapes.update(runtime_shapes(model, missing, input_shapes))
     inputs = [i.name for i in model.graph.input if i.name not in params]
     outputs = [o.name for o in model.graph.output]
     return SPAGraph(nodes, shapes, params, inputs, outputs, source=model, layout="NCHW")

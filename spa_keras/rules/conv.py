@@ -29,7 +29,7 @@ def _input_channels(ctx, node):
     return labels.get(1)
 
 
-@register("Conv")
+@register("Conv", creates_channels=True)
 def conv(ctx, node):
     lin = _input_channels(ctx, node)
     if lin is False:
@@ -58,7 +58,7 @@ def conv(ctx, node):
     ctx.set(node.outputs[0], {1: out})
 
 
-@register("ConvTranspose")
+@register("ConvTranspose", creates_channels=True)
 def conv_transpose(ctx, node):
     lin = _input_channels(ctx, node)
     if lin is False:

@@ -24,7 +24,7 @@ def unary(ctx, node):
     ctx.set(node.outputs[0], dict(ctx.get(node.inputs[0])))
 
 
-@register(*NARY)
+@register(*NARY, creates_channels=True)
 def broadcast(ctx, node):
     out = node.outputs[0]
     rank = ctx.rank(out)
@@ -41,7 +41,10 @@ def broadcast(ctx, node):
         activations = [(t, a) for t, a in spanning if not ctx.is_param(t)]
         labelled = [ctx.get(t)[a] for t, a in activations if a in ctx.get(t)]
         if not labelled:
-            continue
+            if spanning and not activations:  # only constants span this axis (LayerNorm's γ·rsqrt(var)): new
+                labelled = [ctx.new(out_shape[axis])]  # channels, which the constants lose with the rest
+            else:
+                continue
         if len(labelled) < len(activations):
             ctx.freeze(f"input without prunable channels on axis {axis} meets pruned ones", labelled)
             continue

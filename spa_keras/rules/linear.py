@@ -8,7 +8,7 @@ labels (heads), so a head removed in Q is removed in K and V too.
 from spa_keras.rules.registry import register
 
 
-@register("Gemm")
+@register("Gemm", creates_channels=True)
 def gemm(ctx, node):
     a, b = node.inputs[0], node.inputs[1]
     trans_a, trans_b = node.attr("transA", 0), node.attr("transB", 0)
@@ -42,7 +42,7 @@ def _contract(ctx, la, lb, a, b):
         ctx.freeze("contracted axis with channels on one side only", [l for l in (la, lb) if l is not None])
 
 
-@register("MatMul")
+@register("MatMul", creates_channels=True)
 def matmul(ctx, node):
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
@@ -81,7 +81,7 @@ def matmul(ctx, node):
     ctx.set(y, labels)
 
 
-@register("Gather")
+@register("Gather", creates_channels=True)
 def gather(ctx, node):
     data, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
     axis = node.attr("axis", 0) % ctx.rank(data)

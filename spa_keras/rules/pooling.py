@@ -18,16 +18,27 @@ STATISTICS = ("ReduceMean", "ReduceL2")
 def pool(ctx, node):
     labels = dict(ctx.get(node.inputs[0]))
     spatial = [labels.pop(a) for a in list(labels) if a > 1]
-    if spatial:
+    if spatial and node.op_type != "GlobalAveragePool":  # a global mean is a statistic, like ReduceMean
         ctx.freeze("pooling over a channel axis", spatial)
     ctx.set(node.outputs[0], labels)
 
 
-@register("Pad", "Resize", "Upsample", "Expand", "Tile", "SpaceToDepth", "DepthToSpace", "LpNormalization")
+@register("Expand", "Tile", creates_channels=True)
+@register("Pad", "Resize", "Upsample", "SpaceToDepth", "DepthToSpace", "LpNormalization")
 def same_size_axes(ctx, node):
     """Labels survive on axes whose size is unchanged; an op that changes a channel axis is a barrier."""
     x, y = node.inputs[0], node.outputs[0]
     xs, ys = ctx.shape(x), ctx.shape(y)
+    if node.op_type in ("Expand", "Tile") and ctx.is_param(x):
+        # a constant broadcast at run time (a position embedding): its full-size axes are channels it can lose
+        labels = {}
+        for axis in range(len(ys)):
+            own = axis - (len(ys) - len(xs))
+            if own >= 0 and xs[own] == ys[axis] > 1:
+                labels[axis] = ctx.new(ys[axis])
+                ctx.bind(x, own, labels[axis])
+        ctx.set(y, labels)
+        return
     labels = dict(ctx.get(x))
     if node.op_type in ("SpaceToDepth", "DepthToSpace") and 1 in labels:
         ctx.freeze(f"{node.op_type} moves channels", [labels.pop(1)])

@@ -14,12 +14,15 @@ Example:
 
 RULES = {}
 REWRITERS = {}
+CREATORS = set()  # ops whose rule runs even without labelled inputs: they make channels from constants
 
 
-def register(*op_types):
+def register(*op_types, creates_channels=False):
     def wrap(fn):
         for op in op_types:
             RULES[op] = fn
+            if creates_channels:
+                CREATORS.add(op)
         return fn
 
     return wrap
@@ -37,6 +40,11 @@ def rewriter(*op_types):
 def rule_for(op_type):
     _load()
     return RULES.get(op_type)
+
+
+def creates_channels(op_type):
+    _load()
+    return op_type in CREATORS
 
 
 def rewriter_for(op_type):

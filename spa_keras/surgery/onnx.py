@@ -15,8 +15,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from spa_keras.cost import CostModel
-from spa_keras.errors import ConversionError
+from spa_keras.errors import ConversionError, InputError
 from spa_keras.rules.registry import rewriter_for
+from spa_keras.verify import random_batch
 
 
 class OnnxSurgery:
@@ -118,7 +119,7 @@ class OnnxSurgery:
         changed = [a for a in range(len(old)) if old[a] != new[a]]
         target = self.graph.value(node.inputs[slot])
         if target is not None:
-            target = target.astype(np.int64).copy()
+            target = target.copy()
             for a in changed:
                 if target[a] not in (0, -1):
                     target[a] = new[a]
@@ -126,6 +127,8 @@ class OnnxSurgery:
             return
         # a shape computed at run time: Concat of pieces, some of them constants naming channel counts
         producer = self.graph.producer(node.inputs[slot])
+        while producer is not None and producer.op_type in ("Cast", "Identity"):  # value-preserving steps
+            producer = self.graph.producer(producer.inputs[0])
         if producer is not None and producer.op_type == "Concat":
             offset = 0
             for i, piece in enumerate(producer.inputs):
@@ -135,7 +138,7 @@ class OnnxSurgery:
                         value = self.graph.value(piece)
                         if value is None:
                             break  # computed from Shape: already right at run time
-                        value = value.astype(np.int64).copy().reshape(-1)
+                        value = value.copy().reshape(-1)  # its own dtype: Concat needs them alike
                         if value[a - offset] not in (0, -1):
                             value[a - offset] = new[a]
                             self.set_input_constant(producer, i, value.reshape(self.graph.shape(piece)))
@@ -155,7 +158,7 @@ class OnnxSurgery:
             self._write_param(param, value)
         for node in self.graph.nodes:
             rewrite = rewriter_for(node.op_type)
-            if rewrite is not None and node.index >= 0:
+            if rewrite is not None and node.index >= 0 and self.old_shape(node.inputs[0]) is not None:
                 rewrite(self, node, self.model.graph.node[node.index])
         if self._dropped:
             nodes = self.model.graph.node
@@ -180,7 +183,14 @@ def prune_onnx(analysis, removed, where="pruned model"):
 
     model = OnnxSurgery(analysis, removed).apply()
     try:
-        onnx_io.check(model, where=where)
-    except ConversionError as exc:
+        session = onnx_io.check(model, where=where)
+        graph = analysis.graph
+        specs = [s for s in onnx_io.input_specs(model)]
+        shapes = {s.name: graph.shape(s.name) for s in specs if graph.shape(s.name)}
+        onnx_io.run(session, random_batch(specs, shapes, batch=1))  # loading is not enough: shapes fail at run
+    except (ConversionError, InputError) as exc:
         raise ConversionError(f"surgery produced an invalid model ({exc}); please report this with the model") from None
+    except Exception as exc:
+        raise ConversionError(f"surgery produced a model onnxruntime cannot run ({str(exc).splitlines()[0][:300]}); "
+                              "please report this with the model") from None
     return model

@@ -1,0 +1,67 @@
+"""keras-hub transformers (built from config, random weights, no download) through tf2onnx into the ONNX engine:
+heads, the feed-forward width and the hidden size all prune, and the slim model runs with unchanged outputs shapes."""
+
+import numpy as np
+import onnx
+import pytest
+
+import spa_keras as spa
+from spa_keras.bridges import onnx_io
+from spa_keras.verify import random_batch
+
+keras_hub = pytest.importorskip("keras_hub")
+
+
+def bert_classifier(hidden=64, heads=4, seq=16):
+    import keras
+
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=1000, num_layers=2, num_heads=heads, hidden_dim=hidden,
+                                             intermediate_dim=2 * hidden, max_sequence_length=seq)
+    inputs = {name: keras.Input((seq,), dtype="int32", name=name) for name in ("token_ids", "segment_ids",
+                                                                             "padding_mask")}
+    pooled = backbone(inputs)["pooled_output"]
+    return keras.Model(list(inputs.values()), keras.layers.Dense(3, name="head")(pooled))
+
+
+def vit_classifier():
+    import keras
+
+    backbone = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2,
+                                            hidden_dim=32, mlp_dim=64)
+    inputs = keras.Input((32, 32, 3), name="image")
+    features = backbone(inputs)
+    return keras.Model(inputs, keras.layers.Dense(3, name="head")(features[:, 0]))
+
+
+@pytest.fixture(scope="module")
+def bert_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bert") / "bert.onnx"
+    spa.convert(bert_classifier(), path)
+    return str(path)
+
+
+def test_bert_prunes_heads_ffn_and_hidden(bert_onnx):
+    analysis = spa.analyze(bert_onnx)
+    free = [g for g in analysis.groups if not g.blocked.any()]
+    assert sorted(g.channels for g in free).count(4) == 2          # the 4 heads of each of the 2 layers
+    assert sorted(g.channels for g in free).count(128) == 2        # the feed-forward width of each layer
+    hidden = [g for g in free if g.channels == 64 and len(g.members) > 10]
+    assert hidden, "the residual stream (hidden size) should be one prunable group"
+    model = onnx.load(bert_onnx)
+    result = spa.prune(model, ratio=0.3)
+    feeds = random_batch(onnx_io.input_specs(model))
+    ref, out = onnx_io.run(model, feeds), onnx_io.run(result.model, feeds)
+    assert [v.shape for v in ref.values()] == [v.shape for v in out.values()]
+    assert all(np.isfinite(v).all() for v in out.values())
+    assert spa.count(result.model).params == result.after.params < result.before.params
+
+
+def test_vit_prunes(tmp_path):
+    path = tmp_path / "vit.onnx"
+    spa.convert(vit_classifier(), path)
+    model = onnx.load(path)
+    result = spa.prune(model, ratio=0.3)
+    feeds = random_batch(onnx_io.input_specs(model))
+    out = onnx_io.run(result.model, feeds)
+    assert [v.shape for v in out.values()] == [(2, 3)]
+    assert spa.count(result.model).params == result.after.params < result.before.params
