@@ -36,7 +36,10 @@ def keras_onnx(tmp_path_factory):
                                            for case in SWEEP])
 def test_keras_application(keras_onnx, name, size, tol):
     model = onnx.load(keras_onnx(name, size, tol))
-    result = check_prunes(model)
+    # removal equals masking where removed channels end in linear consumers: every CNN here but ConvNeXt, whose
+    # LayerNorm statistics see all channels; EfficientNetV2B2/M are too unstable numerically to compare at 1e-4
+    masking = not name.startswith("ConvNeXt") and tol <= 1e-4
+    result = check_prunes(model, masking=masking)
     if name == "ResNet50":
         assert result.after.params <= 0.8 * result.before.params
 

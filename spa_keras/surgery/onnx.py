@@ -144,6 +144,27 @@ class OnnxSurgery:
                             self.set_input_constant(producer, i, value.reshape(self.graph.shape(piece)))
                 offset += size
 
+    def _drop_dead_constants(self):
+        """Remove the folded nodes, then every node and initializer that only fed them (their weights live in the
+        new initializers now). ONNX ops have no side effects, so a node nobody reads is dead."""
+        graph = self.model.graph
+        nodes = [n for i, n in enumerate(graph.node) if i not in self._dropped]
+        outputs = {o.name for o in graph.output}
+        used_before = {t for n in graph.node for t in n.input}
+        while True:
+            used = {t for n in nodes for t in n.input} | outputs
+            alive = [n for n in nodes if any(o in used for o in n.output)]
+            if len(alive) == len(nodes):
+                break
+            nodes = alive
+        del graph.node[:]
+        graph.node.extend(nodes)
+        dead = {i.name for i in graph.initializer} & (used_before - used)  # data inputs stay: the interface is fixed
+        for init in [i for i in graph.initializer if i.name in dead]:
+            graph.initializer.remove(init)
+        for inp in [i for i in graph.input if i.name in dead]:
+            graph.input.remove(inp)
+
     # ---- the whole job -------------------------------------------------------------------------------------
     def apply(self):
         keep_masks = {}
@@ -161,18 +182,7 @@ class OnnxSurgery:
             if rewrite is not None and node.index >= 0 and self.old_shape(node.inputs[0]) is not None:
                 rewrite(self, node, self.model.graph.node[node.index])
         if self._dropped:
-            nodes = self.model.graph.node
-            orphans = {t for i in self._dropped for t in nodes[i].input}
-            used = {t for i, n in enumerate(nodes) if i not in self._dropped for t in n.input}
-            used |= {o.name for o in self.model.graph.output}
-            kept = [n for i, n in enumerate(nodes) if i not in self._dropped
-                    and not (n.op_type == "Constant" and n.output[0] in orphans and n.output[0] not in used)]
-            del nodes[:]
-            nodes.extend(kept)
-            for init in [i for i in self.model.graph.initializer if i.name in orphans and i.name not in used]:
-                self.model.graph.initializer.remove(init)
-            for inp in [i for i in self.model.graph.input if i.name in orphans and i.name not in used]:
-                self.model.graph.input.remove(inp)
+            self._drop_dead_constants()
         del self.model.graph.value_info[:]
         return self.model
 
