@@ -49,14 +49,35 @@ class Propagation:
         self.graph = graph
         self.uf = UnionFind()
         self.labels = {}
+        self.grids = {}  # tensor -> (axes, label grid): one channel axis spread over several axes
         self.bindings = {}  # (param, axis) -> Binding
         self.barriers = []
         self.node = None
 
     # ---- what rules call ------------------------------------------------------------------------------------
-    def get(self, tensor):
-        """`{axis: labels}` of an activation (empty when it carries no prunable channels)."""
+    def get(self, tensor, grids=False):
+        """`{axis: labels}` of an activation (empty when it carries no prunable channels).
+
+        A channel axis split over several axes (attention heads, a channel shuffle) travels as a grid through
+        Reshape and Transpose (`grids=True` there); any other op sees it collapsed to whole rows (heads)."""
+        if not grids and tensor in self.grids:
+            self.collapse(tensor)
         return self.labels.get(tensor, {})
+
+    def collapse(self, tensor, keep_axis=0):
+        """Merge a grid's labels so that only its `keep_axis`-th axis still tells channels apart."""
+        axes, grid = self.grids.pop(tensor)
+        moved = np.moveaxis(grid, keep_axis, 0).reshape(grid.shape[keep_axis], -1)
+        for k in range(1, moved.shape[1]):
+            self.union(moved[:, 0], moved[:, k])
+        labels = dict(self.labels.get(tensor, {}))
+        labels[axes[keep_axis]] = moved[:, 0]
+        self.labels[tensor] = labels
+        return moved[:, 0]
+
+    def set_grid(self, tensor, axes, grid):
+        order = np.argsort(axes)
+        self.grids[tensor] = (tuple(int(axes[i]) for i in order), np.transpose(grid, order))
 
     def set(self, tensor, labels):
         labels = {a: l for a, l in labels.items() if l is not None}
@@ -105,13 +126,20 @@ class Propagation:
         self.barriers.append(Barrier(node.name, node.op_type, reason, list(labels)))
 
     # ---- the walk ------------------------------------------------------------------------------------------
+    def _settle_grids(self):
+        """Grids left on intermediate tensors: after the unions, one axis of each still tells channels apart."""
+        for tensor, (axes, grid) in list(self.grids.items()):
+            roots = self.uf.find(grid)
+            varying = [k for k in range(grid.ndim) if grid.shape[k] > 1 and np.any(np.diff(roots, axis=k) != 0)]
+            self.collapse(tensor, varying[0] if varying else 0)
+
     def run(self):
         for node in self.graph.nodes:
             self.node = node
             if node.op_type in SHAPE_OPS:
                 continue
             rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx") else None
-            labelled = any(self.get(t) for t in node.inputs if t)
+            labelled = any(self.labels.get(t) or t in self.grids for t in node.inputs if t)
             if rule is None:
                 if labelled or _has_params(self, node):
                     self.freeze(f"no rule for op {node.op_type}" + (f" (domain {node.domain})" if node.domain else ""))
@@ -124,6 +152,7 @@ class Propagation:
                 continue
             rule(self, node)
         self.node = None
+        self._settle_grids()
         for out in self.graph.outputs:
             labels = list(self.get(out).values())
             if labels:

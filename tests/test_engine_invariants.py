@@ -214,7 +214,7 @@ def test_custom_domain_op_is_named_in_the_report():
 
 # ---- property test (acceptance 1) -------------------------------------------------------------------------
 
-BLOCKS = ["cbr", "residual", "concat", "split", "depthwise", "grouped", "se"]
+BLOCKS = ["cbr", "residual", "concat", "split", "depthwise", "grouped", "se", "shuffle"]
 
 
 def random_cnn(seed, blocks):
@@ -235,6 +235,10 @@ def random_cnn(seed, blocks):
             x = b.op("Relu", [b.bn(b.conv(x, c, c, group=c), c)])
         elif kind == "grouped":
             x = b.cbr(x, c, c, group=2) if c % 2 == 0 else b.cbr(x, c, c)
+        elif kind == "shuffle" and c % 2 == 0:
+            s = b.op("Reshape", [x, b.const([0, 2, c // 2, 8, 8])])
+            s = b.op("Transpose", [s], perm=[0, 2, 1, 3, 4])
+            x = b.op("Reshape", [s, b.const([0, c, 8, 8])])
         elif kind == "se":
             s = b.op("Sigmoid", [b.conv(b.op("Relu", [b.conv(b.op("GlobalAveragePool", [x]), c, 4, k=1)]), 4, c,
                                         k=1)])
@@ -255,3 +259,25 @@ def test_random_cnns(seed, blocks, ratio):
     assert compare(ref, out, source="original", target="identity", tolerance=1e-5).ok
     result = assert_removal_equals_masking(model, ratio=ratio)
     assert independent_params(result.model) == result.after.params
+
+
+def channel_shuffle_model(seed=0, groups=2):
+    """ShuffleNetV2's channel shuffle: Reshape [N, g·c, H, W] → [N, g, c, H, W], Transpose, Reshape back."""
+    b = Builder(seed)
+    x = b.cbr("x", 3, 12)
+    s = b.op("Reshape", [x, b.const([0, groups, 12 // groups, 8, 8])])
+    s = b.op("Transpose", [s], perm=[0, 2, 1, 3, 4])
+    s = b.op("Reshape", [s, b.const([0, 12, 8, 8])])
+    y = b.cbr(s, 12, 6)
+    flat = b.op("Flatten", [b.op("GlobalAveragePool", [y])])
+    return b.model(b.gemm(flat, 6, 3), [3])
+
+
+def test_channel_shuffle_keeps_fine_units():
+    model = channel_shuffle_model()
+    analysis = spa.analyze(model)
+    shuffled = next(g for g in analysis.groups if len(g.members) > 3)
+    assert shuffled.channels == 6 and not shuffled.blocked.any()  # 6 units of 2 channels (one per group)
+    result = assert_removal_equals_masking(model, ratio=0.5)
+    targets = [numpy_helper.to_array(i).tolist() for i in result.model.graph.initializer if i.dims == [5]]
+    assert targets and targets[0][1] == 2 and targets[0][2] < 6  # both groups keep the same channel count
