@@ -95,15 +95,41 @@ def _load_onnx(model):
     raise InputError(f"cannot analyse a {type(model).__name__}: give an .onnx path or an onnx.ModelProto")
 
 
-def analyze(model, input_shape=None):
-    """Analyse `model` (an .onnx path or onnx.ModelProto): channel groups, barriers, counts.
+def _keras_model(model):
+    """The keras.Model behind `model` (a keras.Model or a .keras/.h5 path), or None for other kinds."""
+    if isinstance(model, (str, os.PathLike)):
+        from spa_keras import files
 
-    `input_shape` ('1,3,224,224' or {name: shape}) fills free input dimensions other than the batch; FLOP counts
-    and FLOP targets need them.
+        if files.model_kind(str(model)) in (files.KERAS, files.H5):
+            from spa_keras.bridges import keras_io
+
+            return keras_io.load(str(model))
+        return None
+    from spa_keras.convert import _is_keras
+
+    return model if _is_keras(model) else None
+
+
+def analyze(model, input_shape=None, via=None):
+    """Analyse `model`: channel groups, barriers, counts.
+
+    `model`: a keras.Model or .keras/.h5 file (Keras front-end; `via="onnx"` analyses its tf2onnx export instead),
+    an .onnx path or onnx.ModelProto. `input_shape` ('1,3,224,224' or {name: shape}) fills free input dimensions
+    other than the batch (ONNX); FLOP counts and FLOP targets need them.
     """
     from spa_keras.frontends.onnx import from_onnx
     from spa_keras.verify import parse_input_shape
 
+    keras_model = _keras_model(model)
+    if keras_model is not None:
+        if via == "onnx":
+            from spa_keras.bridges.keras_to_onnx import keras_to_onnx
+
+            model = keras_to_onnx(keras_model, where=f"Keras model '{keras_model.name}'")
+        else:
+            from spa_keras.frontends.keras import from_keras
+
+            return Analysis(analyze_graph(from_keras(keras_model)), f"Keras model '{keras_model.name}'")
     proto, name = _load_onnx(model)
     shapes = parse_input_shape(input_shape) if isinstance(input_shape, str) else (
         {None: tuple(input_shape)} if isinstance(input_shape, (tuple, list)) else input_shape)
@@ -111,14 +137,17 @@ def analyze(model, input_shape=None):
 
 
 def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l1", global_ranking=True, round_to=1,
-          ignore=(), max_per_group=0.9, input_shape=None, analysis=None):
-    """Prune `model`; return a `PruneResult` (the slim model of the same kind, the plan, counts before/after).
+          ignore=(), max_per_group=0.9, input_shape=None, via=None, analysis=None):
+    """Prune `model`; return a `PruneResult` (the slim model, the plan, counts before/after).
+
+    A Keras model gives a keras.Model (same layer classes and names, trainable, saveable), or with `via="onnx"` an
+    onnx.ModelProto; an ONNX model gives an onnx.ModelProto.
 
     Give one target (`ratio`, `flops` or `params`: fractions removed) or a `plan` (PruningPlan or JSON path).
     """
     from spa_keras.surgery.onnx import prune_onnx
 
-    analysis = analysis or analyze(model, input_shape)
+    analysis = analysis or analyze(model, input_shape, via)
     ga = analysis.graph_analysis
     if plan is not None:
         if any(v is not None for v in (ratio, flops, params)):
@@ -130,5 +159,10 @@ def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l
         plan = make_plan(ga, ratio=ratio, flops=flops, params=params, criterion=criterion,
                          global_ranking=global_ranking, round_to=round_to, ignore=ignore, max_per_group=max_per_group)
     removed = plan.mask(ga)
-    slim = prune_onnx(ga, removed)
+    if ga.graph.layout == "NHWC":  # the Keras front-end: a native slim Keras model
+        from spa_keras.surgery.keras import prune_keras
+
+        slim = prune_keras(ga, removed)
+    else:
+        slim = prune_onnx(ga, removed)
     return PruneResult(slim, plan, analysis.counts, analysis.cost.counts(removed), analysis)
