@@ -102,7 +102,8 @@ def analyze(model, input_shape, limit):
 
 @cli.command()
 @click.argument("model")
-@click.option("-o", "--output", required=True, help="Where to write the pruned model (.onnx).")
+@click.option("-o", "--output", required=True,
+              help="Where to write the pruned model: .keras/.h5 (Keras input), .onnx, .tflite or a SavedModel dir.")
 @click.option("--ratio", type=float, help="Fraction of prunable channels to remove.")
 @click.option("--flops", type=float, help="Fraction of FLOPs to remove.")
 @click.option("--params", type=float, help="Fraction of parameters to remove.")
@@ -115,27 +116,31 @@ def analyze(model, input_shape, limit):
 @click.option("--max-per-group", type=float, default=0.9, show_default=True,
               help="Largest fraction of one group's channels that may go.")
 @click.option("--input-shape", help="Fill free input dimensions: 1,3,224,224.")
+@click.option("--via", type=click.Choice(["onnx"]), help="Prune a Keras model through its tf2onnx export.")
 def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, local_ranking, round_to, ignore,
-          max_per_group, input_shape):
-    """Prune MODEL (.onnx) and write the slim model to OUTPUT, verified before it is written."""
+          max_per_group, input_shape, via):
+    """Prune MODEL (.keras, .h5 or .onnx) and write the slim model to OUTPUT, verified before it is written."""
     from spa_keras import files
-    from spa_keras.bridges import onnx_io
+    from spa_keras.convert import convert as run_convert
     from spa_keras.pruning import prune as run_prune
     from spa_keras.report import result_table
 
+    _import_frameworks()
     files.check_output_path(output)
-    if files.model_kind(output, for_output=True) != files.ONNX:
-        raise SpaError(f"{output}: the ONNX engine writes .onnx; convert the result with spa convert")
+    files.model_kind(output, for_output=True)
     if plan_out:
         files.check_output_path(plan_out)
     with console.status("pruning"):
         result = run_prune(model, ratio=ratio, flops=flops, params=params, plan=plan_in, criterion=criterion,
                            global_ranking=not local_ranking, round_to=round_to, ignore=ignore,
-                           max_per_group=max_per_group, input_shape=input_shape)
+                           max_per_group=max_per_group, input_shape=input_shape, via=via)
         check = _verify_pruned(result, input_shape)
     console.print(result_table(result.before, result.after, result.plan, result.analysis.graph_analysis))
     console.print(f"[green]checked[/green] {check}", soft_wrap=True)
-    onnx_io.save(result.model, output)
+    with console.status("writing") as status:
+        report = run_convert(result.model, output, input_shape=input_shape, progress=status.update)
+    for verification in report.checks:
+        console.print(f"[green]verified[/green] {verification}", soft_wrap=True)
     console.print(f"wrote {output}", soft_wrap=True)
     if plan_out:
         result.plan.save(plan_out)
@@ -143,18 +148,20 @@ def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, loc
 
 
 def _verify_pruned(result, input_shape):
-    """The slim model runs in onnxruntime with the original's output shapes (values change by design)."""
-    from spa_keras.bridges import onnx_io
+    """The slim model runs with the original's output shapes (values change by design)."""
+    from spa_keras.convert import load_source
     from spa_keras.errors import VerificationError
     from spa_keras.verify import compare, parse_input_shape, random_batch
 
-    original = result.analysis.graph_analysis.graph.source
-    feeds = random_batch(onnx_io.input_specs(original), parse_input_shape(input_shape))
-    ref, out = onnx_io.run(original, feeds), onnx_io.run(result.model, feeds)
+    shapes = parse_input_shape(input_shape)
+    original = load_source(result.analysis.graph_analysis.graph.source, input_shape=shapes)
+    slim = load_source(result.model, input_shape=shapes)
+    feeds = random_batch(original.specs, shapes)
+    ref, out = original.run(feeds), slim.run(feeds)
     if [v.shape for v in ref.values()] != [v.shape for v in out.values()]:
         raise VerificationError("the pruned model's output shapes differ from the original's; nothing was written")
     change = compare(ref, out, source="original", target="pruned", tolerance=float("inf")).rel
-    return (f"onnx.checker and onnxruntime accept the pruned model; output shapes unchanged "
+    return (f"the pruned model runs ({slim.framework}); output shapes unchanged "
             f"{[tuple(v.shape[1:]) for v in out.values()]}; outputs moved by {change:.2e} relative to their scale "
             "(pruning changes them; fine-tune to recover)")
 

@@ -50,3 +50,19 @@ def test_prune_errors_are_one_line(tmp_path):
     result = runner.invoke(cli, ["prune", str(path), "-o", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2 and "give a target" in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_prune_keras_file_to_keras_and_tflite(tmp_path):
+    import keras
+
+    from tests import models
+
+    src = tmp_path / "small.keras"
+    models.small_cnn().save(src)
+    for out in ("slim.keras", "slim.tflite"):
+        result = invoke("prune", src, "-o", tmp_path / out, "--flops", "0.3")
+        assert result.exit_code == 0, result.output
+        assert "verified" in result.output
+    slim = keras.models.load_model(tmp_path / "slim.keras")
+    assert slim.count_params() < keras.models.load_model(src).count_params()
+    assert (tmp_path / "slim.tflite").stat().st_size > 0

@@ -47,6 +47,10 @@ def test_demo_runs_and_verifies(tmp_path):
     assert result["flops"] == spa.count(str(tmp_path / "fashion_resnet.onnx")).flops  # Keras vs ONNX count
     if not os.path.isdir(FASHION_DIR):
         pytest.skip("Fashion-MNIST not installed")
+    pruning = result["pruning"]
+    assert abs(1 - pruning["flops"][1] / pruning["flops"][0] - 0.5) <= 0.02
+    # issue 4's bar: -50% FLOPs and a short fine-tuning pass land within 2 points of the unpruned model
+    assert pruning["accuracy_finetuned"] >= pruning["accuracy_before"] - 0.02
     acc = result["accuracy"]
     assert acc["Keras 3"] > 0.8
     assert acc["ONNX"] == pytest.approx(acc["Keras 3"], abs=2e-4) and acc["TFLite"] == pytest.approx(acc["Keras 3"],
