@@ -152,12 +152,11 @@ def describe_batch_norm(b, layer, x, y, xs, ys):
     gamma = b.param(layer, layer.gamma) if layer.scale else None
     beta = b.param(layer, layer.beta) if layer.center else None
     mean, var = b.param(layer, layer.moving_mean), b.param(layer, layer.moving_variance)
-    if gamma is None or beta is None:  # ONNX BatchNormalization needs both: describe as per-channel Mul/Add
+    if gamma is None or beta is None:  # ONNX BatchNormalization needs both: describe as per-channel Sub/Div/Mul/Add
+        steps = [(p, op) for p, op in ((mean, "Sub"), (var, "Div"), (gamma, "Mul"), (beta, "Add")) if p is not None]
         t = x
-        for p, op in ((mean, "Sub"), (var, "Div"), (gamma, "Mul"), (beta, "Add")):
-            if p is None:
-                continue
-            out = y if p == ([q for q in (mean, var, gamma, beta) if q is not None][-1]) else b.fresh(layer, op, xs)
+        for i, (p, op) in enumerate(steps):
+            out = y if i == len(steps) - 1 else b.fresh(layer, op, xs)
             b.node(layer, op, [t, p], [out])
             t = out
         return True
