@@ -88,7 +88,7 @@ def main():
     for r in rows:
         table.add_row(r["model"], str(r["nodes"]), f"{r['prunable']}/{r['channels']}", f"{r['analysis_s']:.3f}",
                       f"{r['plan_s']:.3f}", f"{r['surgery_s']:.3f}", f"{r['engine_s']:.3f}", f"{r['validate_s']:.3f}")
-    Console().print(table)
+    Console(width=200).print(table)
     with open(os.path.join(HERE, "results", "analysis_speed.json"), "w") as f:
         json.dump(rows, f, indent=2)
 

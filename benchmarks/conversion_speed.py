@@ -73,7 +73,7 @@ def main():
     for r in rows:
         table.add_row(r["model"], r["route"], f"{r['seconds_median']:.1f}", f"{r['peak_rss_mb_median']:.0f}",
                       ", ".join(f"{d:.1e}" for d in r["relative_diff"]))
-    Console().print(table)
+    Console(width=200).print(table)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "conversion_speed.json"), "w") as f:
         json.dump({"machine": {"cpus": os.cpu_count()}, "rows": rows}, f, indent=2)

@@ -74,7 +74,7 @@ def main():
                       f"{r['prune']['peak_rss_mb']:.0f}", f"{onnx['seconds']:.1f}" if onnx else "-",
                       f"{onnx['peak_rss_mb']:.0f}" if onnx else "-",
                       f"{onnx['seconds'] / r['prune']['seconds']:.0f}x" if onnx else "-")
-    Console().print(table)
+    Console(width=200).print(table)
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
     with open(os.path.join(HERE, "results", "keras_speed.json"), "w") as f:
         json.dump(rows, f, indent=2)
