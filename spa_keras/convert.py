@@ -73,7 +73,7 @@ def load_source(source, epoch=0, input_shape=None):
             return _mxnet_source(ckpt, input_shape, path)
         raise InputError(f"{path}: TFLite is a deployment format and cannot be converted further; convert from "
                          "the model it was made from")
-    if _is_keras(source):
+    if is_keras_model(source):
         return Source(files.KERAS, f"keras.Model '{source.name}'", source, keras_io.input_specs(source),
                       lambda f: keras_io.run(source, f), "keras")
     if type(source).__name__ == "ModelProto":
@@ -102,7 +102,7 @@ def _mxnet_source(ckpt, input_shape, name):
                   lambda f: mxnet_io.run(ckpt, f), "mxnet")
 
 
-def _is_keras(obj):
+def is_keras_model(obj):
     try:
         import keras
     except ImportError:

@@ -105,9 +105,9 @@ def _keras_model(model):
 
             return keras_io.load(str(model))
         return None
-    from spa_keras.convert import _is_keras
+    from spa_keras.convert import is_keras_model
 
-    return model if _is_keras(model) else None
+    return model if is_keras_model(model) else None
 
 
 def analyze(model, input_shape=None, via=None):

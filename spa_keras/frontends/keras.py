@@ -80,8 +80,9 @@ def _rank(shape):
     return len(shape)
 
 
-def _channels_first(b, layer, x, xs, ys, body):
-    """Run `body(x_nchw, y_nchw)` between Transposes: channels-last x → channels-first op → channels-last y."""
+def _channels_first(b, layer, x, y, xs, ys, body):
+    """Describe a channels-first ONNX op on channels-last tensors: Transpose in, `body(x_nchw, y_nchw)`, Transpose
+    back out."""
     r = len(xs)
     to_first = [0, r - 1] + list(range(1, r - 1))
     to_last = [0] + list(range(2, r)) + [1]
@@ -89,49 +90,50 @@ def _channels_first(b, layer, x, xs, ys, body):
     yf = b.fresh(layer, "nchw_out", [ys[i] for i in to_first])
     b.node(layer, "Transpose", [x], [xf], perm=to_first)
     body(xf, yf)
-    return to_last, yf
+    b.node(layer, "Transpose", [yf], [y], perm=to_last)
+    return True
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _bias(b, layer):
+    return [b.param(layer, layer.bias)] if layer.use_bias else []
 
 
 def describe_conv(b, layer, x, y, xs, ys):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
+    if not _channels_last(layer):
         return False
     r = len(xs)
     kernel_perm = (r - 1, r - 2) + tuple(range(r - 2))  # [*k, C/g, M] -> [M, C/g, *k]
-    w = b.param(layer, layer.kernel, kernel_perm)
-    inputs = [w] + ([b.param(layer, layer.bias)] if layer.use_bias else [])
-    to_last, yf = _channels_first(b, layer, x, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
-                                                                             group=getattr(layer, "groups", 1)))
-    b.node(layer, "Transpose", [yf], [y], perm=to_last)
-    return True
+    inputs = [b.param(layer, layer.kernel, kernel_perm)] + _bias(b, layer)
+    return _channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
+                                                                         group=getattr(layer, "groups", 1)))
 
 
 def describe_depthwise(b, layer, x, y, xs, ys):
-    if getattr(layer, "data_format", "channels_last") != "channels_last" or len(xs) != 4:
+    if not _channels_last(layer) or len(xs) != 4:
         return False
-    w = b.param(layer, layer.kernel, depthwise=True)
-    inputs = [w] + ([b.param(layer, layer.bias)] if layer.use_bias else [])
-    to_last, yf = _channels_first(b, layer, x, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
-                                                                             group=xs[-1]))
-    b.node(layer, "Transpose", [yf], [y], perm=to_last)
-    return True
+    inputs = [b.param(layer, layer.kernel, depthwise=True)] + _bias(b, layer)
+    return _channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
+                                                                         group=xs[-1]))
 
 
 def describe_separable(b, layer, x, y, xs, ys):
-    if getattr(layer, "data_format", "channels_last") != "channels_last" or len(xs) != 4:
+    if not _channels_last(layer) or len(xs) != 4:
         return False
     dw = b.param(layer, layer.depthwise_kernel, depthwise=True)
     pw = b.param(layer, layer.pointwise_kernel, (3, 2, 0, 1))
     mid_channels = layer.depthwise_kernel.shape[2] * layer.depthwise_kernel.shape[3]
-    mid = [xs[0], mid_channels] + list(ys[1:3])
+    mid = [xs[0], mid_channels] + list(ys[1:3])  # between the two convs, channels first
 
     def body(xf, yf):
         m = b.fresh(layer, "depthwise", mid)
         b.node(layer, "Conv", [xf, dw], [m], group=xs[-1])
-        b.node(layer, "Conv", [m, pw] + ([b.param(layer, layer.bias)] if layer.use_bias else []), [yf], group=1)
+        b.node(layer, "Conv", [m, pw] + _bias(b, layer), [yf], group=1)
 
-    to_last, yf = _channels_first(b, layer, x, xs, ys, body)
-    b.node(layer, "Transpose", [yf], [y], perm=to_last)
-    return True
+    return _channels_first(b, layer, x, y, xs, ys, body)
 
 
 def describe_dense(b, layer, x, y, xs, ys):
@@ -163,10 +165,8 @@ def describe_batch_norm(b, layer, x, y, xs, ys):
     if r == 2:
         b.node(layer, "BatchNormalization", [x, gamma, beta, mean, var], [y], epsilon=layer.epsilon)
         return True
-    to_last, yf = _channels_first(b, layer, x, xs, ys, lambda xf, yf: b.node(
+    return _channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(
         layer, "BatchNormalization", [xf, gamma, beta, mean, var], [yf], epsilon=layer.epsilon))
-    b.node(layer, "Transpose", [yf], [y], perm=to_last)
-    return True
 
 
 def describe_layer_norm(b, layer, x, y, xs, ys):
@@ -180,16 +180,14 @@ def describe_layer_norm(b, layer, x, y, xs, ys):
 
 
 def describe_pool(b, layer, x, y, xs, ys):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
+    if not _channels_last(layer):
         return False
     op = "MaxPool" if "Max" in type(layer).__name__ else "AveragePool"
-    to_last, yf = _channels_first(b, layer, x, xs, ys, lambda xf, yf: b.node(layer, op, [xf], [yf]))
-    b.node(layer, "Transpose", [yf], [y], perm=to_last)
-    return True
+    return _channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, op, [xf], [yf]))
 
 
 def describe_global_pool(b, layer, x, y, xs, ys):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
+    if not _channels_last(layer):
         return False
     op = "ReduceMax" if "Max" in type(layer).__name__ else "ReduceMean"
     b.node(layer, op, [x], [y], axes=list(range(1, len(xs) - 1)), keepdims=int(bool(getattr(layer, "keepdims", 0))))
