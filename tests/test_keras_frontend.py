@@ -102,3 +102,25 @@ def test_subclassed_model_gets_a_clear_error():
     net(np.zeros((1, 4), np.float32))
     with pytest.raises(spa.InputError, match="via='onnx'"):
         spa.analyze(net)
+
+
+def test_embedding_prelu_text_model():
+    import keras
+
+    ids = keras.Input((12,), dtype="int32", name="ids")
+    x = keras.layers.Embedding(50, 16, name="embed")(ids)
+    x = keras.layers.Dense(24, name="ffn")(x)
+    x = keras.layers.PReLU(shared_axes=[1], name="prelu")(x)
+    x = keras.layers.Dense(16, name="proj")(x)
+    x = keras.layers.GlobalAveragePooling1D(name="pool")(x)
+    model = models.randomize_keras(keras.Model(ids, keras.layers.Dense(2, name="head")(x)))
+    for var in model.weights:  # PReLU's alpha starts at zero: give every weight a value
+        var.assign(np.random.default_rng(1).normal(0, 0.5, var.shape).astype("float32"))
+    analysis = spa.analyze(model)
+    assert sorted(g.channels for g in analysis.groups if not g.blocked.any()) == [16, 16, 24]
+    result = spa.prune(model, ratio=0.5)
+    slim = result.model
+    assert slim.get_layer("embed").output_dim < 16 and slim.get_layer("ffn").units < 24
+    assert slim.count_params() == result.after.params
+    x = np.random.default_rng(0).integers(0, 50, (2, 12)).astype("int32")
+    assert slim(x).shape == model(x).shape

@@ -221,6 +221,23 @@ def describe_same_size(b, layer, x, y, xs, ys):
     return True
 
 
+def describe_embedding(b, layer, x, y, xs, ys):
+    b.node(layer, "Gather", [b.param(layer, layer.embeddings), x], [y], axis=0)
+    return True
+
+
+def describe_prelu(b, layer, x, y, xs, ys):
+    b.node(layer, "PRelu", [x, b.param(layer, layer.alpha)], [y])
+    return True
+
+
+def describe_rescaling(b, layer, x, y, xs, ys):
+    if np.ndim(layer.scale) or np.ndim(layer.offset):  # per-channel constants live in the config: not described
+        return False
+    b.node(layer, "Identity", [x], [y])
+    return True
+
+
 def describe_flatten(b, layer, x, y, xs, ys):
     b.node(layer, "Flatten", [x], [y], axis=1)
     return True
@@ -250,6 +267,7 @@ DESCRIBE = {
     "ActivityRegularization": unary("Identity"), "Identity": unary("Identity"),
     "ZeroPadding1D": describe_same_size, "ZeroPadding2D": describe_same_size, "Cropping1D": describe_same_size,
     "Cropping2D": describe_same_size, "UpSampling1D": describe_same_size, "UpSampling2D": describe_same_size,
+    "Embedding": describe_embedding, "PReLU": describe_prelu, "Rescaling": describe_rescaling,
     "Flatten": describe_flatten, "Reshape": describe_reshape, "Permute": describe_permute,
 }
 MERGE = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}

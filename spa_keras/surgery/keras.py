@@ -48,6 +48,8 @@ def _new_config(layer, new_weights, new_out_shape):
         config["filters"] = int(new_weights[1].shape[-1])
     elif kind == "Dense":
         config["units"] = int(new_weights[0].shape[-1])
+    elif kind == "Embedding":
+        config["output_dim"] = int(new_weights[0].shape[-1])
     elif kind == "Reshape":
         config["target_shape"] = tuple(int(d) for d in new_out_shape[1:])
     return config
