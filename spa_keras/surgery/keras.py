@@ -78,7 +78,7 @@ def prune_keras(analysis, removed):
         return new_shapes.get(name) or graph.shape(name) or layer.output.shape
 
     def clone(layer):
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer) or layer.name not in sliced:
             return layer.__class__.from_config(layer.get_config())
         config = _new_config(layer, sliced[layer.name], out_shape(layer))
         return layer.__class__.from_config(config)
@@ -86,7 +86,7 @@ def prune_keras(analysis, removed):
     try:
         slim = keras.models.clone_model(model, clone_function=clone)
         for layer in slim.layers:
-            if layer.weights:
+            if layer.weights and layer.name in sliced:
                 layer.set_weights(sliced[layer.name])
     except Exception as exc:
         raise ConversionError(f"Keras surgery failed on model '{model.name}': "
