@@ -35,7 +35,7 @@ class CostModel:
         self._entry_of = np.repeat(np.arange(len(self.entries)), [len(ids) for _, _, ids in self.entries])
         self.linear = [n for n in graph.nodes if n.op_type in GRAPH_MACS]
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
-        self._float_params = {n for n, p in graph.params.items() if p.counted and p.value.dtype.kind == "f"}
+        self._counted = {n for n, p in graph.params.items() if p.counted}
 
     def shapes(self, removed):
         """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
@@ -53,6 +53,6 @@ class CostModel:
         new = self.shapes(removed)
         shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
         params = self.base.params + sum(math.prod(shape) - math.prod(self.graph.shape(name))
-                                        for name, shape in new.items() if name in self._float_params)
+                                        for name, shape in new.items() if name in self._counted)
         macs = sum(GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear)
         return Counts(params, 2 * macs)

@@ -80,7 +80,6 @@ def _gemm(node, shape_of):
 
 
 GRAPH_MACS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm}
-FLOAT_KINDS = "f"
 
 
 def graph_macs(graph, shape_of=None):
@@ -90,10 +89,10 @@ def graph_macs(graph, shape_of=None):
 
 
 def graph_params(graph, shape_of=None):
-    """Elements of the floating-point parameters of an `SPAGraph`."""
+    """Elements of the parameters an `SPAGraph` counts (front-ends decide: ONNX floating-point weights, every Keras
+    variable as in `count_params()`)."""
     shape_of = shape_of or graph.shape
-    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items()
-               if p.counted and p.value.dtype.kind in FLOAT_KINDS)
+    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items() if p.counted)
 
 
 def _count_onnx(model):

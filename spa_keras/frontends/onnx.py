@@ -178,6 +178,8 @@ def from_onnx(model, input_shapes=None):
     for name in folded_inputs - consumed - {o.name for o in model.graph.output}:
         if name in params:
             params[name].counted = False
+    for p in params.values():  # ONNX convention: parameters are floating-point weights, not shape constants
+        p.counted = p.counted and p.value.dtype.kind == "f"
     shapes = infer_shapes(model, input_shapes=input_shapes)
     for name, p in params.items():
         shapes[name] = tuple(p.value.shape)
