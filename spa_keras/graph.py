@@ -42,6 +42,10 @@ class Param:
     handle: object = None
     counted: bool = True  # False for a constant that only feeds folded layout ops (its folded copy is counted)
 
+    @property
+    def shape(self):
+        return tuple(self.value.shape)
+
 
 @dataclasses.dataclass
 class SPAGraph:
@@ -74,7 +78,7 @@ class SPAGraph:
 
     def shape(self, tensor):
         if tensor in self.params:
-            return tuple(self.params[tensor].value.shape)
+            return self.params[tensor].shape
         return self.shapes.get(tensor)
 
     def value(self, tensor):

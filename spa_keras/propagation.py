@@ -13,6 +13,7 @@ Example:
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -161,7 +162,7 @@ class Propagation:
 
 
 def _has_params(ctx, node):
-    return any(ctx.is_param(t) and ctx.value(t).size > 1 for t in node.inputs if t)
+    return any(ctx.is_param(t) and math.prod(ctx.shape(t)) > 1 for t in node.inputs if t)
 
 
 def propagate(graph):

@@ -143,3 +143,68 @@ def keras_app_onnx(name, size, path, tolerance=1e-4):
                               cwd=root, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-2000:]
     return str(path)
+
+
+def image_layers(seed=0):
+    """Per-channel Rescaling and Normalization, GroupNorm, Conv2DTranspose, LayerScale-style and nested layers."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = layers.Rescaling([0.5, 1.0, 2.0], offset=[0.1, 0.0, -0.1], name="rescale")(inputs)
+    norm = layers.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(seed).normal(0, 2, (8, 12, 12, 3)).astype("float32"))
+    x = norm(x)
+    x = layers.Conv2D(16, 3, padding="same", name="conv")(x)
+    x = layers.GroupNormalization(groups=4, name="gn")(x)
+    x = layers.Conv2DTranspose(12, 3, strides=2, padding="same", name="up")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Conv3D(6, (1, 3, 3), padding="same", name="conv3d")(layers.Reshape((1, 24, 24, 12), name="to3d")(x))
+    x = layers.Reshape((24, 24, 6), name="to2d")(x)
+    x = layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", name="dw")(x)
+    x = layers.Conv2D(8, 1, name="pw")(x)
+    x = layers.GlobalMaxPooling2D(name="gmp")(x)
+    outputs = layers.Dense(4, name="head")(x)
+    return randomize_keras(keras.Model(inputs, outputs, name="image_layers"), seed)
+
+
+def sequence_layers(seed=0):
+    """Conv1D family, EinsumDense, MultiHeadAttention (self-attention with a residual), LayerNorm."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((10, 6), name="sequence")
+    x = layers.Conv1D(16, 3, padding="same", name="conv")(inputs)
+    x = layers.DepthwiseConv1D(3, padding="same", name="dw")(x)
+    x = layers.SeparableConv1D(12, 3, padding="same", name="sep")(x)
+    x = layers.Conv1DTranspose(16, 3, padding="same", name="convt")(x)
+    x = layers.EinsumDense("abc,cd->abd", output_shape=(10, 24), bias_axes="d", name="proj")(x)
+    attended = layers.MultiHeadAttention(num_heads=4, key_dim=6, value_dim=5, name="mha")(x, x)
+    x = layers.Add(name="res")([x, attended])
+    x = layers.LayerNormalization(name="ln")(x)
+    x = layers.EinsumDense("abc,cde->abde", output_shape=(10, 2, 8), bias_axes="de", name="split_heads")(x)
+    x = layers.EinsumDense("abcd,cde->abe", output_shape=(10, 12), bias_axes="e", name="merge_heads")(x)
+    x = layers.GlobalAveragePooling1D(name="gap")(x)
+    outputs = layers.Dense(3, name="head")(x)
+    return randomize_keras(keras.Model(inputs, outputs, name="sequence_layers"), seed)
+
+
+def nested_models(seed=0):
+    """A Sequential block used twice (shared weights) and a Functional backbone inside a Functional model."""
+    import keras
+    from keras import layers
+
+    block = keras.Sequential([layers.Conv2D(8, 3, padding="same", name="conv"),
+                              layers.BatchNormalization(name="bn"), layers.ReLU(name="relu")], name="block")
+    inner_in = keras.Input((8, 8, 8), name="inner_in")
+    y = layers.Conv2D(12, 3, padding="same", name="conv_a")(inner_in)
+    y = layers.Conv2D(8, 1, name="conv_b")(layers.ReLU(name="relu_a")(y))
+    backbone = keras.Model(inner_in, layers.Add(name="res")([inner_in, y]), name="backbone")
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = layers.Conv2D(8, 1, name="stem")(inputs)
+    x = block(x)
+    x = backbone(x)
+    x = block(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(2, name="head")(x)
+    return randomize_keras(keras.Model(inputs, outputs, name="nested"), seed)

@@ -74,6 +74,8 @@ def consumer_axes(node, graph):
     if node.op_type == "Conv":  # grouped (not depthwise): axis 1 is the position inside each group
         w = graph.shape(node.inputs[1])
         return {node.inputs[1]: 1} if w[1] > 1 else {}
+    if node.op_type == "ConvTranspose" and node.attr("group", 1) == 1:
+        return {node.inputs[1]: 0}
     if node.op_type == "Gemm":
         return {node.inputs[1]: 1 if node.attr("transB", 0) else 0}
     if node.op_type == "MatMul" and graph.is_param(node.inputs[1]):

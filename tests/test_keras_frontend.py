@@ -38,7 +38,8 @@ def masked_keras(analysis, removed):
             if not gone.any():
                 continue
             view = ga.graph.params[param].handle[1]
-            for var_axis, dropped in view.variable_masks({axis: gone}).items():
+            for var_axis, kept in view.variable_masks({axis: ~gone}).items():
+                dropped = ~kept
                 var = masked.weights[original_paths.index(view.variable.path)]
                 value = np.asarray(var.numpy()).copy()
                 index = [slice(None)] * value.ndim

@@ -1,8 +1,8 @@
 """Keras surgery: a slim keras.Model with the same layer classes, names and configs except widths.
 
-The original model is untouched: `keras.models.clone_model` rebuilds the graph from new layers made with
-`from_config` (filters, units, groups, target shapes updated), and each new layer gets its old weights sliced along
-the axes whose channels were removed. The result is checked with a Keras forward pass.
+The original model is untouched: `keras.models.clone_model` rebuilds the graph (models used as layers too) from new
+layers made with `from_config`, with the widths the layer's registered `resize` writes (filters, units, heads, ...),
+and each new layer gets its old weights sliced along the axes whose channels were removed.
 
 Example:
 
@@ -20,74 +20,93 @@ def _keep(analysis, labels, removed):
     return ~((ids >= 0) & removed[np.maximum(ids, 0)])
 
 
-def variable_masks(analysis, removed):
-    """{variable path: {variable axis: keep mask}} for every variable that loses positions."""
+def source_masks(analysis, removed):
+    """{id(variable) or (id(layer), config key): {source axis: keep mask}} for everything that loses positions."""
     graph = analysis.graph
     masks = {}
     for (param, axis), binding in analysis.state.bindings.items():
         keep = _keep(analysis, binding.labels, removed)
         if keep.all():
             continue
-        kind, view = graph.params[param].handle
-        for var_axis, var_keep in view.variable_masks({axis: keep}).items():
-            masks.setdefault(view.variable.path, {})[var_axis] = var_keep
+        view = graph.params[param].handle[1]
+        key = id(view.variable) if view.variable is not None else (id(view.layer), view.config_key)
+        try:
+            per_axis = view.variable_masks({axis: keep})
+        except ValueError as exc:
+            raise ConversionError(f"Keras surgery: {exc}") from None
+        for source_axis, source_keep in per_axis.items():
+            masks.setdefault(key, {})[source_axis] = source_keep
     return masks
 
 
-def _new_config(layer, new_weights, new_out_shape):
-    config = layer.get_config()
-    kind = type(layer).__name__
-    if kind in ("Conv1D", "Conv2D", "Conv3D"):
-        kernel = new_weights[0]
-        groups = config.get("groups", 1)
-        if groups > 1 and layer.kernel.shape[-2] == 1:  # depthwise written as a grouped conv (ConvNeXt)
-            multiplier = layer.filters // groups
-            config["groups"] = int(kernel.shape[-1] // multiplier)
-        config["filters"] = int(kernel.shape[-1])
-    elif kind == "SeparableConv2D":
-        config["filters"] = int(new_weights[1].shape[-1])
-    elif kind == "Dense":
-        config["units"] = int(new_weights[0].shape[-1])
-    elif kind == "Embedding":
-        config["output_dim"] = int(new_weights[0].shape[-1])
-    elif kind == "Reshape":
-        config["target_shape"] = tuple(int(d) for d in new_out_shape[1:])
-    return config
+def _slice(value, axis_masks):
+    for axis, keep in axis_masks.items():
+        value = np.compress(keep, value, axis=axis)
+    return value
+
+
+def _new_batch_shape(tensor, graph, new_shapes):
+    """The Keras shape of a nested model's input after surgery: free dimensions stay free."""
+    name = graph.layer_outputs.get(id(tensor))
+    old, new = graph.shape(name), new_shapes.get(name)
+    shape = list(tensor.shape)
+    if new is not None:
+        shape = [n if d is not None and n != o else d for d, o, n in zip(shape, old, new)]
+    return (None,) + tuple(shape[1:])
 
 
 def prune_keras(analysis, removed):
     """A new keras.Model without the channels in `removed`; the analysed model is not changed."""
     import keras
 
+    from spa_keras.frontends.keras import graph_model
+    from spa_keras.frontends.keras.registry import LAYERS
+
     graph = analysis.graph
-    model = graph.source
-    masks = variable_masks(analysis, removed)
+    masks = source_masks(analysis, removed)
     new_shapes = CostModel(analysis).shapes(removed)
-    sliced = {}
-    for layer in model.layers:
-        weights = []
-        for var in layer.weights:
-            value = np.asarray(var.numpy())
-            for axis, keep in masks.get(var.path, {}).items():
-                value = np.compress(keep, value, axis=axis)
-            weights.append(value)
-        sliced[layer.name] = weights
+
+    def weights_of(layer):
+        return [_slice(np.asarray(v.numpy()), masks.get(id(v), {})) for v in layer.weights]
 
     def out_shape(layer):
-        name = layer.output.name
-        return new_shapes.get(name) or graph.shape(name) or layer.output.shape
+        name = graph.layer_outputs.get(id(layer))
+        return new_shapes.get(name) or graph.shape(name) if name else None
 
-    def clone(layer):
-        if isinstance(layer, keras.layers.InputLayer) or layer.name not in sliced:
-            return layer.__class__.from_config(layer.get_config())
-        config = _new_config(layer, sliced[layer.name], out_shape(layer))
+    def clone_layer(layer):
+        if graph_model(layer) is not None:
+            return clone(layer)
+        config = layer.get_config()
+        for (layer_id, key), axis_masks in ((k, m) for k, m in masks.items() if isinstance(k, tuple)):
+            if layer_id == id(layer):
+                config[key] = _slice(np.asarray(getattr(layer, key), np.float32), axis_masks).tolist()
+        entry = LAYERS.get(type(layer).__name__)
+        if entry is not None and entry.resize is not None and not isinstance(layer, keras.layers.InputLayer):
+            config = entry.resize(config, layer, weights_of(layer), out_shape(layer))
         return layer.__class__.from_config(config)
 
+    def clone(model, top=False):
+        inputs = None
+        if not top:  # a model used as a layer: new Inputs with the widths its callers now give it
+            inputs = [keras.Input(batch_shape=_new_batch_shape(t, graph, new_shapes), dtype=t.dtype,
+                                  name=t._keras_history[0].name) for t in graph_model(model).inputs]
+            inputs = keras.tree.pack_sequence_as(graph_model(model)._inputs_struct, inputs)
+        return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
+
+    def assign(old, new):
+        for layer in old.layers:
+            twin = new.get_layer(layer.name)
+            if graph_model(layer) is not None:
+                assign(layer, twin)
+            elif layer.weights:
+                twin.set_weights(weights_of(layer))
+                if hasattr(twin, "finalize_state"):  # adapted preprocessing layers (Normalization) derive state
+                    twin.finalize_state()
+
+    model = graph.source
     try:
-        slim = keras.models.clone_model(model, clone_function=clone)
-        for layer in slim.layers:
-            if layer.weights and layer.name in sliced:
-                layer.set_weights(sliced[layer.name])
+        slim = clone(model, top=True)
+        assign(model, slim)
     except Exception as exc:
         raise ConversionError(f"Keras surgery failed on model '{model.name}': "
                               f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from None

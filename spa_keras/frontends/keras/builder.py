@@ -1,0 +1,122 @@
+"""`GraphBuilder`: collects the nodes, tensor shapes and parameters of one Keras model's `SPAGraph`.
+
+Layer descriptions (`layers/*.py`) call it to add ONNX-style nodes. Parameters are `KerasParam`s: views of a layer's
+variables whose values are read only when a rule or a criterion asks, so building the graph of a large model reads
+no weights.
+"""
+
+import dataclasses
+
+
+from spa_keras.frontends.keras.view import KerasView
+from spa_keras.graph import Node, Param
+
+
+class KerasParam(Param):
+    """A `Param` whose value (in ONNX layout) is read from the Keras variable on first use."""
+
+    def __init__(self, name, view, counted=True):
+        self.name, self.handle, self.counted = name, ("keras", view), counted
+        self._value = None
+
+    @property
+    def value(self):
+        if self._value is None:
+            view = self.handle[1]
+            self._value = view.view(view.read())
+        return self._value
+
+    @property
+    def shape(self):
+        return self.handle[1].view_shape
+
+    def __repr__(self):
+        return f"KerasParam({self.name!r}, {self.shape})"
+
+
+@dataclasses.dataclass
+class Call:
+    """One call of a layer: graph tensor names in the call's own structure (`args`, `kwargs`) and flat."""
+
+    inputs: list
+    outputs: list
+    args: tuple = ()
+    kwargs: dict = dataclasses.field(default_factory=dict)
+
+
+class GraphBuilder:
+    def __init__(self):
+        self.nodes, self.params, self.shapes = [], {}, {}
+        self.names = set()
+        self.count = 0
+        self._param_of = {}  # id(variable) or (id(layer), key) -> param name
+        self.layer_outputs = {}  # id(layer) -> graph name of its first call's first output
+
+    def tensor(self, name, shape):
+        self.shapes[name] = None if shape is None or any(d is None for d in shape[1:]) else (1,) + tuple(shape[1:])
+        return name
+
+    def shape(self, name):
+        return self.params[name].shape if name in self.params else self.shapes.get(name)
+
+    def fresh(self, layer, tag, shape):
+        self.count += 1
+        return self.tensor(f"{layer.name}/{tag}_{self.count}", shape)
+
+    def _add_param(self, key, name, view, counted=True):
+        if key not in self._param_of:
+            while name in self.params:  # two nested models may both hold a layer of the same name
+                name += "'"
+            self.params[name] = KerasParam(name, view, counted)
+            self._param_of[key] = name
+        return self._param_of[key]
+
+    def param(self, layer, variable, perm=None, shape=None):
+        """The graph name of `variable` seen as `variable.transpose(perm).reshape(shape)`."""
+        return self._add_param(id(variable), variable.path, KerasView(layer, variable, perm, shape))
+
+    def constant(self, layer, key, source_shape):
+        """A per-channel constant from the layer's config (Rescaling's scale); not a parameter Keras counts."""
+        view = KerasView(layer, None, config_key=key, source_shape=tuple(source_shape))
+        return self._add_param((id(layer), key), f"{layer.name}/{key}", view, counted=False)
+
+    def node(self, layer, op, inputs, outputs, domain="", **attrs):
+        name = layer.name if layer.name not in self.names else f"{layer.name}/{op}_{len(self.nodes)}"
+        self.names.add(name)
+        self.nodes.append(Node(name, op, list(inputs), list(outputs), attrs, domain))
+
+
+def channels_first(b, layer, x, y, xs, ys, body):
+    """Describe a channels-first ONNX op on channels-last tensors: Transpose in, `body(x_nchw, y_nchw)`, Transpose
+    back out."""
+    r = len(xs)
+    to_first = [0, r - 1] + list(range(1, r - 1))
+    to_last = [0] + list(range(2, r)) + [1]
+    xf = b.fresh(layer, "nchw_in", [xs[i] for i in to_first])
+    yf = b.fresh(layer, "nchw_out", [ys[i] for i in to_first])
+    b.node(layer, "Transpose", [x], [xf], perm=to_first)
+    body(xf, yf)
+    b.node(layer, "Transpose", [yf], [y], perm=to_last)
+    return True
+
+
+def is_channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def bias(b, layer, shape=None):
+    return [b.param(layer, layer.bias, shape=shape)] if getattr(layer, "use_bias", False) else []
+
+
+def kernel_perm(rank):
+    """Keras conv kernel [*k, C/g, M] (or transposed [*k, M, C]) → ONNX [M, C/g, *k] (or [C, M, *k])."""
+    return (rank - 1, rank - 2) + tuple(range(rank - 2))
+
+
+def depthwise_view(kernel):
+    """Depthwise kernel [*k, C, m] → ONNX [C·m, 1, *k]: (perm, shape)."""
+    r = len(kernel.shape)
+    *k, c, m = kernel.shape
+    return (r - 2, r - 1) + tuple(range(r - 2)), (c * m, 1) + tuple(k)
+
+

@@ -1,0 +1,75 @@
+"""Convolutions: Conv1D/2D/3D (grouped), Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D.
+
+Kernels are seen in ONNX layout; the engine's Conv/ConvTranspose rules decide which channels couple (a depthwise
+conv ties output channel c·m + j to input channel c, a grouped conv ties position j of every group).
+"""
+
+from spa_keras.frontends.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
+from spa_keras.frontends.keras.registry import describes, resizes
+
+
+@describes("Conv1D", "Conv2D", "Conv3D")
+def conv(b, layer, x, y, xs, ys):
+    if not is_channels_last(layer):
+        return False
+    inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
+    return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
+                                                                        group=getattr(layer, "groups", 1)))
+
+
+@resizes("Conv1D", "Conv2D", "Conv3D")
+def conv_widths(config, layer, weights, out_shape):
+    kernel = weights[0]
+    groups = config.get("groups", 1)
+    if groups > 1 and layer.kernel.shape[-2] == 1:  # depthwise written as a grouped conv (ConvNeXt)
+        config["groups"] = int(kernel.shape[-1] // (layer.filters // groups))
+    config["filters"] = int(kernel.shape[-1])
+    return config
+
+
+@describes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+def conv_transpose(b, layer, x, y, xs, ys):
+    if not is_channels_last(layer):
+        return False
+    inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
+    return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "ConvTranspose", [xf] + inputs,
+                                                                        [yf]))
+
+
+@resizes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+def conv_transpose_widths(config, layer, weights, out_shape):
+    config["filters"] = int(weights[0].shape[-2])  # kernel [*k, filters, in]
+    return config
+
+
+@describes("DepthwiseConv1D", "DepthwiseConv2D")
+def depthwise(b, layer, x, y, xs, ys):
+    if not is_channels_last(layer):
+        return False
+    perm, shape = depthwise_view(layer.kernel)
+    inputs = [b.param(layer, layer.kernel, perm, shape)] + bias(b, layer)
+    return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
+                                                                        group=xs[-1]))
+
+
+@describes("SeparableConv1D", "SeparableConv2D")
+def separable(b, layer, x, y, xs, ys):
+    if not is_channels_last(layer):
+        return False
+    perm, shape = depthwise_view(layer.depthwise_kernel)
+    dw = b.param(layer, layer.depthwise_kernel, perm, shape)
+    pw = b.param(layer, layer.pointwise_kernel, kernel_perm(len(xs)))
+    mid = [xs[0], shape[0]] + list(ys[1:-1])  # between the two convs, channels first
+
+    def body(xf, yf):
+        m = b.fresh(layer, "depthwise", mid)
+        b.node(layer, "Conv", [xf, dw], [m], group=xs[-1])
+        b.node(layer, "Conv", [m, pw] + bias(b, layer), [yf], group=1)
+
+    return channels_first(b, layer, x, y, xs, ys, body)
+
+
+@resizes("SeparableConv1D", "SeparableConv2D")
+def separable_widths(config, layer, weights, out_shape):
+    config["filters"] = int(weights[1].shape[-1])
+    return config

@@ -1,0 +1,34 @@
+"""Flatten, Reshape, Permute (the engine traces positions), padding, cropping and upsampling (channels pass)."""
+
+from spa_keras.frontends.keras.registry import describes, resizes
+
+
+@describes(*(f"{kind}{d}" for kind in ("ZeroPadding", "Cropping", "UpSampling") for d in ("1D", "2D", "3D")))
+def same_channels(b, layer, x, y, xs, ys):
+    """Spatial sizes change, channels pass."""
+    b.node(layer, "Pad", [x], [y])
+    return True
+
+
+@describes("Flatten")
+def flatten(b, layer, x, y, xs, ys):
+    b.node(layer, "Flatten", [x], [y], axis=1)
+    return True
+
+
+@describes("Reshape")
+def reshape(b, layer, x, y, xs, ys):
+    b.node(layer, "Reshape", [x], [y])
+    return True
+
+
+@resizes("Reshape")
+def reshape_target(config, layer, weights, out_shape):
+    config["target_shape"] = tuple(int(d) for d in out_shape[1:])
+    return config
+
+
+@describes("Permute")
+def permute(b, layer, x, y, xs, ys):
+    b.node(layer, "Transpose", [x], [y], perm=[0] + list(layer.dims))
+    return True

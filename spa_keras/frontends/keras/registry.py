@@ -1,0 +1,44 @@
+"""The registry of Keras layer descriptions, keyed by layer class name.
+
+A description adds nodes to the `GraphBuilder` for one call of a layer and returns True, or returns False when this
+call is outside what it covers (the layer then becomes a named barrier). A layer whose widths live in its config
+also registers a `resize(config, layer, weights, out_shape)` that Keras surgery calls with the sliced weights.
+
+Example:
+
+>>> @describes("Identity")                              # doctest: +SKIP
+... def identity(b, layer, x, y, xs, ys):
+...     b.node(layer, "Identity", [x], [y])
+...     return True
+"""
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class LayerDescription:
+    describe: object = None
+    single: bool = True  # one input and one output tensor, both with known shapes: describe(b, layer, x, y, xs, ys)
+    resize: object = None
+
+
+LAYERS = {}
+
+
+def describes(*class_names, single=True):
+    def wrap(fn):
+        for name in class_names:
+            LAYERS.setdefault(name, LayerDescription()).describe = fn
+            LAYERS[name].single = single
+        return fn
+
+    return wrap
+
+
+def resizes(*class_names):
+    def wrap(fn):
+        for name in class_names:
+            LAYERS.setdefault(name, LayerDescription()).resize = fn
+        return fn
+
+    return wrap

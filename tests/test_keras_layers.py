@@ -1,0 +1,94 @@
+"""Keras layers beyond the basics: per-channel preprocessing, GroupNorm, transposed and 1-D convolutions,
+EinsumDense, MultiHeadAttention (whole heads), models used as layers. Oracles: ratio 0 is the identity, the slim
+model's count_params equals the plan's count, removal equals masking where no statistic sees every channel,
+and `.keras` save/load round-trips."""
+
+import numpy as np
+import pytest
+
+import spa_keras as spa
+from spa_keras.verify import compare
+from tests import models
+from tests.test_keras_frontend import masked_keras, run
+
+MASKING = {"image_layers": False, "sequence_layers": False, "nested_models": True}  # GroupNorm, LayerNorm
+
+
+@pytest.mark.parametrize("name", sorted(MASKING))
+def test_layers_prune_like_masking(name, tmp_path):
+    import keras
+
+    model = getattr(models, name)()
+    x = np.random.default_rng(0).uniform(-1, 1, (2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+    analysis = spa.analyze(model)
+    assert not analysis.barriers, [(b.node, b.op_type, b.reason) for b in analysis.barriers]
+    same = spa.prune(model, ratio=0.0, analysis=analysis)
+    assert compare(run(model, x), run(same.model, x), source="keras", target="identity", tolerance=1e-6).ok
+    result = spa.prune(model, ratio=0.4, analysis=analysis)
+    slim = result.model
+    assert slim.count_params() == result.after.params < result.before.params == model.count_params()
+    assert spa.count(slim).flops == result.after.flops
+    assert run(slim, x)["y"].shape == run(model, x)["y"].shape
+    if MASKING[name]:
+        removed = result.plan.mask(analysis.graph_analysis)
+        check = compare(run(masked_keras(analysis, removed), x), run(slim, x), source="masked", target="slim",
+                        tolerance=1e-5)
+        assert check.ok, check
+    slim.save(tmp_path / "slim.keras")
+    again = keras.models.load_model(tmp_path / "slim.keras")
+    np.testing.assert_allclose(run(again, x)["y"], run(slim, x)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_attention_loses_whole_heads():
+    model = models.sequence_layers()
+    analysis = spa.analyze(model)
+    heads = [g for g in analysis.groups if any(m.param == "mha/value/kernel" and m.axis == 1 for m in g.members)]
+    assert len(heads) == 1 and heads[0].channels == 4  # one channel per head: Q, K, V and the output rows of it
+    result = spa.prune(model, plan=spa.PruningPlan({heads[0].key: [1, 3]}, {g.key: g.channels for g in
+                                                                           analysis.groups}), analysis=analysis)
+    mha = result.model.get_layer("mha")
+    assert (mha.num_heads, mha.key_dim, mha.value_dim) == (2, 6, 5)
+    old = model.get_layer("mha")
+    kept = [0, 2]
+    np.testing.assert_array_equal(mha._query_dense.kernel.numpy(), old._query_dense.kernel.numpy()[:, kept])
+    np.testing.assert_array_equal(mha._output_dense.kernel.numpy(), old._output_dense.kernel.numpy()[kept])
+    # the slim attention equals the original with heads 1 and 3 silenced at the output projection
+    import keras
+
+    masked = keras.models.clone_model(model)
+    masked.set_weights(model.get_weights())
+    out = masked.get_layer("mha")._output_dense.kernel
+    value = out.numpy().copy()
+    value[[1, 3]] = 0
+    out.assign(value)
+    x = np.random.default_rng(1).normal(0, 1, (2, 10, 6)).astype("float32")
+    np.testing.assert_allclose(np.asarray(result.model(x)), np.asarray(masked(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_nested_model_keeps_its_structure():
+    import keras
+
+    model = models.nested_models()
+    result = spa.prune(model, ratio=0.5)
+    slim = result.model
+    assert isinstance(slim.get_layer("block"), keras.Sequential)
+    assert isinstance(slim.get_layer("backbone"), keras.Model)
+    assert slim.get_layer("block").get_layer("conv").filters < 8
+    assert [type(layer) for layer in slim.get_layer("backbone").layers] == [
+        type(layer) for layer in model.get_layer("backbone").layers]
+
+
+def test_free_sequence_length_takes_the_given_input_shape():
+    import keras
+
+    inputs = keras.Input((None, 8), name="tokens")
+    x = keras.layers.EinsumDense("abc,cd->abd", output_shape=(None, 16), bias_axes="d", name="up")(inputs)
+    x = keras.layers.MultiHeadAttention(2, 4, name="mha")(x, x)
+    x = keras.layers.Dense(8, name="down")(x)
+    model = keras.Model(inputs, x)
+    assert not spa.analyze(model).barriers
+    seven = spa.analyze(model, input_shape={None: (1, 7, 8)})
+    one = spa.analyze(model)
+    assert seven.counts.flops > one.counts.flops  # FLOPs are counted at the given length
+    slim = spa.prune(model, ratio=0.3, analysis=seven).model
+    assert slim(np.zeros((1, 5, 8), np.float32)).shape == (1, 5, 8)
