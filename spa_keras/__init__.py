@@ -5,15 +5,17 @@ Public API (re-exported here; everything else is internal):
 >>> import spa_keras as spa
 >>> report = spa.convert("model.h5", "model.onnx")    # doctest: +SKIP
 >>> print(report)                                     # doctest: +SKIP
+>>> result = spa.prune(model, flops=0.5, criterion=spa.importance.Taylor(), data=(x, y), loss="mse")  # doctest: +SKIP
 """
 
 __version__ = "0.1.0"
 
+from spa_keras import importance  # noqa: E402
 from spa_keras.convert import convert  # noqa: E402
 from spa_keras.count import count  # noqa: E402
 from spa_keras.errors import ConversionError, InputError, SpaError, VerificationError  # noqa: E402
 from spa_keras.plan import PruningPlan  # noqa: E402
 from spa_keras.pruning import analyze, prune  # noqa: E402
 
-__all__ = ["analyze", "prune", "convert", "count", "PruningPlan", "SpaError", "InputError", "ConversionError",
-           "VerificationError", "__version__"]
+__all__ = ["analyze", "prune", "convert", "count", "importance", "PruningPlan", "SpaError", "InputError",
+           "ConversionError", "VerificationError", "__version__"]

@@ -7,6 +7,9 @@ default (normalised group scores compare across layers) or uniform per group (`g
 counts multiples of a number (for fast kernels), `ignore` leaves groups that touch the named parameters or nodes
 (regular expressions) alone.
 
+`criterion` is a registered name or a criterion instance (`spa_keras.importance`); data-driven criteria get `data`
+and `loss`. `scores` (one array per group) skips the criterion.
+
 Example:
 
 >>> plan = make_plan(analysis, flops=0.5)          # doctest: +SKIP
@@ -22,7 +25,8 @@ import numpy as np
 
 from spa_keras.cost import CostModel
 from spa_keras.errors import InputError
-from spa_keras.importance import get_criterion
+from spa_keras.importance import score_groups
+from spa_keras.importance.registry import criterion_name
 
 
 @dataclasses.dataclass
@@ -96,9 +100,26 @@ def _fraction(name, value):
     return value
 
 
+def ignored_groups(analysis, ignore=()):
+    """Per group: True when it touches a parameter or node matching one of the `ignore` regular expressions."""
+    patterns = [re.compile(p) for p in ([ignore] if isinstance(ignore, str) else list(ignore or ()))]
+    return [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
+            for g in analysis.groups]
+
+
+def prunable_channels(analysis, ignore=()):
+    """How many channels a `ratio` target counts: the unblocked channels of the groups not ignored."""
+    return int(sum((~g.blocked).sum() for g, skip in zip(analysis.groups, ignored_groups(analysis, ignore))
+                   if not skip))
+
+
 def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", global_ranking=True, round_to=1,
-              ignore=(), max_per_group=0.9, scores=None):
-    """Choose the channels to remove; return a `PruningPlan`."""
+              ignore=(), max_per_group=0.9, scores=None, data=None, loss=None, removable=None):
+    """Choose the channels to remove; return a `PruningPlan`.
+
+    `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
+    relative to the original model).
+    """
     targets = {k: _fraction(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params))
                if v is not None}
     if len(targets) != 1:
@@ -109,10 +130,8 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
     round_to = max(1, int(round_to))
     groups = analysis.groups
     if scores is None:
-        scores = get_criterion(criterion)(analysis)
-    patterns = [re.compile(p) for p in ([ignore] if isinstance(ignore, str) else list(ignore or ()))]
-    ignored = [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
-               for g in groups]
+        scores = score_groups(criterion, analysis, data=data, loss=loss)
+    ignored = ignored_groups(analysis, ignore)
     offsets = _offsets(analysis)
     n = len(analysis.group_of_channel)
     score = np.full(n, np.inf)
@@ -123,6 +142,8 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
             continue
         score[offsets[g.id]:offsets[g.id] + g.channels][free] = s[free]
         cap[g.id] = min(int(math.floor(max_per_group * g.channels)), g.channels - 1, int(free.sum()))
+        if removable is not None and g.key in removable:
+            cap[g.id] = max(0, min(cap[g.id], int(removable[g.key])))
     candidate = np.isfinite(score)
     group_of = analysis.group_of_channel
     # rank of each channel inside its group by score: only the lowest `cap` of a group may go
@@ -156,7 +177,7 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
     if amount == 0:
         mask = np.zeros(n, bool)
     elif kind == "ratio":
-        prunable = int(sum((~g.blocked).sum() for g, skip in zip(groups, ignored) if not skip))
+        prunable = prunable_channels(analysis, ignore)
         want = int(round(amount * prunable))
         mask = removal(min(want, limit) if global_ranking else int(round(amount * 1000)))
     else:
@@ -181,9 +202,8 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
         if len(idx):
             removed[g.key] = idx.tolist()
     return PruningPlan(removed, {g.key: g.channels for g in groups},
-                       {"kind": kind, "amount": amount, "criterion": criterion if isinstance(criterion, str) else
-                        type(criterion).__name__, "global_ranking": global_ranking, "round_to": round_to,
-                        "max_per_group": max_per_group})
+                       {"kind": kind, "amount": amount, "criterion": criterion_name(criterion),
+                        "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group})
 
 
 def _round(mask, analysis, offsets, round_to):

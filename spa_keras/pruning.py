@@ -137,32 +137,118 @@ def analyze(model, input_shape=None, via=None):
 
 
 def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l1", global_ranking=True, round_to=1,
-          ignore=(), max_per_group=0.9, input_shape=None, via=None, analysis=None):
+          ignore=(), max_per_group=0.9, input_shape=None, via=None, analysis=None, data=None, loss=None, steps=1):
     """Prune `model`; return a `PruneResult` (the slim model, the plan, counts before/after).
 
     A Keras model gives a keras.Model (same layer classes and names, trainable, saveable), or with `via="onnx"` an
     onnx.ModelProto; an ONNX model gives an onnx.ModelProto.
 
-    Give one target (`ratio`, `flops` or `params`: fractions removed) or a `plan` (PruningPlan or JSON path).
+    Give one target (`ratio`, `flops` or `params`: fractions removed, of the original model) or a `plan`
+    (PruningPlan or JSON path). `criterion`: a name or instance from `spa_keras.importance`; data-driven ones
+    (taylor, snip, grasp, crop, obd) take `data` ((x, y) arrays, a tf.data.Dataset or a generator of batches) and
+    `loss` (default: the model's compiled loss). `steps=N` prunes iteratively: N rounds of score, prune, rescore on
+    the slimmer model, each reaching a further 1/N of the target; the result's plan applies to the original model.
     """
-    from spa_keras.surgery.onnx import prune_onnx
+    from spa_keras.importance import Batches
 
     analysis = analysis or analyze(model, input_shape, via)
     ga = analysis.graph_analysis
+    steps = int(steps)
+    if steps < 1:
+        raise InputError(f"steps={steps}: at least 1")
     if plan is not None:
         if any(v is not None for v in (ratio, flops, params)):
             raise InputError("give either a plan or a target (ratio/flops/params), not both")
+        if steps > 1:
+            raise InputError("steps= prunes towards a target; a given plan is applied in one step")
         plan = plan if isinstance(plan, PruningPlan) else PruningPlan.load(plan)
     else:
         if all(v is None for v in (ratio, flops, params)):
             raise InputError("give a target: ratio=, flops= or params= (fractions removed), or a plan")
-        plan = make_plan(ga, ratio=ratio, flops=flops, params=params, criterion=criterion,
-                         global_ranking=global_ranking, round_to=round_to, ignore=ignore, max_per_group=max_per_group)
+        data = None if data is None else Batches.of(data)  # a generator is read once, for every step
+        options = dict(criterion=criterion, global_ranking=global_ranking, round_to=round_to, ignore=ignore,
+                       max_per_group=max_per_group, data=data, loss=loss)
+        if steps == 1:
+            plan = make_plan(ga, ratio=ratio, flops=flops, params=params, **options)
+        else:
+            plan = _iterative_plan(analysis, ratio, flops, params, steps, input_shape, **options)
     removed = plan.mask(ga)
+    return PruneResult(_surgery(ga, removed), plan, analysis.counts, analysis.cost.counts(removed), analysis)
+
+
+def _surgery(ga, removed):
     if ga.graph.layout == "NHWC":  # the Keras front-end: a native slim Keras model
         from spa_keras.surgery.keras import prune_keras
 
-        slim = prune_keras(ga, removed)
-    else:
-        slim = prune_onnx(ga, removed)
-    return PruneResult(slim, plan, analysis.counts, analysis.cost.counts(removed), analysis)
+        return prune_keras(ga, removed)
+    from spa_keras.surgery.onnx import prune_onnx
+
+    return prune_onnx(ga, removed)
+
+
+def _iterative_plan(analysis, ratio, flops, params, steps, input_shape, **options):
+    """Score, prune and rescore `steps` times; return one plan for the original model.
+
+    Step k aims at k/steps of the target, counted on the original model: it removes from the current slim model
+    what is still missing. Caps (`max_per_group`) stay relative to the original groups. The slim model keeps its
+    layer and variable names, so the groups of each step are the original groups with fewer channels; the removed
+    channels are tracked in original indices.
+    """
+    import math
+
+    import numpy as np
+
+    from spa_keras.plan import prunable_channels
+
+    (kind, amount), = [(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params)) if v is not None]
+    amount = float(amount)
+    ga0 = analysis.graph_analysis
+    if options["loss"] is None:  # slim models are not compiled: keep the original's loss for every step
+        options["loss"] = getattr(ga0.graph.source, "loss", None)
+    original = {g.key: g.channels for g in ga0.groups}
+    kept = {g.key: np.arange(g.channels) for g in ga0.groups}  # original indices still in the current model
+    prunable = prunable_channels(ga0, options["ignore"])
+    current, plan = analysis, None
+    for step in range(1, steps + 1):
+        goal = amount * step / steps
+        ga = current.graph_analysis
+        key_of = _original_keys(ga, kept)
+        if kind == "ratio":
+            gone = sum(original.values()) - sum(len(v) for v in kept.values())
+            fraction = (goal * prunable - gone) / max(prunable - gone, 1)
+        else:
+            fraction = 1 - (1 - goal) * getattr(analysis.counts, kind) / max(getattr(current.counts, kind), 1)
+        fraction = min(max(fraction, 0.0), 0.999)
+        removable = {g.key: math.floor(options["max_per_group"] * original[key_of[g.key]]) -
+                     (original[key_of[g.key]] - g.channels) for g in ga.groups}
+        plan = make_plan(ga, **{kind: fraction}, removable=removable, **options)
+        for key, idx in plan.removed.items():
+            kept[key_of[key]] = np.delete(kept[key_of[key]], idx)
+        if step < steps and plan.removed:
+            current = analyze(_surgery(ga, plan.mask(ga)), input_shape)
+    removed = {key: np.setdiff1d(np.arange(n), kept[key]).tolist() for key, n in original.items()
+               if len(kept[key]) < n}
+    return PruningPlan(removed, original, dict(plan.target, amount=amount, steps=steps))
+
+
+def _original_keys(ga, kept):
+    """{current group key: original group key}. Keys are `param:axis@position`; the position of a group cut from
+    a kernel by a Split moves as channels go, so groups of one `param:axis` pair up in position order."""
+    from spa_keras.errors import SpaError
+
+    def by_prefix(keys):
+        out = {}
+        for key in sorted(keys, key=lambda k: int(k.rsplit("@", 1)[1])):
+            out.setdefault(key.rsplit("@", 1)[0], []).append(key)
+        return out
+
+    now, before = by_prefix(g.key for g in ga.groups), by_prefix(kept)
+    channels = {g.key: g.channels for g in ga.groups}
+    mapping = {}
+    for prefix, keys in now.items():
+        old = before.get(prefix, [])
+        if len(old) != len(keys) or any(channels[k] != len(kept[o]) for k, o in zip(keys, old)):
+            raise SpaError(f"iterative pruning: the slim model's groups of {prefix} do not match the original's; "
+                           "prune in one step (steps=1)")
+        mapping.update(zip(keys, old))
+    return mapping

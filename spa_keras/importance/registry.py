@@ -1,4 +1,15 @@
-"""The registry of importance criteria, selectable by name or passed as an instance."""
+"""The registry of importance criteria, selectable by name or passed as an instance.
+
+Example:
+
+>>> @register_criterion("ones")                          # doctest: +SKIP
+... class Ones(Criterion):
+...     def member_scores(self, analysis, member, channels, context):
+...         return np.ones(channels)
+>>> get_criterion("ones")                                # doctest: +SKIP
+"""
+
+import numpy as np
 
 CRITERIA = {}
 
@@ -6,17 +17,56 @@ CRITERIA = {}
 def register_criterion(name):
     def wrap(cls):
         CRITERIA[name] = cls
+        cls.name = name
         return cls
 
     return wrap
 
 
 def get_criterion(criterion):
+    """A criterion instance from a registered name (default options) or the criterion itself (an instance or any
+    callable `f(analysis) -> [scores per group]`)."""
     from spa_keras.errors import InputError
 
     if callable(criterion) and not isinstance(criterion, str):
+        if isinstance(criterion, type):
+            return criterion()
         return criterion
     try:
         return CRITERIA[str(criterion).lower()]()
     except KeyError:
         raise InputError(f"unknown criterion {criterion!r}; available: {', '.join(sorted(CRITERIA))}") from None
+
+
+def criterion_name(criterion):
+    if isinstance(criterion, str):
+        return criterion.lower()
+    return getattr(criterion, "name", None) or getattr(criterion, "__name__", None) or type(criterion).__name__
+
+
+def score_groups(criterion, analysis, data=None, loss=None):
+    """Run `criterion` on `analysis` and check its answer: one finite float64 array per group, one score per
+    channel."""
+    from spa_keras.errors import InputError
+    from spa_keras.importance.base import Criterion
+
+    criterion = get_criterion(criterion)
+    ga = getattr(analysis, "graph_analysis", analysis)
+    if isinstance(criterion, Criterion):
+        scores = criterion(ga, data=data, loss=loss)
+    else:  # a plain function of the analysis
+        scores = criterion(ga)
+    name = criterion_name(criterion)
+    if len(scores) != len(ga.groups):
+        raise InputError(f"criterion {name!r} returned {len(scores)} score arrays for {len(ga.groups)} groups")
+    out = []
+    for group, s in zip(ga.groups, scores):
+        s = np.asarray(s, np.float64).reshape(-1)
+        if len(s) != group.channels:
+            raise InputError(f"criterion {name!r} gave {len(s)} scores to group {group.key} of {group.channels} "
+                             "channels")
+        if not np.isfinite(s).all():
+            raise InputError(f"criterion {name!r} gave non-finite scores to group {group.key} (a loss that "
+                             "overflows, or data with NaNs?)")
+        out.append(s)
+    return out

@@ -1,0 +1,62 @@
+"""`Criterion`: the shape every importance criterion shares.
+
+A criterion scores channel groups: `criterion(analysis, data=None, loss=None)` returns one float64 array per group,
+one score per channel, higher = keep. Subclasses say which members count (`members`) and how one member's slices
+score (`member_scores`); the base class combines members with AGG and rescales groups with NORM
+(`spa_keras.importance.scoring`). Criteria that need data set `needs_data = True` and get `data` and `loss`.
+
+Example:
+
+>>> from spa_keras.importance import L2
+>>> scores = L2(agg="max", norm="max")(analysis)    # doctest: +SKIP
+"""
+
+import numpy as np
+
+from spa_keras.importance.scoring import AGGREGATIONS, NORMALIZATIONS, aggregate, check_choice, normalize
+
+
+class Criterion:
+    name = None  # the registry name (set by register_criterion)
+    needs_data = False
+
+    def __init__(self, agg="sum", norm="mean"):
+        self.agg = check_choice("agg", agg, AGGREGATIONS)
+        self.norm = check_choice("norm", norm, NORMALIZATIONS)
+
+    def __repr__(self):
+        return f"{type(self).__name__}(agg={self.agg!r}, norm={self.norm!r})"
+
+    # ---- what subclasses define -----------------------------------------------------------------------------
+
+    def prepare(self, analysis, data, loss):
+        """Work shared by all groups (gradients, a random generator); returns a context passed to the scorers."""
+        return None
+
+    def members(self, analysis, group, context):
+        """The members that take part in the score: by default the weights (rank ≥ 2: kernels and matrices;
+        biases and normalisation parameters are left out), or every member where a group has no weight."""
+        params = analysis.graph.params
+        weights = [m for m in group.members if params[m.param].value.ndim >= 2]
+        return weights or list(group.members)
+
+    def member_scores(self, analysis, member, channels, context):
+        raise NotImplementedError
+
+    def finish(self, scores):
+        """A transform of the aggregated group scores before NORM (magnitude takes the p-th root)."""
+        return scores
+
+    # ---- shared ---------------------------------------------------------------------------------------------
+
+    def group_scores(self, analysis, group, context):
+        members = self.members(analysis, group, context)
+        if not members:
+            return np.zeros(group.channels)
+        stack = np.stack([self.member_scores(analysis, m, group.channels, context) for m in members])
+        return self.finish(aggregate(stack, self.agg))
+
+    def __call__(self, analysis, data=None, loss=None):
+        analysis = getattr(analysis, "graph_analysis", analysis)  # spa.analyze's Analysis or a GraphAnalysis
+        context = self.prepare(analysis, data, loss)
+        return [normalize(self.group_scores(analysis, g, context), self.norm) for g in analysis.groups]

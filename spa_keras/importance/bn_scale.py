@@ -1,0 +1,39 @@
+"""BN scale (network slimming, Liu et al. 2017): a channel matters as much as its BatchNorm scale |γ|.
+
+Members: the scale parameters of the group's BatchNormalization nodes (input 1: [x, scale, B, mean, var]), in both
+front-ends. A group without a BatchNorm scale (a Dense hidden layer, a model whose BatchNorm was folded into the
+convolutions by its exporter) falls back to L1 magnitude, so targets stay reachable; NORM puts both on one scale.
+
+Example:
+
+>>> scores = BNScale()(analysis)                   # doctest: +SKIP
+"""
+
+import numpy as np
+
+from spa_keras.importance.base import Criterion
+from spa_keras.importance.magnitude import L1
+from spa_keras.importance.registry import register_criterion
+from spa_keras.importance.scoring import slice_sums
+
+
+def bn_scales(graph):
+    """Names of the parameters that are a BatchNormalization's scale."""
+    return {n.inputs[1] for n in graph.nodes if n.op_type == "BatchNormalization" and len(n.inputs) > 1}
+
+
+@register_criterion("bn_scale")
+class BNScale(Criterion):
+    def prepare(self, analysis, data, loss):
+        return bn_scales(analysis.graph)
+
+    def members(self, analysis, group, scales):
+        return [m for m in group.members if m.param in scales]
+
+    def member_scores(self, analysis, member, channels, scales):
+        return slice_sums(np.abs(analysis.graph.params[member.param].value), member, channels)
+
+    def group_scores(self, analysis, group, scales):
+        if not self.members(analysis, group, scales):
+            return L1(agg=self.agg, norm=self.norm).group_scores(analysis, group, None)
+        return super().group_scores(analysis, group, scales)

@@ -1,0 +1,221 @@
+"""Gradient criteria, computed in TensorFlow on the Keras model: Taylor, SNIP, GraSP, CroP and OBD.
+
+Each criterion turns gradients of the loss on `data` into a saliency per weight (laid out like the Keras variable),
+which is mapped into the member's parameter layout (`KerasView.view`) and summed over each channel's slice; members
+are every trainable parameter of the group (kernels, biases, BatchNorm γ and β), combined by AGG and NORM.
+With g the mean gradient and H the Hessian of the loss (model in inference mode):
+
+- `taylor`: Σ_batches |w ⊙ g_b| / B (first-order Taylor, Molchanov et al. 2019);
+- `snip`: |w ⊙ g| on one batch (Lee et al. 2019; meant for models at initialisation);
+- `grasp`: w ⊙ Hg (Wang et al. 2020: keeps the weights whose removal would lower gradient flow; GraSP's score
+  −w ⊙ Hg removes the largest, so its negative is our keep-score, signed);
+- `crop`: |w ⊙ Hg| (CroP, Rachwan et al. 2022);
+- `obd`: ½ diag(H) ⊙ w² (Optimal Brain Damage, LeCun et al. 1990), diag(H) by Hutchinson's estimator
+  E[v ⊙ Hv] over Rademacher probes v: for each batch, `probes` probes, each drawing one ±1 array per trainable
+  variable in `model.trainable_variables` order from `np.random.default_rng(seed)`.
+
+Hessian-vector products use nested gradient tapes. Groups without a trainable member (frozen layers) fall back to
+L1 magnitude. On an ONNX model these criteria raise `InputError`: they need the Keras model.
+
+Example:
+
+>>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)    # doctest: +SKIP
+>>> spa.prune(model, flops=0.5, criterion="taylor", data=(x, y), loss=loss)  # doctest: +SKIP
+>>> spa.prune(model, flops=0.5, criterion=Taylor(batches=4, batch_size=64, norm="max"), data=ds, loss=loss)
+...                                                                          # doctest: +SKIP
+"""
+
+import numpy as np
+
+from spa_keras.errors import InputError
+from spa_keras.importance.base import Criterion
+from spa_keras.importance.data import Batches, as_numpy, resolve_loss
+from spa_keras.importance.magnitude import L1
+from spa_keras.importance.registry import register_criterion
+from spa_keras.importance.scoring import slice_sums
+
+DATA_FREE = "l1, l2, bn_scale, random, lamp, fpgm"
+
+
+def keras_model_of(analysis, criterion):
+    """The Keras model behind an analysis from the Keras front-end; `InputError` for anything else."""
+    from spa_keras.convert import is_keras_model
+
+    model = analysis.graph.source
+    keras_params = all(p.handle is not None and p.handle[0] == "keras" for p in analysis.graph.params.values())
+    if not (is_keras_model(model) and keras_params):
+        raise InputError(f"criterion {criterion!r} computes gradients in TensorFlow and needs a TF/Keras model: give "
+                         "spa.prune the keras.Model or .keras/.h5 file (not via='onnx'); convert an ONNX-only model "
+                         "to Keras first (e.g. with onnx2tf), or use a data-free criterion "
+                         f"({DATA_FREE})")
+    return model
+
+
+def _loss_value(model, batch, loss):
+    import tensorflow as tf
+
+    x, y = batch
+    return tf.reduce_mean(tf.cast(loss(y, model(x, training=False)), tf.float32))
+
+
+def _dense(grads, variables):
+    import tensorflow as tf
+
+    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+
+
+def loss_gradients(model, variables, batch, loss):
+    """∂loss/∂v for each variable, on one batch."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        value = _loss_value(model, batch, loss)
+    return _dense(tape.gradient(value, variables), variables)
+
+
+def hessian_vector_products(model, variables, batch, loss, vectors):
+    """H·v on one batch (H the Hessian of the loss w.r.t. `variables`, v one array per variable): the gradient of
+    g·v, with g from an inner tape."""
+    import tensorflow as tf
+
+    vectors = [tf.stop_gradient(tf.convert_to_tensor(v, var.dtype)) for v, var in zip(vectors, variables)]
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            value = _loss_value(model, batch, loss)
+        grads = _dense(inner.gradient(value, variables), variables)
+        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vectors)])
+    return _dense(outer.gradient(dot, variables), variables)
+
+
+class GradientCriterion(Criterion):
+    """Base of the gradient criteria: `saliency(model, variables, batches, loss)` → one array per variable."""
+
+    needs_data = True
+    default_batches = 8
+
+    def __init__(self, agg="sum", norm="mean", batches=None, batch_size=32):
+        super().__init__(agg, norm)
+        self.batches = self.default_batches if batches is None else int(batches)
+        self.batch_size = int(batch_size)
+        if self.batches < 1 or self.batch_size < 1:
+            raise InputError(f"{type(self).__name__}: batches and batch_size must be at least 1")
+
+    def saliency(self, model, variables, batches, loss):
+        raise NotImplementedError
+
+    def prepare(self, analysis, data, loss):
+        model = keras_model_of(analysis, self.name)
+        if data is None:
+            raise InputError(f"criterion {self.name!r} needs data=: a tf.data.Dataset of (x, y) batches, arrays "
+                             "(x, y) or a generator of (x, y) batches (and loss=, or a compiled model)")
+        loss = resolve_loss(loss, model, self.name)
+        batches = Batches.of(data).take(self.batches, self.batch_size)
+        variables = list(model.trainable_variables)
+        per_weight = self.saliency(model, variables, batches, loss)
+        return {v.path: np.asarray(s, np.float64) for v, s in zip(variables, per_weight)}
+
+    def members(self, analysis, group, saliency):
+        return [m for m in group.members if _variable_path(analysis, m) in saliency]
+
+    def member_scores(self, analysis, member, channels, saliency):
+        view = analysis.graph.params[member.param].handle[1]
+        return slice_sums(view.view(saliency[view.variable.path]), member, channels)
+
+    def group_scores(self, analysis, group, saliency):
+        if not self.members(analysis, group, saliency):
+            return L1(agg=self.agg, norm=self.norm).group_scores(analysis, group, None)
+        return super().group_scores(analysis, group, saliency)
+
+
+def _variable_path(analysis, member):
+    """The path of the Keras variable behind a member (None for a constant, e.g. a layer's config value)."""
+    variable = getattr(analysis.graph.params[member.param].handle[1], "variable", None)
+    return None if variable is None else variable.path
+
+
+def _weights(variables):
+    return [as_numpy(v).astype(np.float64) for v in variables]
+
+
+def _mean_gradient(model, variables, batches, loss):
+    total = [np.zeros(v.shape) for v in variables]
+    for batch in batches:
+        for t, g in zip(total, loss_gradients(model, variables, batch, loss)):
+            t += as_numpy(g)
+    return [t / len(batches) for t in total]
+
+
+def _hessian_gradient(model, variables, batches, loss):
+    """Hg: g the mean gradient over `batches`, then the mean over batches of H_b·g."""
+    g = _mean_gradient(model, variables, batches, loss)
+    total = [np.zeros(v.shape) for v in variables]
+    for batch in batches:
+        for t, hg in zip(total, hessian_vector_products(model, variables, batch, loss, g)):
+            t += as_numpy(hg)
+    return [t / len(batches) for t in total]
+
+
+@register_criterion("taylor")
+class Taylor(GradientCriterion):
+    """First-order Taylor: Σ_batches |w ⊙ g_b| / B."""
+
+    def saliency(self, model, variables, batches, loss):
+        weights = _weights(variables)
+        total = [np.zeros(v.shape) for v in variables]
+        for batch in batches:
+            for t, w, g in zip(total, weights, loss_gradients(model, variables, batch, loss)):
+                t += np.abs(w * as_numpy(g))
+        return [t / len(batches) for t in total]
+
+
+@register_criterion("snip")
+class SNIP(Taylor):
+    """Connection sensitivity |w ⊙ g| on one batch."""
+
+    default_batches = 1
+
+
+@register_criterion("grasp")
+class GraSP(GradientCriterion):
+    """w ⊙ Hg (signed): higher keeps."""
+
+    default_batches = 4
+
+    def saliency(self, model, variables, batches, loss):
+        return [w * hg for w, hg in zip(_weights(variables), _hessian_gradient(model, variables, batches, loss))]
+
+
+@register_criterion("crop")
+class CroP(GradientCriterion):
+    """|w ⊙ Hg|."""
+
+    default_batches = 4
+
+    def saliency(self, model, variables, batches, loss):
+        return [np.abs(w * hg) for w, hg in zip(_weights(variables),
+                                                _hessian_gradient(model, variables, batches, loss))]
+
+
+@register_criterion("obd")
+class OBD(GradientCriterion):
+    """½ diag(H) ⊙ w², diag(H) ≈ mean of v ⊙ Hv over `probes` Rademacher probes per batch."""
+
+    default_batches = 2
+
+    def __init__(self, agg="sum", norm="mean", batches=None, batch_size=32, probes=4, seed=0):
+        super().__init__(agg, norm, batches, batch_size)
+        self.probes = int(probes)
+        self.seed = seed
+        if self.probes < 1:
+            raise InputError("OBD: probes must be at least 1")
+
+    def saliency(self, model, variables, batches, loss):
+        rng = np.random.default_rng(self.seed)
+        diagonal = [np.zeros(v.shape) for v in variables]
+        for batch in batches:
+            for _ in range(self.probes):
+                probes = [rng.integers(0, 2, size=tuple(v.shape)) * 2.0 - 1.0 for v in variables]
+                for d, v, hv in zip(diagonal, probes, hessian_vector_products(model, variables, batch, loss, probes)):
+                    d += v * as_numpy(hv)
+        samples = len(batches) * self.probes
+        return [0.5 * (d / samples) * w * w for d, w in zip(diagonal, _weights(variables))]
