@@ -43,6 +43,15 @@ class _Group(click.Group):
             ctx.exit(1)
 
 
+def _data_free_criteria():
+    from spa_keras.importance import CRITERIA
+
+    return [name for name, cls in sorted(CRITERIA.items()) if not cls.needs_data]
+
+
+_DATA_FREE_CRITERIA = _data_free_criteria()
+
+
 def _import_frameworks():
     """Import TensorFlow and Keras with their C++ start-up logging silenced (it bypasses TF_CPP_MIN_LOG_LEVEL)."""
     from spa_keras.console import quiet
@@ -109,7 +118,9 @@ def analyze(model, input_shape, limit):
 @click.option("--params", type=float, help="Fraction of parameters to remove.")
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
-@click.option("--criterion", default="l1", show_default=True, help="Importance criterion (l1, l2).")
+@click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False), default="l1",
+              show_default=True, help="Importance criterion. The data-driven ones (taylor, snip, grasp, crop, obd) "
+              "need training data: use spa.prune(..., criterion=, data=, loss=) in Python.")
 @click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", multiple=True, help="Leave groups touching these node/parameter names (regex) alone.")
