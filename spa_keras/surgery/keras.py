@@ -46,8 +46,8 @@ def _slice(value, axis_masks):
 
 
 def _new_batch_shape(tensor, graph, new_shapes):
-    """The Keras shape of a nested model's input after surgery: free dimensions stay free."""
-    name = graph.layer_outputs.get(id(tensor))
+    """The Keras shape of a model input after surgery (a nested model's may narrow); free dimensions stay free."""
+    name = graph.layer_outputs.get(id(tensor), tensor.name)
     old, new = graph.shape(name), new_shapes.get(name)
     shape = list(tensor.shape)
     if new is not None:
@@ -85,27 +85,26 @@ def prune_keras(analysis, removed):
             config = entry.resize(config, layer, weights_of(layer), out_shape(layer))
         return layer.__class__.from_config(config)
 
-    def clone(model, top=False):
-        inputs = None
-        if not top:  # a model used as a layer: new Inputs with the widths its callers now give it
-            inputs = [keras.Input(batch_shape=_new_batch_shape(t, graph, new_shapes), dtype=t.dtype,
-                                  name=t._keras_history[0].name) for t in graph_model(model).inputs]
-            inputs = keras.tree.pack_sequence_as(graph_model(model)._inputs_struct, inputs)
+    def clone(model):
+        # new Inputs named like the old InputLayers, with the widths callers now give a model used as a layer
+        inputs = [keras.Input(batch_shape=_new_batch_shape(t, graph, new_shapes), dtype=t.dtype,
+                              name=t._keras_history[0].name) for t in graph_model(model).inputs]
+        inputs = keras.tree.pack_sequence_as(graph_model(model)._inputs_struct, inputs)
         return keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
 
     def assign(old, new):
         for layer in old.layers:
-            twin = new.get_layer(layer.name)
             if graph_model(layer) is not None:
-                assign(layer, twin)
+                assign(layer, new.get_layer(layer.name))
             elif layer.weights:
+                twin = new.get_layer(layer.name)
                 twin.set_weights(weights_of(layer))
                 if hasattr(twin, "finalize_state"):  # adapted preprocessing layers (Normalization) derive state
                     twin.finalize_state()
 
     model = graph.source
     try:
-        slim = clone(model, top=True)
+        slim = clone(model)
         assign(model, slim)
     except Exception as exc:
         raise ConversionError(f"Keras surgery failed on model '{model.name}': "
