@@ -143,7 +143,8 @@ class Propagation:
             labelled = any(self.labels.get(t) or t in self.grids for t in node.inputs if t)
             if rule is None:
                 if labelled or _has_params(self, node):
-                    self.freeze(f"no rule for op {node.op_type}" + (f" (domain {node.domain})" if node.domain else ""))
+                    self.freeze(node.attr("reason") or f"no rule for op {node.op_type}" +
+                                (f" (domain {node.domain})" if node.domain else ""))
                 continue
             if not labelled and not creates_channels(node.op_type):
                 continue

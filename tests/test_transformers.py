@@ -65,3 +65,31 @@ def test_vit_prunes(tmp_path):
     out = onnx_io.run(result.model, feeds)
     assert [v.shape for v in out.values()] == [(2, 3)]
     assert spa.count(result.model).params == result.after.params < result.before.params
+
+
+def test_bert_through_the_keras_front_end(tmp_path):
+    """keras-hub's TransformerEncoder fixes key_dim = hidden / heads at build time: through the Keras front-end the
+    feed-forward width prunes (removal = masking), heads and hidden size are a named barrier."""
+    import keras
+
+    from tests.test_keras_frontend import masked_keras
+
+    model = bert_classifier()
+    analysis = spa.analyze(model)
+    free = sorted(g.channels for g in analysis.groups if g.prunable)
+    assert free.count(128) == 2, free  # the feed-forward width of each layer
+    assert any("key_dim" in b.reason for b in analysis.barriers)
+    result = spa.prune(model, ratio=0.3, analysis=analysis)
+    slim = result.model
+    widths = [layer.intermediate_dim for layer in slim.get_layer("bert_backbone").layers
+              if type(layer).__name__ == "TransformerEncoder"]
+    assert len(widths) == 2 and max(widths) < 128
+    assert slim.count_params() == result.after.params < result.before.params
+    rng = np.random.default_rng(0)
+    feeds = {"token_ids": rng.integers(0, 1000, (2, 16)).astype("int32"),
+             "segment_ids": rng.integers(0, 2, (2, 16)).astype("int32"), "padding_mask": np.ones((2, 16), "int32")}
+    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    np.testing.assert_allclose(np.asarray(slim(feeds)), np.asarray(masked(feeds)), rtol=1e-4, atol=1e-5)
+    slim.save(tmp_path / "bert.keras")
+    again = keras.models.load_model(tmp_path / "bert.keras")
+    np.testing.assert_allclose(np.asarray(again(feeds)), np.asarray(slim(feeds)), rtol=1e-6, atol=1e-6)
