@@ -125,3 +125,32 @@ def test_embedding_prelu_text_model():
     assert slim.count_params() == result.after.params
     x = np.random.default_rng(0).integers(0, 50, (2, 12)).astype("int32")
     assert slim(x).shape == model(x).shape
+
+
+def test_slim_model_keeps_training():
+    """Issue 4, acceptance 3: the Fashion-MNIST ResNet trained here, pruned to -50% FLOPs and fine-tuned for one full
+    epoch (60,000 images), lands within 2 points of the unpruned model's test accuracy."""
+    import os
+    import time
+
+    import keras
+
+    from spa_keras.demo import ASSET, FASHION_DIR, accuracy, fashion_mnist
+
+    if not os.path.isdir(FASHION_DIR):
+        pytest.skip("Fashion-MNIST not installed (make data)")
+    (x_train, y_train), (x_test, y_test) = fashion_mnist()
+    model = keras.models.load_model(ASSET, compile=False)
+    result = spa.prune(model, flops=0.5)
+    assert abs(1 - result.after.flops / result.before.flops - 0.5) <= 0.02
+    slim = result.model
+    keras.utils.set_random_seed(0)
+    slim.compile(optimizer=keras.optimizers.Adam(5e-4),
+                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    start = time.perf_counter()
+    slim.fit(x_train, y_train, batch_size=128, epochs=1, verbose=0)
+    seconds = time.perf_counter() - start
+    before = accuracy(lambda x: model(x, training=False), x_test, y_test)
+    after = accuracy(lambda x: slim(x, training=False), x_test, y_test)
+    print(f"unpruned {before:.4f}, -50% FLOPs + 1 epoch {after:.4f} (fine-tuning {seconds:.0f} s)")
+    assert after >= before - 0.02
