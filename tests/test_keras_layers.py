@@ -69,8 +69,12 @@ def test_nested_model_keeps_its_structure():
     import keras
 
     model = models.nested_models()
+    model.get_layer("stem").trainable = False
+    model.get_layer("backbone").get_layer("conv_a").trainable = False
     result = spa.prune(model, ratio=0.5)
     slim = result.model
+    assert not slim.get_layer("stem").trainable and not slim.get_layer("backbone").get_layer("conv_a").trainable
+    assert slim.get_layer("head").trainable
     assert isinstance(slim.get_layer("block"), keras.Sequential)
     assert isinstance(slim.get_layer("backbone"), keras.Model)
     assert slim.get_layer("block").get_layer("conv").filters < 8
