@@ -1,0 +1,168 @@
+"""Accuracy of every importance criterion at -30/-50/-70% FLOPs on Fashion-MNIST, before and after fine-tuning.
+
+    python benchmarks/criteria_accuracy.py [--seeds 0,1] [--quick]
+
+For each seed: train the demo's small ResNet (`spa_keras.demo.build_demo_model`, Adam 1e-3, batch 128, 3 epochs) on
+Fashion-MNIST (`spa_keras.demo.fashion_mnist`: /usr/share/datasets/fashion-mnist) with the seed fixed; then for each
+criterion and FLOPs reduction prune the trained model (global ranking, defaults otherwise; data-driven criteria get
+a seeded calibration subset of the training set and the training loss), measure test accuracy without
+fine-tuning, fine-tune one epoch (Adam 5e-4, batch 128) and measure again. Prints a table (mean ± std over seeds)
+and writes benchmarks/results/criteria_accuracy.json after every cell (a long run can be read while it goes).
+`--quick`: one seed, small subsets, -50% only, written to criteria_accuracy_quick.json: a smoke run.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import spa_keras as spa  # noqa: E402
+from spa_keras.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
+
+FULL = dict(train=None, test=None, finetune=None, epochs=3, batch=128, reductions=(0.3, 0.5, 0.7), seeds=(0, 1))
+# quick: small batches, so that BatchNorm's moving statistics (momentum 0.99) settle within one short epoch
+QUICK = dict(train=16000, test=2000, finetune=2048, epochs=1, batch=16, reductions=(0.5,), seeds=(0,))
+
+
+def loss():
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def train(seed, x, y, epochs, batch):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model = build_demo_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=loss())
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0)
+    return model
+
+
+def finetune(model, seed, x, y):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=keras.optimizers.Adam(5e-4), loss=loss())
+    model.fit(x, y, batch_size=128, epochs=1, verbose=0)
+    return model
+
+
+def test_accuracy(model, x, y):
+    return accuracy(lambda xb: np.asarray(model(xb, training=False)), x, y)
+
+
+def criterion_for(name, seed):
+    return spa.importance.Random(seed=seed) if name == "random" else name
+
+
+def summary(values):
+    if not values:
+        return "-"
+    mean = 100 * statistics.mean(values)
+    return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def print_table(result, console):
+    table = Table(title=f"Fashion-MNIST test accuracy (%) of the demo ResNet pruned by FLOPs, mean ± std over seeds "
+                        f"{','.join(map(str, result['settings']['seeds']))}; no fine-tuning / one epoch")
+    for col in ("criterion", "FLOPs removed", "MFLOPs", "params", "pruned", "+1 epoch", "s / cell"):
+        table.add_column(col, justify="left" if col == "criterion" else "right")
+    base = [s["accuracy"] for s in result["baseline"].values()]
+    first = next(iter(result["baseline"].values()), None)
+    if first:
+        table.add_row("unpruned", "0%", f"{first['flops'] / 1e6:.1f}", f"{first['params']:,}", summary(base), "-", "")
+    for cell in result["cells"]:
+        runs = cell["runs"].values()
+        table.add_row(cell["criterion"], f"{100 * cell['flops']:.0f}%",
+                      f"{statistics.mean(r['flops_after'] for r in runs) / 1e6:.1f}",
+                      f"{round(statistics.mean(r['params_after'] for r in runs)):,}",
+                      summary([r["pruned"] for r in runs]), summary([r["finetuned"] for r in runs]),
+                      f"{statistics.mean(r['seconds'] for r in runs):.0f}")
+    console.print(table)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, small subsets, -50%% only")
+    parser.add_argument("--seeds", help="comma-separated seeds (default 0,1)")
+    parser.add_argument("--criteria", default=",".join(sorted(spa.importance.CRITERIA)))
+    parser.add_argument("--calibration", type=int, default=1024, help="training images data-driven criteria see")
+    parser.add_argument("--output", help="JSON path (default benchmarks/results/criteria_accuracy[_quick].json)")
+    args = parser.parse_args()
+    settings = dict(QUICK if args.quick else FULL)
+    if args.seeds:
+        settings["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    criteria = args.criteria.split(",")
+    output = args.output or os.path.join(HERE, "results", f"criteria_accuracy{'_quick' if args.quick else ''}.json")
+    console = Console(width=200)
+    data = fashion_mnist()
+    if data is None:
+        raise SystemExit(f"Fashion-MNIST is not installed in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
+    (x_train, y_train), (x_test, y_test) = data
+    x_train, y_train = x_train[:settings["train"]], y_train[:settings["train"]]
+    x_test, y_test = x_test[:settings["test"]], y_test[:settings["test"]]
+    x_tune, y_tune = x_train[:settings["finetune"]], y_train[:settings["finetune"]]
+
+    import keras
+    import tensorflow as tf
+
+    result = {"settings": {**settings, "criteria": criteria, "calibration": args.calibration,
+                           "train_images": len(x_train), "test_images": len(x_test), "finetune_images": len(x_tune)},
+              "environment": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                              "tensorflow": tf.__version__, "keras": keras.__version__},
+              "baseline": {}, "cells": []}
+    cells = {(c, r): {"criterion": c, "flops": r, "runs": {}} for c in criteria for r in settings["reductions"]}
+    result["cells"] = list(cells.values())
+
+    def save():
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        with open(output + ".tmp", "w") as f:
+            json.dump(result, f, indent=1)
+        os.replace(output + ".tmp", output)
+
+    for seed in settings["seeds"]:
+        start = time.perf_counter()
+        with console.status(f"seed {seed}: training {settings['epochs']} epochs on {len(x_train):,} images"):
+            model = train(seed, x_train, y_train, settings["epochs"], settings["batch"])
+        analysis = spa.analyze(model)
+        counts = analysis.counts
+        result["baseline"][str(seed)] = {"accuracy": test_accuracy(model, x_test, y_test), "params": counts.params,
+                                         "flops": counts.flops, "train_seconds": time.perf_counter() - start}
+        console.print(f"seed {seed}: trained in {time.perf_counter() - start:.0f} s, test accuracy "
+                      f"{100 * result['baseline'][str(seed)]['accuracy']:.2f}%")
+        pick = np.random.default_rng(seed).permutation(len(x_train))[:args.calibration]
+        calibration = (x_train[pick], y_train[pick])
+        for (name, reduction), cell in cells.items():
+            start = time.perf_counter()
+            with console.status(f"seed {seed}: {name} -{100 * reduction:.0f}% FLOPs"):
+                pruned = spa.prune(model, flops=reduction, criterion=criterion_for(name, seed), data=calibration,
+                                   loss=loss(), analysis=analysis)
+                prune_seconds = time.perf_counter() - start
+                run = {"prune_seconds": prune_seconds, "params_after": pruned.after.params,
+                       "flops_after": pruned.after.flops, "pruned": test_accuracy(pruned.model, x_test, y_test)}
+                run["finetuned"] = test_accuracy(finetune(pruned.model, seed, x_tune, y_tune), x_test, y_test)
+            run["seconds"] = time.perf_counter() - start
+            cell["runs"][str(seed)] = run
+            console.print(f"seed {seed}: {name:8s} -{100 * reduction:.0f}% FLOPs: {100 * run['pruned']:.2f}% -> "
+                          f"{100 * run['finetuned']:.2f}% after one epoch ({run['seconds']:.0f} s, pruning "
+                          f"{prune_seconds:.1f} s)")
+            save()
+    print_table(result, console)
+    console.print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()
