@@ -139,7 +139,7 @@ class Propagation:
             self.node = node
             if node.op_type in SHAPE_OPS:
                 continue
-            rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx") else None
+            rule = rule_for(node.op_type) if node.domain in ("", "ai.onnx", "spa") else None
             labelled = any(self.labels.get(t) or t in self.grids for t in node.inputs if t)
             if rule is None:
                 if labelled or _has_params(self, node):

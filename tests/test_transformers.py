@@ -69,7 +69,8 @@ def test_vit_prunes(tmp_path):
 
 def test_bert_through_the_keras_front_end(tmp_path):
     """keras-hub's TransformerEncoder fixes key_dim = hidden / heads at build time: through the Keras front-end the
-    feed-forward width prunes (removal = masking), heads and hidden size are a named barrier."""
+    feed-forward width prunes (removal = masking), heads and hidden size are a named barrier. BertBackbone holds one
+    intermediate_dim, so its layers' feed-forward channels are one group and the slim backbone is a BertBackbone."""
     import keras
 
     from tests.test_keras_frontend import masked_keras
@@ -77,13 +78,15 @@ def test_bert_through_the_keras_front_end(tmp_path):
     model = bert_classifier()
     analysis = spa.analyze(model)
     free = sorted(g.channels for g in analysis.groups if g.prunable)
-    assert free.count(128) == 2, free  # the feed-forward width of each layer
+    assert free.count(128) == 1, free  # the feed-forward width, the same channels in both layers
     assert any("key_dim" in b.reason for b in analysis.barriers)
     result = spa.prune(model, ratio=0.3, analysis=analysis)
     slim = result.model
     widths = [layer.intermediate_dim for layer in slim.get_layer("bert_backbone").layers
               if type(layer).__name__ == "TransformerEncoder"]
-    assert len(widths) == 2 and max(widths) < 128
+    assert len(widths) == 2 and widths[0] == widths[1] < 128
+    assert type(slim.get_layer("bert_backbone")) is type(model.get_layer("bert_backbone"))
+    assert slim.get_layer("bert_backbone").get_config()["intermediate_dim"] == widths[0]
     assert slim.count_params() == result.after.params < result.before.params
     rng = np.random.default_rng(0)
     feeds = {"token_ids": rng.integers(0, 1000, (2, 16)).astype("int32"),
@@ -93,3 +96,28 @@ def test_bert_through_the_keras_front_end(tmp_path):
     slim.save(tmp_path / "bert.keras")
     again = keras.models.load_model(tmp_path / "bert.keras")
     np.testing.assert_allclose(np.asarray(again(feeds)), np.asarray(slim(feeds)), rtol=1e-6, atol=1e-6)
+
+
+def test_vit_through_the_keras_front_end(tmp_path):
+    """ViTEncoder has one mlp_dim for all blocks: the blocks' feed-forward channels form one tied group that prunes
+    (removal = masking); heads and hidden size are the same named barrier as in BERT."""
+    from tests.test_keras_frontend import masked_keras
+
+    model = vit_classifier()
+    analysis = spa.analyze(model)
+    free = [g for g in analysis.groups if g.prunable]
+    assert [g.channels for g in free] == [64]  # mlp_dim 64, the same channels in both blocks
+    result = spa.prune(model, ratio=0.3, analysis=analysis)
+    slim = result.model
+    encoder = slim.get_layer("vi_t_backbone").get_layer("vit_encoder")
+    assert encoder.mlp_dim == 64 - len(result.plan.removed[free[0].key])
+    assert type(slim.get_layer("vi_t_backbone")) is type(model.get_layer("vi_t_backbone"))
+    assert slim.count_params() == result.after.params < result.before.params
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    np.testing.assert_allclose(np.asarray(slim(x)), np.asarray(masked(x)), rtol=1e-4, atol=1e-5)
+    import keras
+
+    slim.save(tmp_path / "vit.keras")
+    again = keras.models.load_model(tmp_path / "vit.keras")
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(slim(x)), rtol=1e-6, atol=1e-6)

@@ -54,4 +54,4 @@ def rewriter_for(op_type):
 
 def _load():
     # importing the rule modules fills the registry
-    from spa_keras.rules import conv, elementwise, linear, normalization, pooling, shape, slicing  # noqa: F401
+    from spa_keras.rules import conv, elementwise, linear, normalization, pooling, shape, slicing, tie  # noqa: F401

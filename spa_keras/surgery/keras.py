@@ -45,6 +45,22 @@ def _slice(value, axis_masks):
     return value
 
 
+def _from_config(cls, config):
+    """`cls.from_config(config)`; when the config holds keys the constructor does not take (keras-hub's
+    ViTPatchingAndEmbedding writes derived sizes), again without them."""
+    try:
+        return cls.from_config(config)
+    except TypeError:
+        import inspect
+
+        import keras
+
+        takes = set()
+        for c in (cls, keras.layers.Layer):
+            takes |= set(inspect.signature(c.__init__).parameters)
+        return cls.from_config({k: v for k, v in config.items() if k in takes})
+
+
 def _new_batch_shape(tensor, graph, new_shapes):
     """The Keras shape of a model input after surgery (a nested model's may narrow); free dimensions stay free."""
     name = graph.layer_outputs.get(id(tensor), tensor.name)
@@ -74,16 +90,18 @@ def prune_keras(analysis, removed):
         return new_shapes.get(name) or graph.shape(name) if name else None
 
     def clone_layer(layer):
+        entry = LAYERS.get(type(layer).__name__)
         if graph_model(layer) is not None:
+            if entry is not None and entry.resize is not None:  # a model class with its own config (keras-hub)
+                return _from_config(layer.__class__, entry.resize(layer.get_config(), layer, weights_of(layer), None))
             return clone(layer)
         config = layer.get_config()
         for (layer_id, key), axis_masks in ((k, m) for k, m in masks.items() if isinstance(k, tuple)):
             if layer_id == id(layer):
                 config[key] = _slice(np.asarray(getattr(layer, key), np.float32), axis_masks).tolist()
-        entry = LAYERS.get(type(layer).__name__)
         if entry is not None and entry.resize is not None and not isinstance(layer, keras.layers.InputLayer):
             config = entry.resize(config, layer, weights_of(layer), out_shape(layer))
-        return layer.__class__.from_config(config)
+        return _from_config(layer.__class__, config)
 
     def clone(model):
         # new Inputs named like the old InputLayers, with the widths callers now give a model used as a layer

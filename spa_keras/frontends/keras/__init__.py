@@ -14,7 +14,7 @@ Example:
 from spa_keras.errors import InputError
 from spa_keras.frontends.keras import layers  # noqa: F401  (fills the registry)
 from spa_keras.frontends.keras.builder import Call, GraphBuilder, KerasParam  # noqa: F401
-from spa_keras.frontends.keras.registry import LAYERS
+from spa_keras.frontends.keras.registry import LAYERS, MODEL_HOOKS
 from spa_keras.frontends.keras.view import KerasView  # noqa: F401
 from spa_keras.graph import SPAGraph
 
@@ -73,6 +73,8 @@ def _walk(b, functional, env, prefix, scopes):
                 for t in inner.inputs:  # surgery gives the inner model inputs of the new widths
                     b.layer_outputs.setdefault(id(t), inner_env[id(t)])
                 _walk(b, inner, inner_env, scope, scopes)
+                if type(layer).__name__ in MODEL_HOOKS:
+                    MODEL_HOOKS[type(layer).__name__](b, layer)
                 for t, x in zip(knode.outputs, inner.outputs):
                     env[id(t)] = inner_env[id(x)]
                 continue

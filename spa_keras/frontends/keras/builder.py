@@ -51,6 +51,7 @@ class GraphBuilder:
         self.count = 0
         self._param_of = {}  # id(variable) or (id(layer), key) -> param name
         self.layer_outputs = {}  # id(layer) -> graph name of its first call's first output
+        self.notes = {}  # id(layer) -> what a description wants a model hook to know (an intermediate tensor)
 
     def tensor(self, name, shape):
         self.shapes[name] = None if shape is None or any(d is None for d in shape[1:]) else (1,) + tuple(shape[1:])

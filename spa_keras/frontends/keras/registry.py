@@ -2,7 +2,9 @@
 
 A description adds nodes to the `GraphBuilder` for one call of a layer and returns True, or returns False when this
 call is outside what it covers (the layer then becomes a named barrier). A layer whose widths live in its config
-also registers a `resize(config, layer, weights, out_shape)` that Keras surgery calls with the sliced weights.
+also registers a `resize(config, layer, weights, out_shape)` that Keras surgery calls with the sliced weights. A
+model class used as a layer may register a resize too (surgery then rebuilds it from its config, keeping its class)
+and a hook that runs after the front-end walked into it (`after_model`: to tie widths its config holds once).
 
 Example:
 
@@ -39,6 +41,18 @@ def resizes(*class_names):
     def wrap(fn):
         for name in class_names:
             LAYERS.setdefault(name, LayerDescription()).resize = fn
+        return fn
+
+    return wrap
+
+
+MODEL_HOOKS = {}
+
+
+def after_model(*class_names):
+    def wrap(fn):
+        for name in class_names:
+            MODEL_HOOKS[name] = fn
         return fn
 
     return wrap

@@ -1,19 +1,49 @@
-"""keras-hub layers: TransformerEncoder (BERT and friends) and ReversibleEmbedding.
+"""keras-hub layers: TransformerEncoder (BERT and friends), ViTEncoder and ReversibleEmbedding.
 
-keras-hub's TransformerEncoder derives its attention `key_dim` from `hidden_dim / num_heads` when it builds, so a
-rebuilt encoder cannot have fewer heads or a narrower residual stream with the same per-head width: its attention
-is described as a barrier that says so, and the feed-forward width (`intermediate_dim`) prunes. Prune heads and
-the hidden size of such models with `via="onnx"`.
+keras-hub's encoders derive their attention `key_dim` from `hidden_dim / num_heads` when they build, so a rebuilt
+encoder cannot have fewer heads or a narrower residual stream with the same per-head width: their attention is
+described as a barrier that says so, and the feed-forward width (`intermediate_dim`, `mlp_dim`) prunes. Prune heads
+and the hidden size of such models with `via="onnx"`.
 """
 
 from spa_keras.frontends.keras.layers.dense import dense, embedding
 from spa_keras.frontends.keras.layers.normalization import layer_norm
-from spa_keras.frontends.keras.registry import describes, resizes
+from spa_keras.frontends.keras.registry import after_model, describes, resizes
 
 describes("ReversibleEmbedding")(embedding)
 
-ATTENTION_REASON = ("keras-hub TransformerEncoder computes key_dim = hidden_dim / num_heads: heads and the hidden "
-                    "size stay (via='onnx' prunes them)")
+ATTENTION_REASON = ("keras-hub computes key_dim = hidden_dim / num_heads when it builds: heads and the hidden size "
+                    "stay (via='onnx' prunes them)")
+
+
+def _norm(b, layer, sub, t, shape):
+    out = b.fresh(layer, sub.name, shape)
+    layer_norm(b, sub, t, out, shape, shape)
+    return out
+
+
+def _attention(b, layer, attention, t, shape):
+    """keras-hub attention whose key_dim is derived from the hidden size: a barrier that says so."""
+    out = b.fresh(layer, "attention", shape)
+    b.node(layer, "KerasHubAttention", [t] + [b.param(attention, v) for v in attention.weights], [out],
+           domain="keras", reason=ATTENTION_REASON)
+    return out
+
+
+def _add(b, layer, x, y, shape, out=None):
+    out = out or b.fresh(layer, "residual", shape)
+    b.node(layer, "Add", [x, y], [out])
+    return out
+
+
+def _feedforward(b, layer, inner_dense, output_dense, t, shape):
+    """Dense → Dense; returns (output, the intermediate tensor)."""
+    inner_shape = list(shape[:-1]) + [inner_dense.kernel.shape[-1]]
+    inner = b.fresh(layer, "intermediate", inner_shape)
+    dense(b, inner_dense, t, inner, shape, inner_shape)
+    out = b.fresh(layer, "feedforward", shape)
+    dense(b, output_dense, inner, out, inner_shape, shape)
+    return out, inner
 
 
 @describes("TransformerEncoder", single=False)
@@ -22,35 +52,19 @@ def transformer_encoder(b, layer, call):
     shape = b.shape(x) if isinstance(x, str) else None
     if shape is None or len(call.outputs) != 1:
         return False
-    width = layer._feedforward_intermediate_dense.kernel.shape[-1]
-    ffn = list(shape[:-1]) + [width]
-
-    def norm(sub, t):
-        out = b.fresh(layer, sub.name, shape)
-        layer_norm(b, sub, t, out, shape, shape)
-        return out
-
     first = layer.normalize_first
-    t = norm(layer._self_attention_layer_norm, x) if first else x
-    attended = b.fresh(layer, "attention", shape)
-    attention = layer._self_attention_layer
-    b.node(layer, "TransformerEncoderAttention", [t] + [b.param(attention, v) for v in attention.weights],
-           [attended], domain="keras", reason=ATTENTION_REASON)
-    h = b.fresh(layer, "residual_1", shape)
-    b.node(layer, "Add", [x, attended], [h])
+    t = _norm(b, layer, layer._self_attention_layer_norm, x, shape) if first else x
+    h = _add(b, layer, x, _attention(b, layer, layer._self_attention_layer, t, shape), shape)
     if not first:
-        h = norm(layer._self_attention_layer_norm, h)
-    t = norm(layer._feedforward_layer_norm, h) if first else h
-    inner = b.fresh(layer, "intermediate", ffn)
-    dense(b, layer._feedforward_intermediate_dense, t, inner, shape, ffn)
-    f = b.fresh(layer, "feedforward", shape)
-    dense(b, layer._feedforward_output_dense, inner, f, ffn, shape)
+        h = _norm(b, layer, layer._self_attention_layer_norm, h, shape)
+    t = _norm(b, layer, layer._feedforward_layer_norm, h, shape) if first else h
+    f, inner = _feedforward(b, layer, layer._feedforward_intermediate_dense, layer._feedforward_output_dense, t,
+                            shape)
+    b.notes[id(layer)] = inner
     if first:
-        b.node(layer, "Add", [h, f], call.outputs)
+        _add(b, layer, h, f, shape, call.outputs[0])
     else:
-        y = b.fresh(layer, "residual_2", shape)
-        b.node(layer, "Add", [h, f], [y])
-        layer_norm(b, layer._feedforward_layer_norm, y, call.outputs[0], shape, shape)
+        layer_norm(b, layer._feedforward_layer_norm, _add(b, layer, h, f, shape), call.outputs[0], shape, shape)
     return True
 
 
@@ -59,3 +73,60 @@ def transformer_encoder_width(config, layer, weights, out_shape):
     by_path = dict(zip((v.path for v in layer.weights), weights))
     config["intermediate_dim"] = int(by_path[layer._feedforward_intermediate_dense.kernel.path].shape[-1])
     return config
+
+
+@describes("ViTEncoder")
+def vit_encoder(b, layer, x, y, xs, ys):
+    """Pre-norm blocks; one `mlp_dim` for all blocks, so their feed-forward channels are tied."""
+    t, inners = x, []
+    for block in layer.encoder_layers:
+        h = _add(b, layer, t, _attention(b, layer, block.mha, _norm(b, layer, block.layer_norm_1, t, xs), xs), xs)
+        f, inner = _feedforward(b, layer, block.mlp.dense_1, block.mlp.dense_2,
+                                _norm(b, layer, block.layer_norm_2, h, xs), xs)
+        t = _add(b, layer, h, f, xs)
+        inners.append(inner)
+    if len(inners) > 1:
+        b.node(layer, "Tie", inners, [], domain="spa", axis=-1)
+    layer_norm(b, layer.layer_norm, t, y, xs, ys)
+    return True
+
+
+@resizes("ViTEncoder")
+def vit_encoder_width(config, layer, weights, out_shape):
+    by_path = dict(zip((v.path for v in layer.weights), weights))
+    config["mlp_dim"] = int(by_path[layer.encoder_layers[0].mlp.dense_1.kernel.path].shape[-1])
+    return config
+
+
+# Backbones rebuilt from their own config (so that they keep their class) hold one feed-forward width for all
+# their encoder layers: the encoders' feed-forward channels are tied inside them.
+ENCODER_BACKBONES = ("BertBackbone", "RobertaBackbone", "DistilBertBackbone", "XLMRobertaBackbone")
+
+
+@after_model(*ENCODER_BACKBONES)
+def tie_encoder_widths(b, model):
+    inners = [b.notes[id(layer)] for layer in model.layers if id(layer) in b.notes]
+    if len(inners) > 1:
+        b.node(model, "Tie", inners, [], domain="spa", axis=-1)
+    for layer in model.layers:  # other widths (the pooler's) follow hidden_dim in the config: they stay
+        if type(layer).__name__ == "Dense" and id(layer) in b.layer_outputs:
+            b.node(layer, "FixedWidth", [b.layer_outputs[id(layer)]], [], domain="keras",
+                   reason=f"{type(model).__name__} sets this width from hidden_dim in its config")
+
+
+@resizes(*ENCODER_BACKBONES)
+def encoder_backbone_width(config, model, weights, out_shape):
+    encoder = next(layer for layer in model.layers if type(layer).__name__ == "TransformerEncoder")
+    return transformer_encoder_width(config, encoder, _weights_of(encoder, model, weights), out_shape)
+
+
+@resizes("ViTBackbone")
+def vit_backbone_width(config, model, weights, out_shape):
+    encoder = next(layer for layer in model.layers if type(layer).__name__ == "ViTEncoder")
+    return vit_encoder_width(config, encoder, _weights_of(encoder, model, weights), out_shape)
+
+
+def _weights_of(layer, model, weights):
+    """The sliced weights of `layer` out of its model's sliced weights (matched by variable path)."""
+    by_path = dict(zip((v.path for v in model.weights), weights))
+    return [by_path[v.path] for v in layer.weights]
