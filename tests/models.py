@@ -156,6 +156,7 @@ def image_layers(seed=0):
     norm.adapt(np.random.default_rng(seed).normal(0, 2, (8, 12, 12, 3)).astype("float32"))
     x = norm(x)
     x = layers.Conv2D(16, 3, padding="same", name="conv")(x)
+    x = layers.Normalization(mean=np.linspace(-1, 1, 16), variance=np.linspace(1, 2, 16), name="fixed_norm")(x)
     x = layers.GroupNormalization(groups=4, name="gn")(x)
     x = layers.Conv2DTranspose(12, 3, strides=2, padding="same", name="up")(x)
     x = layers.BatchNormalization(name="bn")(x)

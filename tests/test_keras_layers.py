@@ -96,3 +96,17 @@ def test_free_sequence_length_takes_the_given_input_shape():
     assert seven.counts.flops > one.counts.flops  # FLOPs are counted at the given length
     slim = spa.prune(model, ratio=0.3, analysis=seven).model
     assert slim(np.zeros((1, 5, 8), np.float32)).shape == (1, 5, 8)
+
+
+def test_config_constants_and_group_norm_follow_their_channels():
+    model = models.image_layers()
+    analysis = spa.analyze(model)
+    group = next(g for g in analysis.groups if any(m.param == "conv/kernel" for m in g.members))
+    assert group.channels == 4  # GroupNormalization(groups=4) on 16 channels: whole groups of 4 go
+    plan = spa.PruningPlan({group.key: [1, 2]}, {g.key: g.channels for g in analysis.groups})
+    slim = spa.prune(model, plan=plan, analysis=analysis).model
+    assert slim.get_layer("conv").filters == 8 and slim.get_layer("gn").groups == 2
+    mean = np.linspace(-1, 1, 16).reshape(4, 4)[[0, 3]].ravel()
+    np.testing.assert_allclose(slim.get_layer("fixed_norm").get_config()["mean"], mean, rtol=1e-6)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 12, 12, 3)).astype("float32")
+    assert slim(x).shape == model(x).shape

@@ -98,7 +98,9 @@ def prune_keras(analysis, removed):
         config = layer.get_config()
         for (layer_id, key), axis_masks in ((k, m) for k, m in masks.items() if isinstance(k, tuple)):
             if layer_id == id(layer):
-                config[key] = _slice(np.asarray(getattr(layer, key), np.float32), axis_masks).tolist()
+                view = next(p.handle[1] for p in graph.params.values()
+                            if p.handle[1].layer is layer and p.handle[1].config_key == key)
+                config[key] = _slice(view.read(), axis_masks).tolist()
         if entry is not None and entry.resize is not None and not isinstance(layer, keras.layers.InputLayer):
             config = entry.resize(config, layer, weights_of(layer), out_shape(layer))
         return _from_config(layer.__class__, config)

@@ -76,9 +76,9 @@ class GraphBuilder:
         """The graph name of `variable` seen as `variable.transpose(perm).reshape(shape)`."""
         return self._add_param(id(variable), variable.path, KerasView(layer, variable, perm, shape))
 
-    def constant(self, layer, key, source_shape):
+    def constant(self, layer, key, source_shape, attribute=None):
         """A per-channel constant from the layer's config (Rescaling's scale); not a parameter Keras counts."""
-        view = KerasView(layer, None, config_key=key, source_shape=tuple(source_shape))
+        view = KerasView(layer, None, config_key=key, source_shape=tuple(source_shape), attribute=attribute)
         return self._add_param((id(layer), key), f"{layer.name}/{key}", view, counted=False)
 
     def node(self, layer, op, inputs, outputs, domain="", **attrs):

@@ -25,8 +25,9 @@ class KerasView:
     variable: object = None  # a keras Variable; None for a constant read from the layer's config
     perm: tuple = None
     shape: tuple = None  # the view's shape when it reshapes the transposed source
-    config_key: str = None  # for config constants (per-channel Rescaling scale/offset)
+    config_key: str = None  # for config constants (per-channel Rescaling scale/offset, Normalization mean)
     source_shape: tuple = None
+    attribute: str = None  # where the layer keeps a config constant, when not under its config key
 
     def __post_init__(self):
         if self.source_shape is None:
@@ -48,7 +49,8 @@ class KerasView:
         """The source value as numpy, in the source's own layout."""
         if self.variable is not None:
             return np.asarray(self.variable.numpy())
-        return np.broadcast_to(np.asarray(getattr(self.layer, self.config_key), np.float32), self.source_shape)
+        value = getattr(self.layer, self.attribute or self.config_key)
+        return np.broadcast_to(np.asarray(value, np.float32), self.source_shape)
 
     def view(self, value):
         value = value if self.perm is None else value.transpose(self.perm)

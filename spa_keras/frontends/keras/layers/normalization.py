@@ -69,9 +69,16 @@ def group_norm_widths(config, layer, weights, out_shape):
 
 @describes("Normalization")
 def normalization(b, layer, x, y, xs, ys):
-    if not _last_axis(layer, len(xs)) or layer.input_mean is not None:
-        return False  # statistics given in the config (not adapted) are left to a later version
-    mean, var = b.param(layer, layer.adapt_mean), b.param(layer, layer.adapt_variance)
+    if not _last_axis(layer, len(xs)):
+        return False
+    if layer.input_mean is None:  # adapted: the statistics are variables
+        mean, var = b.param(layer, layer.adapt_mean), b.param(layer, layer.adapt_variance)
+    else:  # given in the config: per-channel constants there (a scalar touches no channel)
+        values = [np.asarray(v, np.float32) for v in (layer.input_mean, layer.input_variance)]
+        if any(v.ndim > 1 or (v.ndim == 1 and v.shape[0] != xs[-1]) for v in values):
+            return False
+        mean, var = (b.constant(layer, key, v.shape, attribute=f"input_{key}") if v.ndim else None
+                     for key, v in zip(("mean", "variance"), values))
     steps = [(var, "Mul"), (mean, "Add")] if layer.invert else [(mean, "Sub"), (var, "Div")]
     return per_channel_steps(b, layer, x, y, xs, steps)
 
