@@ -110,3 +110,25 @@ def test_config_constants_and_group_norm_follow_their_channels():
     np.testing.assert_allclose(slim.get_layer("fixed_norm").get_config()["mean"], mean, rtol=1e-6)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 12, 12, 3)).astype("float32")
     assert slim(x).shape == model(x).shape
+
+
+def test_recurrent_and_custom_layers_are_named_barriers():
+    import keras
+
+    @keras.saving.register_keras_serializable(package="tests")
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+    inputs = keras.Input((10, 3), name="sequence")
+    x = keras.layers.Conv1D(8, 3, padding="same", name="conv_a")(inputs)
+    x = keras.layers.Conv1D(8, 3, padding="same", name="conv_b")(x)
+    x = Scale(name="scale")(x)
+    x = keras.layers.LSTM(4, name="lstm")(x)
+    model = models.randomize_keras(keras.Model(inputs, keras.layers.Dense(2, name="head")(x)))
+    analysis = spa.analyze(model)
+    assert {(b.node, b.op_type) for b in analysis.barriers} >= {("scale", "Scale"), ("lstm", "LSTM")}
+    assert [g.channels for g in analysis.groups if g.prunable] == [8]  # conv_a's outputs still prune
+    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    assert result.model.get_layer("conv_a").filters == 4 and result.model.get_layer("conv_b").filters == 8
+    assert result.model.count_params() == result.after.params
