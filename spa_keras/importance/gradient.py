@@ -42,7 +42,7 @@ def keras_model_of(analysis, criterion):
     from spa_keras.convert import is_keras_model
 
     model = analysis.graph.source
-    keras_params = all(p.handle is not None and p.handle[0] == "keras" for p in analysis.graph.params.values())
+    keras_params = any(_is_keras(p) for p in analysis.graph.params.values())
     if not (is_keras_model(model) and keras_params):
         raise InputError(f"criterion {criterion!r} computes gradients in TensorFlow and needs a TF/Keras model: give "
                          "spa.prune the keras.Model or .keras/.h5 file (not via='onnx'); convert an ONNX-only model "
@@ -127,9 +127,14 @@ class GradientCriterion(Criterion):
         return super().group_scores(analysis, group, saliency)
 
 
+def _is_keras(param):
+    return isinstance(param.handle, tuple) and len(param.handle) == 2 and param.handle[0] == "keras"
+
+
 def _variable_path(analysis, member):
     """The path of the Keras variable behind a member (None for a constant, e.g. a layer's config value)."""
-    variable = getattr(analysis.graph.params[member.param].handle[1], "variable", None)
+    param = analysis.graph.params[member.param]
+    variable = getattr(param.handle[1], "variable", None) if _is_keras(param) else None
     return None if variable is None else variable.path
 
 
