@@ -7,7 +7,8 @@ Fashion-MNIST (`spa_keras.demo.fashion_mnist`: /usr/share/datasets/fashion-mnist
 criterion and FLOPs reduction prune the trained model (global ranking, defaults otherwise; data-driven criteria get
 a seeded calibration subset of the training set and the training loss), measure test accuracy without
 fine-tuning, fine-tune one epoch (Adam 5e-4, batch 128) and measure again. Prints a table (mean ± std over seeds)
-and writes benchmarks/results/criteria_accuracy.json after every cell (a long run can be read while it goes).
+and writes benchmarks/results/criteria_accuracy.json after every cell (`--table FILE` prints the table of a run
+still going).
 `--quick`: one seed, small subsets, -50% only, written to criteria_accuracy_quick.json: a smoke run.
 """
 
@@ -86,6 +87,8 @@ def print_table(result, console):
         table.add_row("unpruned", "0%", f"{first['flops'] / 1e6:.1f}", f"{first['params']:,}", summary(base), "-", "")
     for cell in result["cells"]:
         runs = cell["runs"].values()
+        if not runs:  # a run still going (or stopped): cells not measured yet
+            continue
         table.add_row(cell["criterion"], f"{100 * cell['flops']:.0f}%",
                       f"{statistics.mean(r['flops_after'] for r in runs) / 1e6:.1f}",
                       f"{round(statistics.mean(r['params_after'] for r in runs)):,}",
@@ -101,7 +104,12 @@ def main():
     parser.add_argument("--criteria", default=",".join(sorted(spa.importance.CRITERIA)))
     parser.add_argument("--calibration", type=int, default=1024, help="training images data-driven criteria see")
     parser.add_argument("--output", help="JSON path (default benchmarks/results/criteria_accuracy[_quick].json)")
+    parser.add_argument("--table", metavar="JSON", help="only print the table of a (possibly partial) result file")
     args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            print_table(json.load(f), Console(width=200))
+        return
     settings = dict(QUICK if args.quick else FULL)
     if args.seeds:
         settings["seeds"] = tuple(int(s) for s in args.seeds.split(","))
