@@ -114,12 +114,14 @@ def analyze(model, input_shape=None, via=None):
     """Analyse `model`: channel groups, barriers, counts.
 
     `model`: a keras.Model or .keras/.h5 file (Keras front-end; `via="onnx"` analyses its tf2onnx export instead),
-    an .onnx path or onnx.ModelProto. `input_shape` ('1,3,224,224' or {name: shape}) fills free input dimensions
-    other than the batch (ONNX); FLOP counts and FLOP targets need them.
+    an .onnx path or onnx.ModelProto. `input_shape` ('1,3,224,224' or {name: shape}, batch included) fills free
+    input dimensions other than the batch; free dimensions not given count as 1 in FLOPs.
     """
     from spa_keras.frontends.onnx import from_onnx
     from spa_keras.verify import parse_input_shape
 
+    shapes = parse_input_shape(input_shape) if isinstance(input_shape, str) else (
+        {None: tuple(input_shape)} if isinstance(input_shape, (tuple, list)) else input_shape)
     keras_model = _keras_model(model)
     if keras_model is not None:
         if via == "onnx":
@@ -129,10 +131,8 @@ def analyze(model, input_shape=None, via=None):
         else:
             from spa_keras.frontends.keras import from_keras
 
-            return Analysis(analyze_graph(from_keras(keras_model)), f"Keras model '{keras_model.name}'")
+            return Analysis(analyze_graph(from_keras(keras_model, shapes)), f"Keras model '{keras_model.name}'")
     proto, name = _load_onnx(model)
-    shapes = parse_input_shape(input_shape) if isinstance(input_shape, str) else (
-        {None: tuple(input_shape)} if isinstance(input_shape, (tuple, list)) else input_shape)
     return Analysis(analyze_graph(from_onnx(proto, shapes)), name)
 
 

@@ -16,7 +16,8 @@ def bert_classifier(hidden=64, heads=4, seq=16):
     import keras
 
     backbone = keras_hub.models.BertBackbone(vocabulary_size=1000, num_layers=2, num_heads=heads, hidden_dim=hidden,
-                                             intermediate_dim=2 * hidden, max_sequence_length=seq)
+                                             intermediate_dim=2 * hidden, max_sequence_length=seq,
+                                             name="bert_backbone")  # fixed: the tests look the backbone up by name
     inputs = {name: keras.Input((seq,), dtype="int32", name=name) for name in ("token_ids", "segment_ids",
                                                                              "padding_mask")}
     pooled = backbone(inputs)["pooled_output"]
@@ -27,7 +28,7 @@ def vit_classifier():
     import keras
 
     backbone = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2,
-                                            hidden_dim=32, mlp_dim=64)
+                                            hidden_dim=32, mlp_dim=64, name="vi_t_backbone")
     inputs = keras.Input((32, 32, 3), name="image")
     features = backbone(inputs)
     return keras.Model(inputs, keras.layers.Dense(3, name="head")(features[:, 0]))
