@@ -8,7 +8,8 @@ criterion and FLOPs reduction prune the trained model (global ranking, defaults 
 a seeded calibration subset of the training set and the training loss), measure test accuracy without
 fine-tuning, fine-tune one epoch (Adam 5e-4, batch 128) and measure again. Prints a table (mean ± std over seeds)
 and writes benchmarks/results/criteria_accuracy.json after every cell (`--table FILE` prints the table of a run
-still going).
+still going). Each seed's trained model is kept next to the JSON; `--resume` reloads it and skips the cells already
+measured, so a long run that stopped goes on where it was.
 `--quick`: one seed, small subsets, -50% only, written to criteria_accuracy_quick.json: a smoke run.
 """
 
@@ -105,6 +106,7 @@ def main():
     parser.add_argument("--calibration", type=int, default=1024, help="training images data-driven criteria see")
     parser.add_argument("--output", help="JSON path (default benchmarks/results/criteria_accuracy[_quick].json)")
     parser.add_argument("--table", metavar="JSON", help="only print the table of a (possibly partial) result file")
+    parser.add_argument("--resume", action="store_true", help="go on with the result file of a run that stopped")
     args = parser.parse_args()
     if args.table:
         with open(args.table) as f:
@@ -133,6 +135,16 @@ def main():
                               "tensorflow": tf.__version__, "keras": keras.__version__},
               "baseline": {}, "cells": []}
     cells = {(c, r): {"criterion": c, "flops": r, "runs": {}} for c in criteria for r in settings["reductions"]}
+    if args.resume and os.path.exists(output):
+        with open(output) as f:
+            previous = json.load(f)
+        same = {k: v for k, v in json.loads(json.dumps(result["settings"])).items() if k != "criteria"}
+        if {k: v for k, v in previous["settings"].items() if k != "criteria"} != same:
+            raise SystemExit(f"--resume: {output} was written with other settings; remove it or change --output")
+        result["baseline"] = previous["baseline"]
+        for cell in previous["cells"]:
+            if (cell["criterion"], cell["flops"]) in cells:
+                cells[cell["criterion"], cell["flops"]]["runs"] = cell["runs"]
     result["cells"] = list(cells.values())
 
     def save():
@@ -142,18 +154,30 @@ def main():
         os.replace(output + ".tmp", output)
 
     for seed in settings["seeds"]:
+        if all(str(seed) in cell["runs"] for cell in cells.values()):
+            continue
         start = time.perf_counter()
-        with console.status(f"seed {seed}: training {settings['epochs']} epochs on {len(x_train):,} images"):
-            model = train(seed, x_train, y_train, settings["epochs"], settings["batch"])
+        trained = output[:-len(".json")] + f"_seed{seed}.keras"
+        if args.resume and str(seed) in result["baseline"] and os.path.exists(trained):
+            model = keras.models.load_model(trained, compile=False)
+        else:
+            with console.status(f"seed {seed}: training {settings['epochs']} epochs on {len(x_train):,} images"):
+                model = train(seed, x_train, y_train, settings["epochs"], settings["batch"])
+            os.makedirs(os.path.dirname(output), exist_ok=True)
+            model.save(trained)
+            counts = spa.count(model)
+            result["baseline"][str(seed)] = {"accuracy": test_accuracy(model, x_test, y_test),
+                                             "params": counts.params, "flops": counts.flops,
+                                             "train_seconds": time.perf_counter() - start}
+            save()
         analysis = spa.analyze(model)
-        counts = analysis.counts
-        result["baseline"][str(seed)] = {"accuracy": test_accuracy(model, x_test, y_test), "params": counts.params,
-                                         "flops": counts.flops, "train_seconds": time.perf_counter() - start}
-        console.print(f"seed {seed}: trained in {time.perf_counter() - start:.0f} s, test accuracy "
-                      f"{100 * result['baseline'][str(seed)]['accuracy']:.2f}%")
+        console.print(f"seed {seed}: trained in {result['baseline'][str(seed)]['train_seconds']:.0f} s, test "
+                      f"accuracy {100 * result['baseline'][str(seed)]['accuracy']:.2f}%")
         pick = np.random.default_rng(seed).permutation(len(x_train))[:args.calibration]
         calibration = (x_train[pick], y_train[pick])
         for (name, reduction), cell in cells.items():
+            if str(seed) in cell["runs"]:
+                continue
             start = time.perf_counter()
             with console.status(f"seed {seed}: {name} -{100 * reduction:.0f}% FLOPs"):
                 pruned = spa.prune(model, flops=reduction, criterion=criterion_for(name, seed), data=calibration,

@@ -117,7 +117,6 @@ def analyze(model, input_shape=None, via=None):
     an .onnx path or onnx.ModelProto. `input_shape` ('1,3,224,224' or {name: shape}, batch included) fills free
     input dimensions other than the batch; free dimensions not given count as 1 in FLOPs.
     """
-    from spa_keras.frontends.onnx import from_onnx
     from spa_keras.verify import parse_input_shape
 
     shapes = parse_input_shape(input_shape) if isinstance(input_shape, str) else (
@@ -132,6 +131,8 @@ def analyze(model, input_shape=None, via=None):
             from spa_keras.frontends.keras import from_keras
 
             return Analysis(analyze_graph(from_keras(keras_model, shapes)), f"Keras model '{keras_model.name}'")
+    from spa_keras.frontends.onnx import from_onnx  # imports onnx: only on the ONNX path
+
     proto, name = _load_onnx(model)
     return Analysis(analyze_graph(from_onnx(proto, shapes)), name)
 
