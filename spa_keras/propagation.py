@@ -53,6 +53,7 @@ class Propagation:
         self.grids = {}  # tensor -> (axes, label grid): one channel axis spread over several axes
         self.bindings = {}  # (param, axis) -> Binding
         self.barriers = []
+        self.held_params = []  # (barrier, param): weights a barrier reads keep every channel other ops bind on them
         self.node = None
 
     # ---- what rules call ------------------------------------------------------------------------------------
@@ -122,9 +123,11 @@ class Propagation:
     def freeze(self, reason, labels=None):
         """Stop this node: `labels` (default: every label on its inputs) stay; say why in the report."""
         node = self.node
+        barrier = Barrier(node.name, node.op_type, reason, [] if labels is None else list(labels))
         if labels is None:
-            labels = [l for t in node.inputs if t for l in self.get(t).values()]
-        self.barriers.append(Barrier(node.name, node.op_type, reason, list(labels)))
+            barrier.labels = [l for t in node.inputs if t for l in self.get(t).values()]
+            self.held_params += [(barrier, t) for t in node.inputs if t and self.is_param(t)]
+        self.barriers.append(barrier)
 
     # ---- the walk ------------------------------------------------------------------------------------------
     def _settle_grids(self):
@@ -154,6 +157,8 @@ class Propagation:
                 continue
             rule(self, node)
         self.node = None
+        for barrier, param in self.held_params:  # bindings made before or after the barrier was met
+            barrier.labels += [b.labels for (p, _), b in self.bindings.items() if p == param]
         self._settle_grids()
         for out in self.graph.outputs:
             labels = list(self.get(out).values())

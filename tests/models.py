@@ -169,6 +169,31 @@ def image_layers(seed=0):
     return randomize_keras(keras.Model(inputs, outputs, name="image_layers"), seed)
 
 
+def more_layers(seed=0):
+    """Grouped Conv2D (1 < groups < C), Subtract/Maximum/Minimum/Average, ELU and LeakyReLU, SpatialDropout,
+    padding/cropping/upsampling, Conv3DTranspose, Permute, a spatial Softmax, Flatten → Dense, and a Dense with a
+    built-in softmax (its units mix, so they stay)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 4), name="image")
+    x = layers.ELU(name="elu")(layers.Conv2D(8, 3, padding="same", name="c1")(inputs))
+    g = layers.LeakyReLU(name="leaky")(layers.Conv2D(12, 3, padding="same", groups=2, name="grouped")(x))
+    a, b, c = (layers.Conv2D(12, 1, name=n)(g) for n in ("a", "b", "c"))
+    m = layers.Maximum(name="max")([layers.Subtract(name="sub")([a, b]), c])
+    m = layers.Average(name="avg")([layers.Minimum(name="min")([m, g]), g])
+    x = layers.SpatialDropout2D(0.1, name="sdrop")(m)
+    x = layers.UpSampling2D(2, name="up")(layers.Cropping2D(1, name="crop")(layers.ZeroPadding2D(1, name="pad")(x)))
+    x = layers.Conv3DTranspose(6, (1, 3, 3), padding="same", name="convt3d")(layers.Reshape((1, 16, 16, 12),
+                                                                                            name="to3d")(x))
+    x = layers.Permute((2, 1, 3), name="swap_hw")(layers.Reshape((16, 16, 6), name="to2d")(x))
+    x = layers.Softmax(axis=1, name="spatial_softmax")(x)
+    x = layers.Conv2D(6, 3, strides=4, name="down")(x)
+    x = layers.Dense(10, activation="softmax", name="probs")(layers.Flatten(name="flat")(x))
+    outputs = layers.Dense(3, name="head")(x)
+    return randomize_keras(keras.Model(inputs, outputs, name="more_layers"), seed)
+
+
 def sequence_layers(seed=0):
     """Conv1D family, EinsumDense, MultiHeadAttention (self-attention with a residual), LayerNorm."""
     import keras

@@ -26,7 +26,6 @@ def masked_keras(analysis, removed):
     model = ga.graph.source
     masked = keras.models.clone_model(model)
     masked.set_weights(model.get_weights())
-    by_path = {v.path: v for v in masked.weights}
     original_paths = [v.path for v in model.weights]
     for node in ga.graph.nodes:
         for param, axis in consumer_axes(node, ga.graph).items():
@@ -46,7 +45,9 @@ def masked_keras(analysis, removed):
                 index[var_axis] = dropped
                 value[tuple(index)] = 0
                 var.assign(value)
-    del by_path
+    for layer in masked._flatten_layers(include_self=False):  # adapted Normalization derives its state from weights
+        if hasattr(layer, "finalize_state"):
+            layer.finalize_state()
     return masked
 
 

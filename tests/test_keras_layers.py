@@ -11,7 +11,9 @@ from spa_keras.verify import compare
 from tests import models
 from tests.test_keras_frontend import masked_keras, run
 
-MASKING = {"image_layers": False, "sequence_layers": False, "nested_models": True}  # GroupNorm, LayerNorm
+# removal = masking on the whole model, except where a LayerNorm sees every channel (sequence_layers: checked group by
+# group below)
+MASKING = {"image_layers": True, "sequence_layers": False, "nested_models": True, "more_layers": True}
 
 
 @pytest.mark.parametrize("name", sorted(MASKING))
@@ -21,7 +23,11 @@ def test_layers_prune_like_masking(name, tmp_path):
     model = getattr(models, name)()
     x = np.random.default_rng(0).uniform(-1, 1, (2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
     analysis = spa.analyze(model)
-    assert not analysis.barriers, [(b.node, b.op_type, b.reason) for b in analysis.barriers]
+    barriers = [(b.node, b.op_type, b.reason) for b in analysis.barriers]
+    if name == "more_layers":  # the built-in softmax of `probs` mixes its units: they stay, the rest prunes
+        assert [(node.split("/")[0], op) for node, op, _ in barriers] == [("probs", "Softmax")], barriers
+    else:
+        assert not barriers, barriers
     same = spa.prune(model, ratio=0.0, analysis=analysis)
     assert compare(run(model, x), run(same.model, x), source="keras", target="identity", tolerance=1e-6).ok
     result = spa.prune(model, ratio=0.4, analysis=analysis)
@@ -37,6 +43,28 @@ def test_layers_prune_like_masking(name, tmp_path):
     slim.save(tmp_path / "slim.keras")
     again = keras.models.load_model(tmp_path / "slim.keras")
     np.testing.assert_allclose(run(again, x)["y"], run(slim, x)["y"], rtol=1e-6, atol=1e-6)
+
+
+def test_sequence_layers_prune_like_masking_group_by_group():
+    """Groups whose channels never reach the LayerNorm (the Conv1D family, the attention heads, the split heads)
+    each prune half their channels, and the slim model equals the masked original."""
+    model = models.sequence_layers()
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 10, 6)).astype("float32")
+    analysis = spa.analyze(model)
+    params = analysis.graph_analysis.graph.params
+    checked = 0
+    for group in analysis.groups:
+        if not group.prunable or any(m.param.startswith("ln/") for m in group.members):
+            continue
+        plan = spa.PruningPlan({group.key: list(range(0, group.channels, 2))},
+                               {g.key: g.channels for g in analysis.groups})
+        slim = spa.prune(model, plan=plan, analysis=analysis).model
+        masked = masked_keras(analysis, plan.mask(analysis.graph_analysis))
+        check = compare(run(masked, x), run(slim, x), source="masked", target=f"slim without half of {group.key}",
+                        tolerance=1e-5)
+        assert check.ok, check
+        checked += 1
+    assert checked >= 5 and params  # conv, dw/sep, convt, heads, split heads
 
 
 def test_attention_loses_whole_heads():
@@ -132,3 +160,61 @@ def test_recurrent_and_custom_layers_are_named_barriers():
     result = spa.prune(model, ratio=0.5, analysis=analysis)
     assert result.model.get_layer("conv_a").filters == 4 and result.model.get_layer("conv_b").filters == 8
     assert result.model.count_params() == result.after.params
+
+
+def test_reshape_keeps_inferred_and_free_dimensions():
+    """Reshape((-1, 4, 4)) on a free sequence length: surgery writes only the sizes pruning changed, so the slim
+    model still takes any length (ratio 0 and 0.5), and equals the masked original."""
+    import keras
+
+    inputs = keras.Input((None, 16), name="tokens")
+    x = keras.layers.Dense(16, name="proj")(inputs)
+    x = keras.layers.Reshape((-1, 4, 4), name="split")(x)
+    x = keras.layers.Reshape((-1, 16), name="merge")(x)
+    model = models.randomize_keras(keras.Model(inputs, keras.layers.Dense(3, name="head")(x)))
+    x5 = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
+    analysis = spa.analyze(model)
+    same = spa.prune(model, ratio=0.0, analysis=analysis).model
+    assert same.get_layer("split").target_shape == (-1, 4, 4)
+    np.testing.assert_allclose(np.asarray(same(x5)), np.asarray(model(x5)), rtol=1e-6, atol=1e-6)
+    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    assert result.model.get_layer("split").target_shape[0] == -1
+    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    np.testing.assert_allclose(np.asarray(result.model(x5)), np.asarray(masked(x5)), rtol=1e-5, atol=1e-5)
+
+
+def test_reversible_embedding():
+    """Forward only: the embedding width prunes (output_dim shrinks, removal = masking). Called in reverse too
+    (tied logits): the width is read by an undescribed call, a barrier, and nothing half-described stays behind."""
+    import keras
+
+    def text_model(reverse):
+        tokens = keras.Input((6,), dtype="int32", name="tokens")
+        embed = keras.layers.ReversibleEmbedding(50, 16, name="embed")
+        x = keras.layers.Dense(16, name="mix")(embed(tokens))
+        out = embed(x, reverse=True) if reverse else keras.layers.Dense(3, name="head")(x)
+        return keras.Model(tokens, out)
+
+    tokens = np.random.default_rng(0).integers(0, 50, (2, 6)).astype("int32")
+    model = text_model(reverse=False)
+    analysis = spa.analyze(model)
+    assert not analysis.barriers
+    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    assert result.model.get_layer("embed").output_dim < 16
+    assert result.model.count_params() == result.after.params
+    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    np.testing.assert_allclose(np.asarray(result.model(tokens)), np.asarray(masked(tokens)), rtol=1e-5, atol=1e-5)
+
+    tied = spa.analyze(text_model(reverse=True))
+    assert [b.op_type for b in tied.barriers] == ["ReversibleEmbedding"]
+    width = [g for g in tied.groups if any(m.param.endswith("embed/embeddings") and m.axis == 1 for m in g.members)]
+    assert len(width) == 1 and not width[0].prunable
+
+
+def test_surgery_keeps_a_nested_models_own_trainable_flag():
+    model = models.nested_models()
+    model.get_layer("backbone").trainable = False
+    slim = spa.prune(model, ratio=0.5).model
+    assert not slim.get_layer("backbone").trainable
+    assert not any(layer.trainable for layer in slim.get_layer("backbone").layers)
+    assert slim.get_layer("block").trainable and slim.get_layer("head").trainable

@@ -9,6 +9,8 @@ Example:
 >>> slim = prune_keras(analysis, removed)      # doctest: +SKIP
 """
 
+import contextlib
+
 import numpy as np
 
 from spa_keras.cost import CostModel
@@ -61,6 +63,22 @@ def _from_config(cls, config):
         return cls.from_config({k: v for k, v in config.items() if k in takes})
 
 
+@contextlib.contextmanager
+def _naming(layer):
+    """Errors of one layer's rebuild name the layer."""
+    try:
+        yield
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(f"Keras surgery failed on layer '{layer.name}' ({type(layer).__name__}): "
+                              f"{_first_line(exc)}") from None
+
+
+def _first_line(exc):
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+
+
 def _new_batch_shape(tensor, graph, new_shapes):
     """The Keras shape of a model input after surgery (a nested model's may narrow); free dimensions stay free."""
     name = graph.layer_outputs.get(id(tensor), tensor.name)
@@ -90,6 +108,10 @@ def prune_keras(analysis, removed):
         return new_shapes.get(name) or graph.shape(name) if name else None
 
     def clone_layer(layer):
+        with _naming(layer):
+            return rebuild(layer)
+
+    def rebuild(layer):
         entry = LAYERS.get(type(layer).__name__)
         if graph_model(layer) is not None:
             if entry is not None and entry.resize is not None:  # a model class with its own config (keras-hub)
@@ -114,19 +136,24 @@ def prune_keras(analysis, removed):
 
     def assign(old, new):
         for layer in old.layers:
+            twin = new.get_layer(layer.name)
+            # clone_model passes `trainable` to Sequential models only; a model's flag is set before its layers' own
+            twin.trainable = layer.trainable
             if graph_model(layer) is not None:
-                assign(layer, new.get_layer(layer.name))
+                assign(layer, twin)
             elif layer.weights:
-                twin = new.get_layer(layer.name)
-                twin.set_weights(weights_of(layer))
-                if hasattr(twin, "finalize_state"):  # adapted preprocessing layers (Normalization) derive state
-                    twin.finalize_state()
+                with _naming(layer):
+                    twin.set_weights(weights_of(layer))
+                    if hasattr(twin, "finalize_state"):  # adapted preprocessing layers (Normalization) derive state
+                        twin.finalize_state()
 
     model = graph.source
     try:
         slim = clone(model)
+        slim.trainable = model.trainable
         assign(model, slim)
+    except ConversionError:
+        raise
     except Exception as exc:
-        raise ConversionError(f"Keras surgery failed on model '{model.name}': "
-                              f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from None
+        raise ConversionError(f"Keras surgery failed on model '{model.name}': {_first_line(exc)}") from None
     return slim

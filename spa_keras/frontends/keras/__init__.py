@@ -14,6 +14,7 @@ Example:
 from spa_keras.errors import InputError
 from spa_keras.frontends.keras import layers  # noqa: F401  (fills the registry)
 from spa_keras.frontends.keras.builder import Call, GraphBuilder, KerasParam  # noqa: F401
+from spa_keras.frontends.keras.layers.activation import activation_node, is_elementwise
 from spa_keras.frontends.keras.registry import LAYERS, MODEL_HOOKS
 from spa_keras.frontends.keras.view import KerasView  # noqa: F401
 from spa_keras.graph import SPAGraph
@@ -116,16 +117,31 @@ def _output_shapes(b, knode, env):
 def describe(b, layer, call):
     entry = LAYERS.get(type(layer).__name__)
     if entry is not None and entry.describe is not None:
+        mark = b.checkpoint()
         done = False
         if not entry.single:
             done = entry.describe(b, layer, call)
         elif len(call.inputs) == 1 and len(call.outputs) == 1:
             x, y = call.inputs[0], call.outputs[0]
-            done = None not in (b.shape(x), b.shape(y)) and entry.describe(b, layer, x, y, b.shape(x), b.shape(y))
+            done = None not in (b.shape(x), b.shape(y)) and _describe_single(b, entry, layer, x, y)
         if done:
             for v in getattr(layer, "weights", ()):  # variables no node reads (Normalization's count) are still parameters
                 b.param(layer, v)
             return
+        b.rollback(mark)  # a description that gave up part-way leaves nothing behind
     # no description: a barrier in its own domain, named after the layer class; its weights stay as they are
     weights = [b.param(layer, v) for v in getattr(layer, "weights", ())]
     b.node(layer, type(layer).__name__, call.inputs + weights, call.outputs, domain="keras")
+
+
+def _describe_single(b, entry, layer, x, y):
+    """A one-in, one-out layer; a built-in `activation=` that is not element-wise (softmax, glu, a custom function)
+    follows as its own node."""
+    fn = getattr(layer, "activation", None)
+    if type(layer).__name__ == "Activation" or is_elementwise(fn):
+        return entry.describe(b, layer, x, y, b.shape(x), b.shape(y))
+    pre = b.fresh(layer, "preactivation", b.shape(y))
+    if not entry.describe(b, layer, x, pre, b.shape(x), b.shape(y)):
+        return False
+    activation_node(b, layer, fn, pre, y)
+    return True

@@ -53,6 +53,21 @@ class GraphBuilder:
         self.layer_outputs = {}  # id(layer) -> graph name of its first call's first output
         self.notes = {}  # id(layer) -> what a description wants a model hook to know (an intermediate tensor)
 
+    def _tables(self):
+        return self.params, self.shapes, self._param_of, self.layer_outputs, self.notes
+
+    def checkpoint(self):
+        """How much the builder holds now (its tables only grow); `rollback` returns to it."""
+        return len(self.nodes), self.count, [len(t) for t in self._tables()]
+
+    def rollback(self, mark):
+        nodes, self.count, sizes = mark
+        self.names -= {n.name for n in self.nodes[nodes:]}
+        del self.nodes[nodes:]
+        for table, size in zip(self._tables(), sizes):
+            for key in list(table)[size:]:  # dicts keep insertion order: the newest keys are last
+                del table[key]
+
     def tensor(self, name, shape):
         self.shapes[name] = None if shape is None or any(d is None for d in shape[1:]) else (1,) + tuple(shape[1:])
         return name

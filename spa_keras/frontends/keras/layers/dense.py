@@ -88,7 +88,7 @@ def einsum_dense(b, layer, x, y, xs, ys):
 
 @resizes("EinsumDense")
 def einsum_widths(config, layer, weights, out_shape):
-    xl, kl, out = einsum_parts(layer.equation, len(layer.input.shape))
+    xl, kl, out = einsum_parts(layer.equation, layer.input_spec.ndim)  # the rank it was built for (any call)
     n = len([c for c in xl if c not in out])
     new = dict(zip(kl[n:], weights[0].shape[n:]))
     partial = config["output_shape"]

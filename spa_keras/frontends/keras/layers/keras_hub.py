@@ -6,11 +6,23 @@ described as a barrier that says so, and the feed-forward width (`intermediate_d
 and the hidden size of such models with `via="onnx"`.
 """
 
-from spa_keras.frontends.keras.layers.dense import dense, embedding
+from spa_keras.frontends.keras.layers.dense import dense, embedding, embedding_width
 from spa_keras.frontends.keras.layers.normalization import layer_norm
 from spa_keras.frontends.keras.registry import after_model, describes, resizes
 
-describes("ReversibleEmbedding")(embedding)
+
+@describes("ReversibleEmbedding", single=False)
+def reversible_embedding(b, layer, call):
+    """The forward call is an Embedding; the reverse call (`reverse=True`: logits against the embedding matrix) is
+    not described, so the embedding width it reads is a barrier."""
+    reverse = call.kwargs.get("reverse", call.args[1] if len(call.args) > 1 else False)
+    if reverse or not getattr(layer, "tie_weights", True) or len(call.inputs) != 1 or len(call.outputs) != 1:
+        return False  # untied: a separate reverse matrix [width, vocabulary] that no node reads would not shrink
+    x, y = call.inputs[0], call.outputs[0]
+    return None not in (b.shape(x), b.shape(y)) and embedding(b, layer, x, y, b.shape(x), b.shape(y))
+
+
+resizes("ReversibleEmbedding")(embedding_width)
 
 ATTENTION_REASON = ("keras-hub computes key_dim = hidden_dim / num_heads when it builds: heads and the hidden size "
                     "stay (via='onnx' prunes them)")

@@ -19,7 +19,12 @@ def batch_norm(b, layer, x, y, xs, ys):
     beta = b.param(layer, layer.beta) if layer.center else None
     mean, var = b.param(layer, layer.moving_mean), b.param(layer, layer.moving_variance)
     if gamma is None or beta is None:  # ONNX BatchNormalization needs both: per-channel Sub/Div/Mul/Add instead
-        return per_channel_steps(b, layer, x, y, xs, [(mean, "Sub"), (var, "Div"), (gamma, "Mul"), (beta, "Add")])
+        first = len(b.nodes)
+        per_channel_steps(b, layer, x, y, xs, [(mean, "Sub"), (var, "Div"), (gamma, "Mul"), (beta, "Add")])
+        for node in b.nodes[first:]:  # the Mul by γ is still a BatchNorm scale (the bn_scale criterion reads it)
+            if gamma is not None and node.inputs[1:] == [gamma]:
+                node.attrs["batchnorm_scale"] = 1
+        return True
     if len(xs) == 2:
         b.node(layer, "BatchNormalization", [x, gamma, beta, mean, var], [y], epsilon=layer.epsilon)
         return True

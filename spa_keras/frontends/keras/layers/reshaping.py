@@ -12,6 +12,8 @@ def same_channels(b, layer, x, y, xs, ys):
 
 @describes("Flatten")
 def flatten(b, layer, x, y, xs, ys):
+    if getattr(layer, "data_format", "channels_last") == "channels_first" and len(xs) > 2:
+        return False  # Keras moves channels last before it flattens: an order this description does not trace
     b.node(layer, "Flatten", [x], [y], axis=1)
     return True
 
@@ -24,7 +26,8 @@ def reshape(b, layer, x, y, xs, ys):
 
 @resizes("Reshape")
 def reshape_target(config, layer, weights, out_shape):
-    config["target_shape"] = tuple(int(d) for d in out_shape[1:])
+    # only sizes that pruning changed are rewritten: -1 stays inferred (a free length the analysis took as 1)
+    config["target_shape"] = tuple(d if d == -1 else int(n) for d, n in zip(layer.target_shape, out_shape[1:]))
     return config
 
 
