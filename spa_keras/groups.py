@@ -112,6 +112,7 @@ def analyze_graph(graph):
     group_owner = _unique_pairs(pair_group, pairs[1], len(bindings))
     order = np.argsort(group_index, kind="stable")
     boundaries = np.flatnonzero(np.diff(group_index[order])) + 1
+    position = {node.name: i for i, node in enumerate(graph.nodes)}
     groups = []
     for chunk in np.split(order, boundaries) if len(order) else []:
         roots = uniq_roots[chunk]  # sorted by label id: creation order
@@ -122,8 +123,10 @@ def analyze_graph(graph):
             local = np.searchsorted(roots, roots_of[o])
             local = np.where((local < len(roots)) & (roots[np.minimum(local, len(roots) - 1)] == roots_of[o]), local, -1)
             members.append(Member(b.param, b.axis, local, list(b.nodes)))
-        # the producer's kernel first (rank >= 2, output axis 0): it names the group
-        members.sort(key=lambda m: (len(graph.shape(m.param)) < 2, m.axis != 0, m.param))
+        # the producer's kernel first: it names the group and is what AGG "first" scores. The producer is the op
+        # that bound its member earliest in graph order (a Conv's kernel before its BatchNorm and its consumers),
+        # whatever axis its channels are on (a Conv's axis 0, a MatMul's axis 1).
+        members.sort(key=lambda m: (position[m.nodes[0]], len(graph.shape(m.param)) < 2, m.axis != 0, m.param))
         blocked = np.array([int(r) in frozen_reason for r in roots])
         reasons = sorted({frozen_reason[int(r)] for r in roots if int(r) in frozen_reason})
         first = members[0]

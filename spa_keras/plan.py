@@ -25,7 +25,7 @@ import numpy as np
 
 from spa_keras.cost import CostModel
 from spa_keras.errors import InputError
-from spa_keras.importance import score_groups
+from spa_keras.importance import Criterion, score_groups
 from spa_keras.importance.registry import criterion_name
 
 
@@ -160,7 +160,7 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
         def removal(k):
             mask = np.zeros(n, bool)
             mask[order[:k]] = True
-            return _round(mask, analysis, offsets, round_to)
+            return _round(mask, score, analysis, offsets, round_to)
         limit = len(order)
     else:
         def removal(k):  # k in thousandths of each group's prunable channels
@@ -171,31 +171,31 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
                 take = min(cap[g.id], int(round(k / 1000 * (~g.blocked).sum())))
                 idx = np.flatnonzero(eligible & (group_of == g.id))
                 mask[idx[np.argsort(score[idx], kind="stable")[:take]]] = True
-            return _round(mask, analysis, offsets, round_to)
+            return _round(mask, score, analysis, offsets, round_to)
         limit = 1000
 
-    if amount == 0:
-        mask = np.zeros(n, bool)
-    elif kind == "ratio":
-        prunable = prunable_channels(analysis, ignore)
-        want = int(round(amount * prunable))
-        mask = removal(min(want, limit) if global_ranking else int(round(amount * 1000)))
+    if kind == "ratio":  # channels removed, counted after rounding
+        goal = int(round(amount * prunable_channels(analysis, ignore)))
+
+        def reached(k):
+            return int(removal(k).sum()) >= goal
     else:
         base = getattr(cost.base, kind)
 
-        def reduction(k):
-            return 1 - getattr(cost.counts(removal(k)), kind) / base
-        lo, hi = 0, limit  # smallest k whose reduction reaches the target (reduction grows with k)
-        if reduction(hi) < amount:
-            mask = removal(hi)
-        else:
+        def reached(k):
+            return 1 - getattr(cost.counts(removal(k)), kind) / base >= amount
+    if amount == 0:
+        mask = np.zeros(n, bool)
+    else:  # the smallest k that reaches the target (what is removed grows with k), or everything allowed
+        lo, hi = 0, limit
+        if reached(hi):
             while lo < hi:
                 mid = (lo + hi) // 2
-                if reduction(mid) >= amount:
+                if reached(mid):
                     hi = mid
                 else:
                     lo = mid + 1
-            mask = removal(lo)
+        mask = removal(hi)
     removed = {}
     for g in groups:
         idx = np.flatnonzero(mask[offsets[g.id]:offsets[g.id] + g.channels])
@@ -203,19 +203,21 @@ def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", 
             removed[g.key] = idx.tolist()
     return PruningPlan(removed, {g.key: g.channels for g in groups},
                        {"kind": kind, "amount": amount, "criterion": criterion_name(criterion),
+                        **({"criterion_options": repr(criterion)} if isinstance(criterion, Criterion) else {}),
                         "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group})
 
 
-def _round(mask, analysis, offsets, round_to):
-    """Keep more channels where needed so every group keeps a multiple of `round_to`."""
+def _round(mask, score, analysis, offsets, round_to):
+    """Keep more channels where needed so every group keeps a multiple of `round_to`: of the channels a group would
+    lose, the best scored are given back."""
     if round_to == 1:
         return mask
     mask = mask.copy()
     for g in analysis.groups:
         part = mask[offsets[g.id]:offsets[g.id] + g.channels]
         removed = np.flatnonzero(part)
-        kept = g.channels - len(removed)
-        extra = (-kept) % round_to
-        if extra and len(removed):
-            part[removed[-min(extra, len(removed)):]] = False  # give some back (the highest indices)
+        extra = min((len(removed) - g.channels) % round_to, len(removed))
+        if extra:
+            best = removed[np.argsort(score[offsets[g.id] + removed], kind="stable")[::-1][:extra]]
+            part[best] = False
     return mask

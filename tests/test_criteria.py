@@ -99,6 +99,8 @@ def test_aggregations_and_normalizations():
     signed = np.array([-2.0, 1.0, 4.0])  # magnitudes divide: signs survive
     np.testing.assert_allclose(normalize(signed, "mean"), signed / (7 / 3))
     np.testing.assert_allclose(normalize(np.zeros(3), "mean"), np.zeros(3))  # nothing to divide by: unchanged
+    tiny = np.array([1e-13, 2e-13, 3e-13])  # vanishing gradient saliencies still compare with other groups
+    np.testing.assert_allclose(normalize(tiny, "mean"), [0.5, 1.0, 1.5])
     with pytest.raises(spa.InputError, match="agg='median'"):
         spa.importance.L1(agg="median")
     with pytest.raises(spa.InputError, match="norm='l3'"):
@@ -124,6 +126,27 @@ def test_magnitude_against_numpy():
     np.testing.assert_allclose(first["conv2"], per_channel(np.abs(weights_of(model)["conv2/kernel"]), 3))
 
 
+def test_first_is_the_producer_whatever_the_names_and_axes():
+    """AGG "first" scores the kernel that makes the channels: a Dense kernel's axis 1, an expansion conv before the
+    depthwise conv after it, even where names would sort the consumer first."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 5, 2), name="image")
+    x = layers.Conv2D(4, 1, name="z_expand")(inputs)
+    x = layers.DepthwiseConv2D(3, padding="same", name="a_dw")(x)
+    x = layers.Dense(3, name="z_fc1")(layers.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inputs, layers.Dense(2, name="a_fc2")(x))
+    analysis = spa.analyze(model)
+    first = dict(zip((g.members[0].param for g in analysis.groups),
+                     spa.importance.score_groups(spa.importance.L1(agg="first", norm="none"), analysis)))
+    assert {"z_expand/kernel", "z_fc1/kernel"} <= set(first)  # (and a_fc2: the output, frozen)
+    w = weights_of(model)
+    np.testing.assert_allclose(first["z_expand/kernel"], per_channel(np.abs(w["z_expand/kernel"]), 3))
+    np.testing.assert_allclose(first["z_fc1/kernel"], per_channel(np.abs(w["z_fc1/kernel"]), 1))
+
+
 def test_bn_scale_and_fallback():
     model = tiny_model()
     scores = scores_by_name(model, "bn_scale")
@@ -131,6 +154,17 @@ def test_bn_scale_and_fallback():
     np.testing.assert_allclose(scores["conv1"], gamma / gamma.mean())
     # conv2's group has no BatchNorm: L1 magnitude
     np.testing.assert_allclose(scores["conv2"], scores_by_name(model, "l1")["conv2"])
+    # a BatchNorm without β (center=False) still has its scale read
+    import keras
+
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.BatchNormalization(center=False, name="bn")(keras.layers.Conv2D(3, 1, name="conv")(inputs))
+    model = models.randomize_keras(keras.Model(inputs, keras.layers.Dense(2, name="head")(x)))
+    analysis = spa.analyze(model)
+    (group, s), = [(g, s) for g, s in zip(analysis.groups, spa.importance.score_groups("bn_scale", analysis))
+                   if g.members[0].param == "conv/kernel"]
+    gamma = np.abs(weights_of(model)["bn/gamma"])
+    np.testing.assert_allclose(s, gamma / gamma.mean())
 
 
 def test_random_is_seeded():
@@ -278,6 +312,16 @@ def test_gradient_criteria_errors():
         spa.prune(model, ratio=0.3, criterion="snip", data=iter(()), loss="mse")
     with pytest.raises(spa.InputError, match="unknown criterion 'l3'"):
         spa.prune(model, ratio=0.3, criterion="l3")
+    with pytest.raises(spa.InputError, match="x has 4 rows and y 3"):
+        spa.prune(model, ratio=0.3, criterion="snip", data=(x, y[:3]), loss=loss_fn())
+    import tensorflow as tf
+
+    unbatched = tf.data.Dataset.from_tensor_slices((x, y))  # elements without a batch axis
+    with pytest.raises(spa.InputError, match=r"criterion 'taylor': running model 'tiny'.*\.batch\(\)"):
+        spa.prune(model, ratio=0.3, criterion="taylor", data=unbatched, loss=loss_fn())
+    labels = [int(v) for v in y]  # y as a plain list works like an array
+    listed = spa.prune(model, ratio=0.3, criterion="snip", data=(x, labels), loss=loss_fn()).plan.removed
+    assert listed == spa.prune(model, ratio=0.3, criterion="snip", data=(x, y), loss=loss_fn()).plan.removed
 
 
 def test_gradient_criteria_need_a_keras_model():

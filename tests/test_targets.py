@@ -71,3 +71,29 @@ def test_target_lands(name, kind, target):
         assert after == result.after.params
     reached = 1 - after / before
     assert abs(reached - target) <= 0.02, f"{name} {kind}={target}: removed {reached:.4f}"
+
+
+@pytest.mark.parametrize("global_ranking", [True, False])
+def test_round_to_keeps_multiples_and_the_best_channels(global_ranking):
+    """round_to=8: every pruned group keeps a multiple of 8 channels; the ratio target is still reached (channels
+    removed counted after rounding); inside each group no kept channel scores below a removed one (the channels
+    given back by rounding are the best of those that would have gone)."""
+    import numpy as np
+
+    model, analysis = app("MobileNetV2")
+    scores = spa.importance.score_groups("l1", analysis)
+    result = spa.prune(model, ratio=0.3, round_to=8, global_ranking=global_ranking, analysis=analysis)
+    removed = result.plan.removed
+    assert removed
+    total = 0
+    for group, s in zip(analysis.groups, scores):
+        gone = removed.get(group.key, [])
+        total += len(gone)
+        if not gone:
+            continue
+        assert (group.channels - len(gone)) % 8 == 0, (group.key, group.channels, len(gone))
+        kept = np.setdiff1d(np.flatnonzero(~group.blocked), gone)
+        assert s[gone].max() <= s[kept].min(), group.key
+    prunable = sum(g.prunable for g in analysis.groups)
+    assert total >= round(0.3 * prunable)
+    assert result.model.count_params() == result.after.params

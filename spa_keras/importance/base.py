@@ -24,8 +24,9 @@ class Criterion:
         self.agg = check_choice("agg", agg, AGGREGATIONS)
         self.norm = check_choice("norm", norm, NORMALIZATIONS)
 
-    def __repr__(self):
-        return f"{type(self).__name__}(agg={self.agg!r}, norm={self.norm!r})"
+    def __repr__(self):  # every option a criterion was made with (a plan records it)
+        options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({options})"
 
     # ---- what subclasses define -----------------------------------------------------------------------------
 

@@ -18,8 +18,10 @@ from spa_keras.importance.scoring import slice_sums
 
 
 def bn_scales(graph):
-    """Names of the parameters that are a BatchNormalization's scale."""
-    return {n.inputs[1] for n in graph.nodes if n.op_type == "BatchNormalization" and len(n.inputs) > 1}
+    """Names of the parameters that are a BatchNormalization's scale (also a Keras BatchNorm without β, which the
+    front-end writes as per-channel steps with its Mul by γ marked)."""
+    return {n.inputs[1] for n in graph.nodes if len(n.inputs) > 1 and (
+        n.op_type == "BatchNormalization" or n.attr("batchnorm_scale"))}
 
 
 @register_criterion("bn_scale")

@@ -1,7 +1,8 @@
 """Data for data-driven criteria: batches of (x, y) from whatever the user has, and the loss to differentiate.
 
-`data=` may be a `tf.data.Dataset` of batched (x, y) or (x, y, sample_weight) elements, arrays `(x, y)` (x may be
-a dict or list of arrays for several inputs), or any iterable or generator of (x, y) batches. A one-shot generator
+`data=` may be a `tf.data.Dataset` of batched (x, y) or (x, y, sample_weight) elements (sample weights are not
+used), arrays `(x, y)` (x may be a dict or list of arrays for several inputs; y an array or a list), or any iterable
+or generator of (x, y) batches. A one-shot generator
 is read once: the batches read are kept, so several passes (GraSP, iterative pruning) see the same batches.
 
 `loss=` may be a Keras loss (`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`), a loss name
@@ -45,7 +46,11 @@ def _arrays(data):
     x, y = data[0], data[1]
     x_ok = _is_array(x) or (isinstance(x, dict) and x and all(_is_array(v) for v in x.values())) or (
         isinstance(x, list) and x and all(_is_array(v) for v in x))
-    return bool(x_ok) and _is_array(y) and _length(x) == int(y.shape[0])
+    if not x_ok or not (_is_array(y) or isinstance(y, list)):
+        return False
+    if _length(x) != len(y):
+        raise InputError(f"data=(x, y): x has {_length(x)} rows and y {len(y)}; give one label per row")
+    return True
 
 
 def _pair(element, where):
@@ -74,7 +79,7 @@ class Batches:
         count = max(1, int(count))
         data = self.data
         if _arrays(data):
-            x, y = data[0], data[1]
+            x, y = data[0], np.asarray(data[1]) if isinstance(data[1], list) else data[1]
             n = _length(x)
             batches = [(_slice(x, i, i + batch_size), y[i:i + batch_size]) for i in range(0, n, batch_size)][:count]
         elif _is_tf_dataset(data):

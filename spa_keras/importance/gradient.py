@@ -5,7 +5,8 @@ which is mapped into the member's parameter layout (`KerasView.view`) and summed
 are every trainable parameter of the group (kernels, biases, BatchNorm γ and β), combined by AGG and NORM.
 With g the mean gradient and H the Hessian of the loss (model in inference mode):
 
-- `taylor`: Σ_batches |w ⊙ g_b| / B (first-order Taylor, Molchanov et al. 2019);
+- `taylor`: Σ_batches |w ⊙ g_b| / B (first-order Taylor per weight, after Molchanov et al. 2019, whose group form
+  squares the summed product instead; here members' |w ⊙ g| are summed per channel);
 - `snip`: |w ⊙ g| on one batch (Lee et al. 2019; meant for models at initialisation);
 - `grasp`: w ⊙ Hg (Wang et al. 2020: keeps the weights whose removal would lower gradient flow; GraSP's score
   −w ⊙ Hg removes the largest, so its negative is our keep-score, signed);
@@ -111,7 +112,15 @@ class GradientCriterion(Criterion):
         loss = resolve_loss(loss, model, self.name)
         batches = Batches.of(data).take(self.batches, self.batch_size)
         variables = list(model.trainable_variables)
-        per_weight = self.saliency(model, variables, batches, loss)
+        try:
+            per_weight = self.saliency(model, variables, batches, loss)
+        except InputError:
+            raise
+        except Exception as exc:  # TF's own message is long; its first line says what did not fit
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            raise InputError(f"criterion {self.name!r}: running model '{model.name}' and loss= on data= failed: "
+                             f"{first}. data must give batches (x, y) with x shaped like the model's inputs (batch "
+                             "a tf.data.Dataset with .batch()) and y what the loss expects") from None
         return {v.path: np.asarray(s, np.float64) for v, s in zip(variables, per_weight)}
 
     def members(self, analysis, group, saliency):

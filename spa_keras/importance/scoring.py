@@ -23,8 +23,6 @@ import numpy as np
 
 from spa_keras.errors import InputError
 
-_EPS = 1e-12
-
 AGGREGATIONS = {
     "sum": lambda s: s.sum(axis=0),
     "mean": lambda s: s.mean(axis=0),
@@ -35,7 +33,8 @@ AGGREGATIONS = {
 
 
 def _divide(scores, by):
-    return scores / by if by > _EPS else scores
+    # any positive scale divides (tiny gradient saliencies too); nothing to divide by leaves the scores as they are
+    return scores / by if by > 0 else scores
 
 
 NORMALIZATIONS = {
@@ -61,7 +60,8 @@ def aggregate(member_scores, agg="sum"):
 
 
 def normalize(scores, norm="mean"):
-    """`scores` of one group rescaled by NORM; an empty group or a constant zero group is returned as it is."""
+    """`scores` of one group rescaled by NORM. An empty or all-zero group is returned as it is; a constant group
+    under `minmax` or `gaussian` (nothing varies) becomes all zeros."""
     scores = np.asarray(scores, np.float64)
     if not scores.size:
         return scores
