@@ -9,7 +9,7 @@ import numpy as np
 def randomize_keras(model, seed=0):
     """Give BatchNorm statistics, scales and every bias random values (in place); return the model."""
     rng = np.random.default_rng(seed)
-    for layer in _flat_layers(model):
+    for layer in flat_layers(model):
         for var in layer.weights:
             name = var.path.rsplit("/", 1)[-1]
             # gamma / sqrt(variance) <= 1: deep nets (EfficientNetB7) must not blow their activations up
@@ -22,10 +22,10 @@ def randomize_keras(model, seed=0):
     return model
 
 
-def _flat_layers(model):
+def flat_layers(model):
     for layer in model.layers:
         if hasattr(layer, "layers") and layer.layers:
-            yield from _flat_layers(layer)
+            yield from flat_layers(layer)
         else:
             yield layer
 

@@ -19,7 +19,7 @@ def layer_macs(model):
     """Multiply-accumulates of the convolutions and dense layers of a Keras model at batch size 1: kernel size ×
     output positions (every output position applies the whole kernel once, grouped convs included)."""
     macs = 0
-    for layer in _layers(model):
+    for layer in models.flat_layers(model):
         kind = type(layer).__name__
         if kind in ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense"):
             kernels = [layer.kernel]
@@ -30,14 +30,6 @@ def layer_macs(model):
         positions = math.prod(layer.output.shape[1:-1])  # spatial positions (1 for a Dense on vectors)
         macs += positions * sum(math.prod(k.shape) for k in kernels)
     return macs
-
-
-def _layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers") and layer.layers:
-            yield from _layers(layer)
-        else:
-            yield layer
 
 
 _CACHE = {}
