@@ -151,9 +151,18 @@ def _weights(variables):
     return [as_numpy(v).astype(np.float64) for v in variables]
 
 
+def _passes(items, what):
+    """`items`, with a transient progress bar on a terminal (gradient passes over large models take a while)."""
+    from rich.progress import track
+
+    from spa_keras.console import console
+
+    return track(items, description=what, console=console, transient=True, disable=not console.is_terminal)
+
+
 def _mean_gradient(model, variables, batches, loss):
     total = [np.zeros(v.shape) for v in variables]
-    for batch in batches:
+    for batch in _passes(batches, "gradients"):
         for t, g in zip(total, loss_gradients(model, variables, batch, loss)):
             t += as_numpy(g)
     return [t / len(batches) for t in total]
@@ -163,7 +172,7 @@ def _hessian_gradient(model, variables, batches, loss):
     """Hg: g the mean gradient over `batches`, then the mean over batches of H_b·g."""
     g = _mean_gradient(model, variables, batches, loss)
     total = [np.zeros(v.shape) for v in variables]
-    for batch in batches:
+    for batch in _passes(batches, "Hessian-gradient products"):
         for t, hg in zip(total, hessian_vector_products(model, variables, batch, loss, g)):
             t += as_numpy(hg)
     return [t / len(batches) for t in total]
@@ -176,7 +185,7 @@ class Taylor(GradientCriterion):
     def saliency(self, model, variables, batches, loss):
         weights = _weights(variables)
         total = [np.zeros(v.shape) for v in variables]
-        for batch in batches:
+        for batch in _passes(batches, f"{self.name}: gradients"):
             for t, w, g in zip(total, weights, loss_gradients(model, variables, batch, loss)):
                 t += np.abs(w * as_numpy(g))
         return [t / len(batches) for t in total]
@@ -226,7 +235,7 @@ class OBD(GradientCriterion):
     def saliency(self, model, variables, batches, loss):
         rng = np.random.default_rng(self.seed)
         diagonal = [np.zeros(v.shape) for v in variables]
-        for batch in batches:
+        for batch in _passes(batches, f"OBD: {self.probes} Hessian probes per batch"):
             for _ in range(self.probes):
                 probes = [rng.integers(0, 2, size=tuple(v.shape)) * 2.0 - 1.0 for v in variables]
                 for d, v, hv in zip(diagonal, probes, hessian_vector_products(model, variables, batch, loss, probes)):
