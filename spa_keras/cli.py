@@ -127,9 +127,11 @@ def analyze(model, input_shape, limit):
 @click.option("--max-per-group", type=float, default=0.9, show_default=True,
               help="Largest fraction of one group's channels that may go.")
 @click.option("--input-shape", help="Fill free input dimensions: 1,3,224,224.")
+@click.option("--steps", type=int, default=1, show_default=True,
+              help="Prune iteratively: N rounds of score, prune, rescore on the slimmer model.")
 @click.option("--via", type=click.Choice(["onnx"]), help="Prune a Keras model through its tf2onnx export.")
 def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, local_ranking, round_to, ignore,
-          max_per_group, input_shape, via):
+          max_per_group, input_shape, steps, via):
     """Prune MODEL (.keras, .h5 or .onnx) and write the slim model to OUTPUT, verified before it is written."""
     from spa_keras import files
     from spa_keras.convert import convert as run_convert
@@ -144,7 +146,7 @@ def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, loc
     with console.status("pruning"):
         result = run_prune(model, ratio=ratio, flops=flops, params=params, plan=plan_in, criterion=criterion,
                            global_ranking=not local_ranking, round_to=round_to, ignore=ignore,
-                           max_per_group=max_per_group, input_shape=input_shape, via=via)
+                           max_per_group=max_per_group, input_shape=input_shape, steps=steps, via=via)
         check = _verify_pruned(result, input_shape)
     console.print(result_table(result.before, result.after, result.plan, result.analysis.graph_analysis))
     console.print(f"[green]checked[/green] {check}", soft_wrap=True)

@@ -66,3 +66,22 @@ def test_prune_keras_file_to_keras_and_tflite(tmp_path):
     slim = keras.models.load_model(tmp_path / "slim.keras")
     assert slim.count_params() < keras.models.load_model(src).count_params()
     assert (tmp_path / "slim.tflite").stat().st_size > 0
+
+
+def test_prune_options_reach_the_plan(tmp_path):
+    """--criterion, --steps, --round-to and --local end up in the plan the CLI writes, and the plan replays."""
+    import keras
+
+    from tests import models
+
+    src = tmp_path / "small.keras"
+    models.small_cnn().save(src)
+    out, plan = tmp_path / "slim.keras", tmp_path / "plan.json"
+    result = invoke("prune", src, "-o", out, "--flops", "0.3", "--criterion", "fpgm", "--steps", "3",
+                    "--round-to", "2", "--plan-out", plan)
+    assert result.exit_code == 0, result.output
+    target = json.loads(plan.read_text())["target"]
+    assert (target["criterion"], target["steps"], target["round_to"]) == ("fpgm", 3, 2)
+    again = tmp_path / "again.keras"
+    assert invoke("prune", src, "-o", again, "--plan", plan).exit_code == 0
+    assert keras.models.load_model(again).count_params() == keras.models.load_model(out).count_params()
