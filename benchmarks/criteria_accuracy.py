@@ -9,7 +9,7 @@ a seeded calibration subset of the training set and the training loss), measure 
 fine-tuning, fine-tune one epoch (Adam 5e-4, batch 128) and measure again. The unpruned model gets the same extra
 epoch: its accuracy after it is the reference for the fine-tuned columns. Prints a table (mean ± std over seeds)
 and writes benchmarks/results/criteria_accuracy.json after every cell (`--table FILE` prints the table of a run
-still going). Each seed's trained model is kept next to the JSON; `--resume` reloads it and skips the cells already
+still going, `--table FILE --markdown` the README's table). Each seed's trained model is kept next to the JSON; `--resume` reloads it and skips the cells already
 measured, so a long run that stopped goes on where it was.
 `--quick`: one seed, small subsets, -50% only, written to criteria_accuracy_quick.json: a smoke run.
 """
@@ -101,6 +101,22 @@ def print_table(result, console):
     console.print(table)
 
 
+def markdown_table(result):
+    """The README's table: criterion rows, one column pair (no fine-tuning / one epoch) per FLOPs reduction."""
+    reductions = sorted({cell["flops"] for cell in result["cells"]})
+    head = "| criterion | " + " | ".join(f"−{100 * r:.0f}% FLOPs: pruned | +1 epoch" for r in reductions) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(reductions)]
+    base = [s["accuracy"] for s in result["baseline"].values()]
+    tuned = [s["finetuned"] for s in result["baseline"].values() if "finetuned" in s]
+    lines.append("| unpruned | " + " | ".join(f"{summary(base)} | {summary(tuned)}" for _ in reductions) + " |")
+    by = {(c["criterion"], c["flops"]): list(c["runs"].values()) for c in result["cells"]}
+    for name in sorted({c["criterion"] for c in result["cells"]}):
+        row = [f"{summary([r['pruned'] for r in by[name, x]])} | {summary([r['finetuned'] for r in by[name, x]])}"
+               for x in reductions]
+        lines.append(f"| {name} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, small subsets, -50%% only")
@@ -109,11 +125,16 @@ def main():
     parser.add_argument("--calibration", type=int, default=1024, help="training images data-driven criteria see")
     parser.add_argument("--output", help="JSON path (default benchmarks/results/criteria_accuracy[_quick].json)")
     parser.add_argument("--table", metavar="JSON", help="only print the table of a (possibly partial) result file")
+    parser.add_argument("--markdown", action="store_true", help="with --table: print it as Markdown (the README's)")
     parser.add_argument("--resume", action="store_true", help="go on with the result file of a run that stopped")
     args = parser.parse_args()
     if args.table:
         with open(args.table) as f:
-            print_table(json.load(f), Console(width=200))
+            result = json.load(f)
+        if args.markdown:
+            print(markdown_table(result))
+        else:
+            print_table(result, Console(width=200))
         return
     settings = dict(QUICK if args.quick else FULL)
     if args.seeds:
