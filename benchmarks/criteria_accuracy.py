@@ -9,8 +9,8 @@ a seeded calibration subset of the training set and the training loss), measure 
 fine-tuning, fine-tune one epoch (Adam 5e-4, batch 128) and measure again. The unpruned model gets the same extra
 epoch: its accuracy after it is the reference for the fine-tuned columns. Prints a table (mean ± std over seeds)
 and writes benchmarks/results/criteria_accuracy.json after every cell (`--table FILE` prints the table of a run
-still going, `--table FILE --markdown` the README's table). Each seed's trained model is kept next to the JSON; `--resume` reloads it and skips the cells already
-measured, so a long run that stopped goes on where it was.
+still going, `--table FILE --markdown` the README's table). Each seed's trained model is kept next to the JSON;
+`--resume` reloads it and skips the cells already measured, so a long run that stopped goes on where it was.
 `--quick`: one seed, small subsets, -50% only, written to criteria_accuracy_quick.json: a smoke run.
 """
 
