@@ -19,3 +19,9 @@ class ConversionError(SpaError):
 
 class VerificationError(SpaError):
     """A converted or pruned model does not reproduce its source's outputs."""
+
+
+def first_line(exc, limit=300):
+    """The first line of a library's exception message (its type when empty): what a one-line error quotes."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

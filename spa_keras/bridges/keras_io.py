@@ -16,7 +16,7 @@ import zipfile
 import numpy as np
 
 from spa_keras import files
-from spa_keras.errors import InputError
+from spa_keras.errors import InputError, first_line
 from spa_keras.verify import TensorSpec
 
 
@@ -67,7 +67,7 @@ def load(path):
     try:
         return keras.models.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise InputError(f"{path}: Keras cannot load this file: {first}") from None
 
 

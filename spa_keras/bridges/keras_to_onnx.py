@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from spa_keras.bridges import onnx_io
-from spa_keras.errors import ConversionError
+from spa_keras.errors import ConversionError, first_line
 
 OPSET = 17
 
@@ -83,7 +83,7 @@ def keras_to_onnx(model, opset=OPSET, where="Keras model"):
             onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset,
                                                        custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise ConversionError(f"{where}: tf2onnx failed: {first}") from None
     left = onnx_io.unknown_ops(onnx_model)
     if left:

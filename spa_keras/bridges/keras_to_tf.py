@@ -6,7 +6,7 @@ Example:
 """
 
 from spa_keras.console import quiet
-from spa_keras.errors import ConversionError
+from spa_keras.errors import ConversionError, first_line
 
 PRECISIONS = ("float32", "float16", "int8")
 
@@ -29,7 +29,7 @@ def _convert(converter, where):
         with quiet():
             return converter.convert()
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise ConversionError(f"{where}: the TFLite converter failed: {first}") from None
 
 
@@ -53,6 +53,6 @@ def keras_to_savedmodel(model, directory, where="Keras model"):
         with quiet():
             model.export(str(directory), format="tf_saved_model")
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        first = first_line(exc)
         raise ConversionError(f"{where}: SavedModel export failed: {first}") from None
     return directory

@@ -20,7 +20,7 @@ import numpy as np
 from spa_keras import files
 from spa_keras.bridges.mxnet_compat import import_mxnet
 from spa_keras.console import quiet
-from spa_keras.errors import ConversionError, InputError
+from spa_keras.errors import ConversionError, InputError, first_line
 from spa_keras.verify import TensorSpec
 
 
@@ -140,8 +140,7 @@ def to_onnx(checkpoint, input_shape):
                                      in_types=[np.float32] * len(specs), onnx_file_path=path, dynamic=True,
                                      dynamic_input_shapes=[(None,) + tuple(s.shape[1:]) for s in specs])
         except Exception as exc:
-            raise ConversionError(f"{checkpoint.name}: mxnet.onnx.export_model failed: "
-                                  f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]}") from None
+            raise ConversionError(f"{checkpoint.name}: mxnet.onnx.export_model failed: {first_line(exc)}") from None
         model = onnx.load(path)
     # mxnet.onnx also lists every weight as a graph input (pre-IR-4 style); keep only the data inputs
     weights = {i.name for i in model.graph.initializer}

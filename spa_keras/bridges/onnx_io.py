@@ -12,7 +12,7 @@ import onnx
 from onnx import helper
 
 from spa_keras import files
-from spa_keras.errors import ConversionError, InputError
+from spa_keras.errors import ConversionError, InputError, first_line
 from spa_keras.verify import TensorSpec
 
 
@@ -24,7 +24,7 @@ def load(path):
     try:
         model = onnx.load(path)
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
-        raise InputError(f"{path}: not a readable ONNX file ({_first_line(exc)}); is it truncated or another format?")
+        raise InputError(f"{path}: not a readable ONNX file ({first_line(exc)}); is it truncated or another format?")
     if model.ir_version == 0 or not model.graph.output or not model.opset_import:
         raise InputError(f"{path}: not an ONNX model (no IR version, opset or graph outputs); is it another format?")
     return model
@@ -59,7 +59,7 @@ def check(model, where="model"):
     try:
         onnx.checker.check_model(data if data is not None else model, full_check=data is not None)
     except Exception as exc:
-        raise ConversionError(f"{where}: onnx.checker rejects the model: {_first_line(exc)}") from None
+        raise ConversionError(f"{where}: onnx.checker rejects the model: {first_line(exc)}") from None
     return session(data if data is not None else model, where, optimize=False)
 
 
@@ -76,7 +76,7 @@ def session(model, where="model", optimize=True):
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ConversionError(f"{where}: onnxruntime cannot load the model: {_first_line(exc)}") from None
+        raise ConversionError(f"{where}: onnxruntime cannot load the model: {first_line(exc)}") from None
 
 
 def _dims(type_proto):
@@ -141,6 +141,3 @@ def _all_nodes(graph):
                 yield from _all_nodes(g)
 
 
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -28,7 +28,7 @@ Example:
 
 import numpy as np
 
-from spa_keras.errors import InputError
+from spa_keras.errors import InputError, first_line
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.data import Batches, as_numpy, resolve_loss
 from spa_keras.importance.magnitude import L1
@@ -117,9 +117,8 @@ class GradientCriterion(Criterion):
         except InputError:
             raise
         except Exception as exc:  # TF's own message is long; its first line says what did not fit
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise InputError(f"criterion {self.name!r}: running model '{model.name}' and loss= on data= failed: "
-                             f"{first}. data must give batches (x, y) with x shaped like the model's inputs (batch "
+                             f"{first_line(exc)}. data must give batches (x, y) with x shaped like the model's inputs (batch "
                              "a tf.data.Dataset with .batch()) and y what the loss expects") from None
         return {v.path: np.asarray(s, np.float64) for v, s in zip(variables, per_weight)}
 

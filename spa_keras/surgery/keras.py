@@ -14,7 +14,7 @@ import contextlib
 import numpy as np
 
 from spa_keras.cost import CostModel
-from spa_keras.errors import ConversionError
+from spa_keras.errors import ConversionError, first_line
 
 
 def _keep(analysis, labels, removed):
@@ -72,11 +72,7 @@ def _naming(layer):
         raise
     except Exception as exc:
         raise ConversionError(f"Keras surgery failed on layer '{layer.name}' ({type(layer).__name__}): "
-                              f"{_first_line(exc)}") from None
-
-
-def _first_line(exc):
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                              f"{first_line(exc)}") from None
 
 
 def _new_batch_shape(tensor, graph, new_shapes):
@@ -155,5 +151,5 @@ def prune_keras(analysis, removed):
     except ConversionError:
         raise
     except Exception as exc:
-        raise ConversionError(f"Keras surgery failed on model '{model.name}': {_first_line(exc)}") from None
+        raise ConversionError(f"Keras surgery failed on model '{model.name}': {first_line(exc)}") from None
     return slim
