@@ -118,8 +118,8 @@ class GradientCriterion(Criterion):
             raise
         except Exception as exc:  # TF's own message is long; its first line says what did not fit
             raise InputError(f"criterion {self.name!r}: running model '{model.name}' and loss= on data= failed: "
-                             f"{first_line(exc)}. data must give batches (x, y) with x shaped like the model's inputs (batch "
-                             "a tf.data.Dataset with .batch()) and y what the loss expects") from None
+                             f"{first_line(exc)}. data must give batches (x, y) with x shaped like the model's "
+                             "inputs (batch a tf.data.Dataset with .batch()) and y what the loss expects") from None
         return {v.path: np.asarray(s, np.float64) for v, s in zip(variables, per_weight)}
 
     def members(self, analysis, group, saliency):
