@@ -76,7 +76,7 @@ def _matmul(node, shape_of):
 
 def _gemm(node, shape_of):
     a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
-    return math.prod(y) * (a[0] if node.attr("transA", 0) else a[-1]) if a and y else 0
+    return math.prod(y) * (a[0] if node.attr("transA") else a[-1]) if a and y else 0
 
 
 GRAPH_MACS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm}

@@ -6,8 +6,10 @@ file and never touches an existing one.
 
 Example:
 
->>> model_kind("model.keras")
+>>> model_kind("slim.keras", for_output=True)
 'keras'
+>>> model_kind("exported/", for_output=True)
+'savedmodel'
 """
 
 import contextlib

@@ -1,8 +1,10 @@
 """SPAGraph: the standard computational graph every front-end produces and every rule reads.
 
-It speaks ONNX operator semantics: op types, attributes, static tensor shapes (batch 1). Parameters are constant
-tensors (ONNX initializers, Constant nodes, Keras variables) with a `handle` back to where they live, so surgery
-can write the sliced values there. Front-ends build it; rules and the propagation driver only read it.
+It speaks ONNX operator semantics: op types, attributes (complete: the front-end fills every default the op schema
+of its opset defines), static tensor shapes (batch 1). Parameters are constant tensors (ONNX initializers, Constant
+nodes, Keras variables) with a typed `handle` back to where they live, so surgery can write the sliced values there.
+The handle types say which format a graph came from, and so which surgery applies; nothing else does. Front-ends
+build the graph; rules and the propagation driver only read it.
 
 Example:
 
@@ -10,12 +12,63 @@ Example:
 ...                  params={}, inputs=["x"], outputs=["y"])
 >>> graph.consumers("x")[0].op_type
 'Relu'
+>>> Param("w", np.zeros((2, 3)), OnnxInitializer("w")).handle.format
+'onnx'
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+Shape = tuple  # a static shape, batch as 1
+
+
+# ---- parameter handles: where a parameter lives in its source model ------------------------------------------------
+
+class ParamHandle:
+    """Base of the handles (small dataclasses); `format` names the surgery that can write the parameter back."""
+
+    format: ClassVar[str] = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxInitializer(ParamHandle):
+    """A graph initializer of that name."""
+
+    format: ClassVar[str] = "onnx"
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxConstant(ParamHandle):
+    """The `value` tensor of the Constant node at `node_index`."""
+
+    format: ClassVar[str] = "onnx"
+    node_index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class OnnxFolded(ParamHandle):
+    """The output of the node at `node_index`, computed from constants (a layout op on a weight); surgery replaces
+    the node by an initializer when the value changes."""
+
+    format: ClassVar[str] = "onnx"
+    node_index: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MXNetParam(ParamHandle):
+    """An MXNet parameter: `arg:` (weights, biases, γ, β) or `aux:` (BatchNorm running statistics)."""
+
+    format: ClassVar[str] = "mxnet"
+    name: str
+    aux: bool = False
+
+
+# ---- nodes and parameters -------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Node:
@@ -23,43 +76,48 @@ class Node:
 
     name: str
     op_type: str
-    inputs: list
-    outputs: list
-    attrs: dict = dataclasses.field(default_factory=dict)
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     domain: str = ""
     index: int = -1  # position in the source model (ONNX node index), for surgery
 
-    def attr(self, name, default=None):
+    def attr(self, name: str, default: Any = None) -> Any:
+        """An attribute's value. Front-ends fill the schema's defaults, so `default` is only for attributes the
+        schema gives none (Transpose's `perm`, Split's `split`)."""
         return self.attrs.get(name, default)
 
 
 @dataclasses.dataclass
 class Param:
-    """A constant tensor: its value and where it lives (an initializer name, a Constant node, a Keras variable)."""
+    """A constant tensor: its value and where it lives."""
 
     name: str
     value: np.ndarray
-    handle: object = None
+    handle: Optional[ParamHandle] = None
     counted: bool = True  # False for a constant that only feeds folded layout ops (its folded copy is counted)
 
     @property
-    def shape(self):
+    def shape(self) -> Shape:
         return tuple(self.value.shape)
 
 
+# ---- the graph ------------------------------------------------------------------------------------------------------
+
 @dataclasses.dataclass
 class SPAGraph:
-    nodes: list
-    shapes: dict  # tensor name -> static shape (batch as 1) or None when unknown
-    params: dict  # tensor name -> Param
-    inputs: list
-    outputs: list
-    source: object = None  # the model it was built from (surgery needs it)
-    layout: str = "NCHW"  # where the front-end knows it: NCHW (ONNX convention) or NHWC (Keras)
+    nodes: list[Node]
+    shapes: dict[str, Optional[Shape]]  # tensor name -> static shape (batch as 1) or None when unknown
+    params: dict[str, Param]  # tensor name -> Param
+    inputs: list[str]
+    outputs: list[str]
+    source: Any = None  # the model it was built from (surgery needs it)
+    opset: int = 17  # the ONNX (default domain) opset whose semantics the nodes follow
+    layer_outputs: dict[int, str] = dataclasses.field(default_factory=dict)  # Keras: id(layer or tensor) -> name
 
     def __post_init__(self):
-        self._producer = {}
-        self._consumers = {}
+        self._producer: dict[str, Node] = {}
+        self._consumers: dict[str, list[Node]] = {}
         for node in self.nodes:
             for t in node.outputs:
                 self._producer[t] = node
@@ -67,21 +125,29 @@ class SPAGraph:
                 if t:
                     self._consumers.setdefault(t, []).append(node)
 
-    def producer(self, tensor):
+    @property
+    def format(self) -> Optional[str]:
+        """The format of the parameter handles ('onnx', 'keras', 'mxnet'), or None for a graph without parameters."""
+        formats = {type(p.handle).format for p in self.params.values() if p.handle is not None}
+        if len(formats) > 1:
+            raise ValueError(f"a graph with parameters of several formats: {sorted(formats)}")
+        return next(iter(formats), None)
+
+    def producer(self, tensor: str) -> Optional[Node]:
         return self._producer.get(tensor)
 
-    def consumers(self, tensor):
+    def consumers(self, tensor: str) -> list[Node]:
         return self._consumers.get(tensor, [])
 
-    def is_param(self, tensor):
+    def is_param(self, tensor: str) -> bool:
         return tensor in self.params
 
-    def shape(self, tensor):
+    def shape(self, tensor: str) -> Optional[Shape]:
         if tensor in self.params:
             return self.params[tensor].shape
         return self.shapes.get(tensor)
 
-    def value(self, tensor):
+    def value(self, tensor: str) -> Optional[np.ndarray]:
         """The constant value of `tensor`, or None when it is computed at run time."""
         param = self.params.get(tensor)
         return None if param is None else param.value

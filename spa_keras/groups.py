@@ -11,11 +11,15 @@ Example:
 >>> [g.channels for g in analysis.groups][:3]        # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import dataclasses
 
 import numpy as np
 
-from spa_keras.propagation import propagate
+from spa_keras.graph import SPAGraph
+
+from spa_keras.propagation import Barrier, Propagation, propagate
 
 
 @dataclasses.dataclass
@@ -25,9 +29,9 @@ class Member:
     param: str
     axis: int
     channel_of_position: np.ndarray  # group channel index per position along axis, -1 for other groups' positions
-    nodes: list
+    nodes: list[str]
 
-    def positions(self, channel):
+    def positions(self, channel: int) -> np.ndarray:
         return np.flatnonzero(self.channel_of_position == channel)
 
 
@@ -36,20 +40,20 @@ class ChannelGroup:
     id: int
     key: str  # stable across runs on the same model: the first member's "param:axis"
     roots: np.ndarray  # one label root per channel
-    members: list
+    members: list[Member]
     blocked: np.ndarray  # per channel: True when a barrier or a graph output pins it
-    reasons: list  # why channels are blocked ("node (op): reason")
+    reasons: list[str]  # why channels are blocked ("node (op): reason")
 
     @property
-    def channels(self):
+    def channels(self) -> int:
         return len(self.roots)
 
     @property
-    def prunable(self):
+    def prunable(self) -> int:
         return int((~self.blocked).sum())
 
     @property
-    def ops(self):
+    def ops(self) -> list[str]:
         seen = []
         for m in self.members:
             for n in m.nodes:
@@ -62,20 +66,34 @@ class ChannelGroup:
 class GraphAnalysis:
     """Groups plus what the driver needs for costs and surgery: the propagation state and root numbering."""
 
-    graph: object
-    state: object
-    groups: list
+    graph: SPAGraph
+    state: Propagation
+    groups: list[ChannelGroup]
     channel_of_root: np.ndarray  # label root -> global channel id (-1: not in any group)
     group_of_channel: np.ndarray  # global channel id -> group index
     index_in_group: np.ndarray  # global channel id -> channel index within its group
 
     @property
-    def barriers(self):
+    def barriers(self) -> list[Barrier]:
         return [b for b in self.state.barriers if b.op_type != "output"]
 
-    def dense(self, labels):
+    def dense(self, labels: np.ndarray) -> np.ndarray:
         """Global channel ids of a label array (-1 where the position belongs to no group)."""
         return self.channel_of_root[self.state.uf.find(labels)]
+
+    def keep_mask(self, labels: np.ndarray, removed: np.ndarray) -> np.ndarray:
+        """Per position of a label array: True where its channel stays (`removed`: bool per global channel)."""
+        ids = self.dense(labels)
+        return ~((ids >= 0) & removed[np.maximum(ids, 0)])
+
+    def param_masks(self, removed: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
+        """{parameter: {axis: keep mask}} for every parameter that loses positions when `removed` channels go."""
+        masks: dict[str, dict[int, np.ndarray]] = {}
+        for (param, axis), binding in self.state.bindings.items():
+            keep = self.keep_mask(binding.labels, removed)
+            if not keep.all():
+                masks.setdefault(param, {})[axis] = keep
+        return masks
 
 
 def _unique_pairs(a, b, b_count):
@@ -86,7 +104,7 @@ def _unique_pairs(a, b, b_count):
     return np.stack([code // max(b_count, 1), code % max(b_count, 1)])
 
 
-def analyze_graph(graph):
+def analyze_graph(graph: SPAGraph) -> GraphAnalysis:
     """Propagate masks on `graph` and build its `GraphAnalysis`."""
     state = propagate(graph)
     uf = state.uf

@@ -16,51 +16,89 @@ Example:
 >>> plan.save("plan.json")                         # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import math
+import os
 import re
 
 import numpy as np
 
 from spa_keras.cost import CostModel
-from spa_keras.errors import InputError
+from spa_keras.errors import InputError, first_line
 from spa_keras.importance import Criterion, score_groups
 from spa_keras.importance.registry import criterion_name
 
 
 @dataclasses.dataclass
 class PruningPlan:
-    removed: dict  # group key -> sorted channel indices to remove
-    channels: dict  # group key -> channel count (a plan replays only on a model with the same groups)
-    target: dict = dataclasses.field(default_factory=dict)
+    """Which channels of which group go, for the model the plan was made on.
 
-    def to_json(self):
-        return json.dumps({"format": "spa-keras plan 1", "target": self.target, "channels": self.channels,
-                           "removed": self.removed}, indent=1)
+    `updates` ({parameter: value}) are new values of kept weights (OBSPA's reconstruction): full-size arrays in the
+    parameter's layout in the engine's graph (removed positions are ignored), applied by every surgery before it
+    slices. A plan with updates saves them beside its JSON (`plan.json` -> `plan.weights.npz`); loading such a plan
+    without that file is an error, since replaying it without them would give another model.
+    """
+
+    removed: dict[str, list[int]]  # group key -> sorted channel indices to remove
+    channels: dict[str, int]  # group key -> channel count (a plan replays only on a model with the same groups)
+    target: dict = dataclasses.field(default_factory=dict)
+    updates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = {"format": "spa-keras plan 1", "target": self.target, "channels": self.channels,
+                "removed": self.removed}
+        if self.updates:
+            data["updates"] = sorted(self.updates)  # kept weights whose values this plan changes
+        return json.dumps(data, indent=1)
 
     @classmethod
-    def from_json(cls, text):
+    def from_json(cls, text: str, updates: dict | None = None) -> "PruningPlan":
         data = json.loads(text)
         if data.get("format") != "spa-keras plan 1":
             raise InputError("not a spa-keras pruning plan (missing 'format': 'spa-keras plan 1')")
-        return cls({k: list(map(int, v)) for k, v in data["removed"].items()}, data["channels"], data.get("target", {}))
+        changed = list(data.get("updates", []))
+        missing = sorted(set(changed) - set(updates or {}))
+        if missing:
+            raise InputError(f"the plan changes the values of {len(missing)} kept weight(s) ({', '.join(missing[:3])}"
+                             f"{' ...' if len(missing) > 3 else ''}) but their values were not given; without them "
+                             "it would give another model (keep the plan's .weights.npz beside it)")
+        return cls({k: list(map(int, v)) for k, v in data["removed"].items()}, data["channels"], data.get("target", {}),
+                   {k: np.asarray(updates[k]) for k in changed})
+
+    @staticmethod
+    def weights_path(path) -> str:
+        """Where a plan saved at `path` keeps its new weight values."""
+        return os.path.splitext(str(path))[0] + ".weights.npz"
 
     def save(self, path):
         from spa_keras import files
 
+        if self.updates:  # the values first: a JSON on disk never names values that are not there
+            with files.atomic_output(self.weights_path(path)) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **self.updates)
         with files.atomic_output(path) as tmp:
             with open(tmp, "w") as f:
                 f.write(self.to_json())
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path) -> "PruningPlan":
         try:
             with open(path) as f:
-                return cls.from_json(f.read())
-        except (OSError, ValueError, KeyError) as exc:
-            raise InputError(f"{path}: cannot read the pruning plan ({exc})") from None
+                text = f.read()
+            updates = None
+            if os.path.exists(cls.weights_path(path)):
+                with np.load(cls.weights_path(path)) as archive:
+                    updates = {k: archive[k] for k in archive.files}
+            return cls.from_json(text, updates)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from exc
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"{path}: cannot read the pruning plan ({first_line(exc)})") from exc
 
     @property
     def removed_channels(self):

@@ -12,11 +12,14 @@ Example:
 >>> state.barriers                    # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
 
 import numpy as np
 
+from spa_keras.graph import Node, SPAGraph
 from spa_keras.labels import UnionFind
 from spa_keras.rules.registry import creates_channels, rule_for
 
@@ -32,7 +35,7 @@ class Binding:
     param: str
     axis: int
     labels: np.ndarray
-    nodes: list  # the ops that use this parameter axis
+    nodes: list[str]  # the ops that use this parameter axis
 
 
 @dataclasses.dataclass
@@ -40,24 +43,29 @@ class Barrier:
     node: str
     op_type: str
     reason: str
-    labels: list  # the label arrays it froze
+    labels: list[np.ndarray]  # the label arrays it froze
 
 
 class Propagation:
     """The state rules work on: labels per tensor axis, parameter bindings, frozen labels and barriers."""
 
-    def __init__(self, graph):
+    def __init__(self, graph: SPAGraph):
         self.graph = graph
         self.uf = UnionFind()
-        self.labels = {}
-        self.grids = {}  # tensor -> (axes, label grid): one channel axis spread over several axes
-        self.bindings = {}  # (param, axis) -> Binding
-        self.barriers = []
-        self.held_params = []  # (barrier, param): weights a barrier reads keep every channel other ops bind on them
-        self.node = None
+        self.labels: dict[str, dict[int, np.ndarray]] = {}
+        self.grids: dict[str, tuple] = {}  # tensor -> (axes, label grid): one channel axis spread over several axes
+        self.bindings: dict[tuple[str, int], Binding] = {}
+        self.barriers: list[Barrier] = []
+        self.held_params: list[tuple[Barrier, str]] = []  # weights a barrier reads keep every channel bound on them
+        self.node: Node | None = None
+
+    @property
+    def opset(self) -> int:
+        """The ONNX opset whose semantics the graph's nodes follow (Softmax's changed at 13)."""
+        return self.graph.opset
 
     # ---- what rules call ------------------------------------------------------------------------------------
-    def get(self, tensor, grids=False):
+    def get(self, tensor: str, grids: bool = False) -> dict[int, np.ndarray]:
         """`{axis: labels}` of an activation (empty when it carries no prunable channels).
 
         A channel axis split over several axes (attention heads, a channel shuffle) travels as a grid through
@@ -81,15 +89,15 @@ class Propagation:
         order = np.argsort(axes)
         self.grids[tensor] = (tuple(int(axes[i]) for i in order), np.transpose(grid, order))
 
-    def set(self, tensor, labels):
+    def set(self, tensor: str, labels: dict[int, np.ndarray]) -> None:
         labels = {a: l for a, l in labels.items() if l is not None}
         if labels:
             self.labels[tensor] = labels
 
-    def new(self, n):
+    def new(self, n: int) -> np.ndarray:
         return self.uf.new(int(n))
 
-    def union(self, a, b):
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
         self.uf.union(a, b)
 
     def shape(self, tensor):
@@ -105,7 +113,7 @@ class Propagation:
     def value(self, tensor):
         return self.graph.value(tensor)
 
-    def bind(self, param, axis, labels):
+    def bind(self, param: str, axis: int, labels: np.ndarray) -> None:
         """Parameter `param` (a constant tensor) has `labels` along `axis`."""
         if not param or not self.is_param(param):
             return
@@ -120,7 +128,7 @@ class Propagation:
         else:
             self.bindings[(param, axis)] = Binding(param, axis, np.asarray(labels), [self.node.name])
 
-    def freeze(self, reason, labels=None):
+    def freeze(self, reason: str, labels: list[np.ndarray] | None = None) -> None:
         """Stop this node: `labels` (default: every label on its inputs) stay; say why in the report."""
         node = self.node
         barrier = Barrier(node.name, node.op_type, reason, [] if labels is None else list(labels))
@@ -162,8 +170,10 @@ class Propagation:
         self._settle_grids()
         for out in self.graph.outputs:
             labels = list(self.get(out).values())
-            if labels:
-                self.barriers.append(Barrier(out, "output", "graph output: its shape must not change", labels))
+            if labels:  # named after the op that makes it (a Keras layer), not the tensor (keras_tensor_28)
+                producer = self.graph.producer(out)
+                name = out if producer is None else producer.name
+                self.barriers.append(Barrier(name, "output", "graph output: its shape must not change", labels))
         return self
 
 
@@ -171,6 +181,6 @@ def _has_params(ctx, node):
     return any(ctx.is_param(t) and math.prod(ctx.shape(t)) > 1 for t in node.inputs if t)
 
 
-def propagate(graph):
+def propagate(graph: SPAGraph) -> Propagation:
     """Run mask propagation on `graph`; return the `Propagation` state."""
     return Propagation(graph).run()

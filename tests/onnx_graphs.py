@@ -1,8 +1,4 @@
-"""Small ONNX graphs built with onnx.helper for engine tests, and the masking oracle.
-
-Removal equals masking: for networks whose removed channels end in linear consumers, the slim model's output equals
-the original model's output with the consumers' input slices of the removed channels set to zero.
-"""
+"""Small ONNX graphs built with onnx.helper for engine tests (the oracles are in tests/oracles.py)."""
 
 import numpy as np
 import onnx
@@ -63,44 +59,3 @@ class Builder:
         model.ir_version = 8
         onnx.checker.check_model(model)
         return model
-
-
-# ---- the masking oracle ---------------------------------------------------------------------------------------
-
-def consumer_axes(node, graph):
-    """{param: input-channel axis} for the linear consumers among `node`'s inputs."""
-    if node.op_type == "Conv" and node.attr("group", 1) == 1:
-        return {node.inputs[1]: 1}
-    if node.op_type == "Conv":  # grouped (not depthwise): axis 1 is the position inside each group
-        w = graph.shape(node.inputs[1])
-        return {node.inputs[1]: 1} if w[1] > 1 else {}
-    if node.op_type == "ConvTranspose" and node.attr("group", 1) == 1:
-        return {node.inputs[1]: 0}
-    if node.op_type == "Gemm":
-        return {node.inputs[1]: 1 if node.attr("transB", 0) else 0}
-    if node.op_type == "MatMul" and graph.is_param(node.inputs[1]):
-        return {node.inputs[1]: len(graph.shape(node.inputs[1])) - 2}
-    return {}
-
-
-def masked_model(analysis, removed):
-    """The original model with the removed channels' consumer input slices zeroed."""
-    ga = analysis.graph_analysis
-    graph = ga.graph
-    model = onnx.ModelProto()
-    model.CopyFrom(graph.source)
-    inits = {i.name: i for i in model.graph.initializer}
-    for node in graph.nodes:
-        for param, axis in consumer_axes(node, graph).items():
-            binding = ga.state.bindings.get((param, axis))
-            if binding is None or param not in inits:
-                continue
-            ids = ga.dense(binding.labels)
-            gone = (ids >= 0) & removed[np.maximum(ids, 0)]
-            if gone.any():
-                value = numpy_helper.to_array(inits[param]).copy()
-                index = [slice(None)] * value.ndim
-                index[axis] = gone
-                value[tuple(index)] = 0
-                inits[param].CopyFrom(numpy_helper.from_array(value, param))
-    return model

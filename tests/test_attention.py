@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import spa_keras as spa
 from tests.onnx_graphs import Builder
-from tests.test_engine_invariants import assert_removal_equals_masking
+from tests.oracles import assert_removal_equals_masking
 
 
 def mha_model(heads=4, head_dim=4, seq=5, seed=0):

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 import spa_keras as spa
 from spa_keras.cli import cli
-from tests.test_engine_invariants import independent_params, resnet_block_model
+from tests.oracles import independent_params
+from tests.test_engine_invariants import resnet_block_model
 
 
 def invoke(*args):

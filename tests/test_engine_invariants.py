@@ -1,6 +1,5 @@
 """DESIGN.md invariants 1-5 on hand-built graphs and real models, plus a property test over random CNNs."""
 
-import numpy as np
 import onnx
 import pytest
 from hypothesis import given
@@ -9,32 +8,9 @@ from onnx import numpy_helper
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.verify import compare, random_batch
-from tests.onnx_graphs import Builder, masked_model
-
-
-def run_both(a, b, batch=2, seed=0, input_shape=None):
-    from spa_keras.verify import parse_input_shape
-
-    feeds = random_batch(onnx_io.input_specs(a), parse_input_shape(input_shape) if input_shape else None,
-                         batch=batch, seed=seed)
-    return onnx_io.run(a, feeds), onnx_io.run(b, feeds)
-
-
-def assert_removal_equals_masking(model, input_shape=None, **target):
-    analysis = spa.analyze(model, input_shape)
-    result = spa.prune(model, analysis=analysis, **target)
-    removed = result.plan.mask(analysis.graph_analysis)
-    ref, slim = run_both(masked_model(analysis, removed), result.model, input_shape=input_shape)
-    check = compare(ref, slim, source="masked", target="slim", tolerance=1e-4)
-    assert check.ok, check
-    return result
-
-
-def independent_params(model):
-    return sum(int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT) + \
-        sum(int(np.prod(a.t.dims)) for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
-            if a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT)
+from spa_keras.verify import compare
+from tests.onnx_graphs import Builder
+from tests.oracles import assert_removal_equals_masking, independent_params, run_both
 
 
 # ---- hand-built architectures -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 import spa_keras as spa
 from spa_keras.verify import compare
 from tests import models
-from tests.test_keras_frontend import masked_keras, run
+from tests.oracles import masked_keras, run
 
 # input size per model: 224 where the issue asks for it (ConvNeXt*, EfficientNetV2*, VGG), small elsewhere so the
 # sweep fits 2 cores; NASNet needs at least 32·3, Inception-style stems at least 75.

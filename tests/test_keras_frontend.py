@@ -6,7 +6,7 @@ import pytest
 import spa_keras as spa
 from spa_keras.verify import compare
 from tests import models
-from tests.onnx_graphs import consumer_axes
+from tests.oracles import masked_keras, run
 
 
 def keras_models():
@@ -16,43 +16,6 @@ def keras_models():
 
     return {"small_cnn": models.small_cnn, "convnext_block": models.convnext_block,
             "fashion_resnet": lambda: keras.models.load_model(ASSET, compile=False)}
-
-
-def masked_keras(analysis, removed):
-    """The original Keras model with the removed channels' consumer input slices zeroed."""
-    import keras
-
-    ga = analysis.graph_analysis
-    model = ga.graph.source
-    masked = keras.models.clone_model(model)
-    masked.set_weights(model.get_weights())
-    original_paths = [v.path for v in model.weights]
-    for node in ga.graph.nodes:
-        for param, axis in consumer_axes(node, ga.graph).items():
-            binding = ga.state.bindings.get((param, axis))
-            if binding is None:
-                continue
-            ids = ga.dense(binding.labels)
-            gone = (ids >= 0) & removed[np.maximum(ids, 0)]
-            if not gone.any():
-                continue
-            view = ga.graph.params[param].handle[1]
-            for var_axis, kept in view.variable_masks({axis: ~gone}).items():
-                dropped = ~kept
-                var = masked.weights[original_paths.index(view.variable.path)]
-                value = np.asarray(var.numpy()).copy()
-                index = [slice(None)] * value.ndim
-                index[var_axis] = dropped
-                value[tuple(index)] = 0
-                var.assign(value)
-    for layer in masked._flatten_layers(include_self=False):  # adapted Normalization derives its state from weights
-        if hasattr(layer, "finalize_state"):
-            layer.finalize_state()
-    return masked
-
-
-def run(model, x):
-    return {"y": np.asarray(model(x, training=False))}
 
 
 @pytest.mark.parametrize("name", ["small_cnn", "convnext_block", "fashion_resnet"])

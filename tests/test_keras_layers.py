@@ -9,7 +9,7 @@ import pytest
 import spa_keras as spa
 from spa_keras.verify import compare
 from tests import models
-from tests.test_keras_frontend import masked_keras, run
+from tests.oracles import masked_keras, run
 
 # removal = masking on the whole model, except where a LayerNorm sees every channel (sequence_layers: checked group by
 # group below)

@@ -74,7 +74,7 @@ def test_bert_through_the_keras_front_end(tmp_path):
     intermediate_dim, so its layers' feed-forward channels are one group and the slim backbone is a BertBackbone."""
     import keras
 
-    from tests.test_keras_frontend import masked_keras
+    from tests.oracles import masked_keras
 
     model = bert_classifier()
     analysis = spa.analyze(model)
@@ -102,7 +102,7 @@ def test_bert_through_the_keras_front_end(tmp_path):
 def test_vit_through_the_keras_front_end(tmp_path):
     """ViTEncoder has one mlp_dim for all blocks: the blocks' feed-forward channels form one tied group that prunes
     (removal = masking); heads and hidden size are the same named barrier as in BERT."""
-    from tests.test_keras_frontend import masked_keras
+    from tests.oracles import masked_keras
 
     model = vit_classifier()
     analysis = spa.analyze(model)

@@ -13,7 +13,7 @@ import spa_keras as spa
 from spa_keras.bridges import onnx_io
 from spa_keras.verify import compare, random_batch
 from tests import models
-from tests.test_engine_invariants import assert_removal_equals_masking, independent_params
+from tests.oracles import assert_removal_equals_masking, independent_params
 
 LIGHT = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 LIGHT_MODELS = sorted(os.path.basename(p)[6:-5] for p in glob.glob(os.path.join(LIGHT, "light_*.onnx")))

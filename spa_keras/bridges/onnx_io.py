@@ -68,8 +68,10 @@ def session(model, where="model", optimize=True):
     which is all a validity check needs, and faster)."""
     import onnxruntime as ort
 
+    from spa_keras.console import debug_enabled
+
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 0 if debug_enabled() else 4  # a failing run is our one-line error, not ORT's log line
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model if isinstance(model, (str, os.PathLike, bytes)) else model.SerializeToString()
@@ -106,6 +108,18 @@ def _match_feeds(names, feeds):
     if len(names) == len(feeds):
         return dict(zip(names, feeds.values()))
     raise InputError(f"the model expects inputs {names} but was given {list(feeds)}")
+
+
+def require_runs(model, feeds, where="the input model"):
+    """Raise `InputError` when `model` does not run in onnxruntime on `feeds` (shapes it was not made for)."""
+    try:
+        run(session(model, where, optimize=False), feeds)
+    except (InputError, ConversionError):
+        raise
+    except Exception as exc:
+        shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in feeds.items())
+        raise InputError(f"{where} does not run at input shape {shapes} ({first_line(exc)}); give --input-shape "
+                         "(input_shape=) with a size the model was made for") from exc
 
 
 def save(model, path):

@@ -9,15 +9,18 @@ Example:
 >>> graph = from_onnx(onnx.load("model.onnx"))      # doctest: +SKIP
 """
 
+import functools
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from spa_keras.graph import Node, Param, SPAGraph
+from spa_keras.graph import Node, OnnxConstant, OnnxFolded, OnnxInitializer, Param, SPAGraph
 
 
-def _attrs(node):
-    out = {}
+def _attrs(node, opsets):
+    """The node's attributes, with every default its op schema (at the model's opset) defines filled in."""
+    out = schema_defaults(node.op_type, node.domain, opsets.get(node.domain or "", 1))
     for a in node.attribute:
         if a.type == onnx.AttributeProto.TENSOR:
             out[a.name] = numpy_helper.to_array(a.t)
@@ -28,6 +31,27 @@ def _attrs(node):
             if isinstance(out[a.name], bytes):
                 out[a.name] = out[a.name].decode()
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_defaults(op_type, domain, version):
+    try:
+        schema = onnx.defs.get_schema(op_type, version, domain)
+    except onnx.defs.SchemaError:  # not an ONNX op (a custom domain): no defaults known
+        return {}
+    out = {}
+    for name, attribute in schema.attributes.items():
+        default = attribute.default_value
+        if default.type != onnx.AttributeProto.UNDEFINED:
+            value = helper.get_attribute_value(default)
+            out[name] = value.decode() if isinstance(value, bytes) else value
+    return out
+
+
+def schema_defaults(op_type, domain="", version=17):
+    """{attribute: default} from the ONNX schema of `op_type` at opset `version` (Softmax's axis is 1 before opset
+    13 and -1 from then on)."""
+    return dict(_schema_defaults(op_type, domain or "", int(version)))
 
 
 def infer_shapes(model, batch=1, input_shapes=None):
@@ -156,24 +180,25 @@ UNFOLDABLE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "
 
 def from_onnx(model, input_shapes=None):
     """Build an `SPAGraph` from a ModelProto (nodes in topological order); `input_shapes` fills free dims."""
-    params = {i.name: Param(i.name, numpy_helper.to_array(i), ("initializer", i.name)) for i in model.graph.initializer}
+    params = {i.name: Param(i.name, numpy_helper.to_array(i), OnnxInitializer(i.name)) for i in model.graph.initializer}
+    opsets = {o.domain if o.domain != "ai.onnx" else "": o.version for o in model.opset_import}
     nodes = []
     for index, n in enumerate(model.graph.node):
-        attrs = _attrs(n)
+        attrs = _attrs(n, opsets)
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and "value" in attrs:
-            params[n.output[0]] = Param(n.output[0], np.asarray(attrs["value"]), ("constant", index))
+            params[n.output[0]] = Param(n.output[0], np.asarray(attrs["value"]), OnnxConstant(index))
             continue
         if (n.domain in ("", "ai.onnx") and n.input and len(n.output) == 1 and n.op_type not in UNFOLDABLE
                 and all(not t or t in params for t in n.input)):
             node = Node(n.name, n.op_type, list(n.input), list(n.output), attrs, n.domain, index)
             value = _fold(node, [params[t].value for t in n.input if t])
             if value is not None:  # surgery replaces the node by an initializer when the value changes
-                params[n.output[0]] = Param(n.output[0], np.asarray(value), ("folded", index))
+                params[n.output[0]] = Param(n.output[0], np.asarray(value), OnnxFolded(index))
                 continue
         nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, list(n.input), list(n.output), attrs,
                           n.domain, index))
     folded_inputs = {t for i, n in enumerate(model.graph.node) if params.get(n.output[0] if n.output else "")
-                     and params[n.output[0]].handle == ("folded", i) for t in n.input}
+                     and params[n.output[0]].handle == OnnxFolded(i) for t in n.input}
     consumed = {t for n in nodes for t in n.inputs}
     for name in folded_inputs - consumed - {o.name for o in model.graph.output}:
         if name in params:
@@ -188,4 +213,4 @@ def from_onnx(model, input_shapes=None):
         shapes.update(runtime_shapes(model, missing, input_shapes))
     inputs = [i.name for i in model.graph.input if i.name not in params]
     outputs = [o.name for o in model.graph.output]
-    return SPAGraph(nodes, shapes, params, inputs, outputs, source=model, layout="NCHW")
+    return SPAGraph(nodes, shapes, params, inputs, outputs, source=model, opset=opsets.get("", 1))

@@ -16,13 +16,13 @@ FPGM(agg='sum', norm='mean')
 
 from spa_keras.importance.base import Criterion  # noqa: F401
 from spa_keras.importance.bn_scale import BNScale  # noqa: F401
-from spa_keras.importance.data import Batches  # noqa: F401
 from spa_keras.importance.fpgm import FPGM  # noqa: F401
 from spa_keras.importance.gradient import OBD, SNIP, CroP, GradientCriterion, GraSP, Taylor  # noqa: F401
 from spa_keras.importance.lamp import LAMP  # noqa: F401
 from spa_keras.importance.magnitude import L1, L2, Magnitude  # noqa: F401
 from spa_keras.importance.random import Random  # noqa: F401
 from spa_keras.importance.registry import CRITERIA, get_criterion, register_criterion, score_groups  # noqa: F401
+from spa_keras.tf_ops import Batches  # noqa: F401  (re-exported: data= of the gradient criteria)
 from spa_keras.importance.scoring import AGGREGATIONS, NORMALIZATIONS, aggregate, normalize  # noqa: F401
 
 __all__ = ["Criterion", "GradientCriterion", "Magnitude", "L1", "L2", "BNScale", "Random", "LAMP", "FPGM", "Taylor",

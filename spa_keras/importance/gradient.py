@@ -30,7 +30,7 @@ import numpy as np
 
 from spa_keras.errors import InputError, first_line
 from spa_keras.importance.base import Criterion
-from spa_keras.importance.data import Batches, as_numpy, resolve_loss
+from spa_keras.tf_ops import Batches, as_numpy, hessian_vector_products, loss_gradients, resolve_loss
 from spa_keras.importance.magnitude import L1
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import slice_sums
@@ -43,49 +43,12 @@ def keras_model_of(analysis, criterion):
     from spa_keras.convert import is_keras_model
 
     model = analysis.graph.source
-    keras_params = any(_is_keras(p) for p in analysis.graph.params.values())
-    if not (is_keras_model(model) and keras_params):
+    if not (is_keras_model(model) and analysis.graph.format == "keras"):
         raise InputError(f"criterion {criterion!r} computes gradients in TensorFlow and needs a TF/Keras model: give "
                          "spa.prune the keras.Model or .keras/.h5 file (not via='onnx'); convert an ONNX-only model "
                          "to Keras first (e.g. with onnx2tf), or use a data-free criterion "
                          f"({DATA_FREE})")
     return model
-
-
-def _loss_value(model, batch, loss):
-    import tensorflow as tf
-
-    x, y = batch
-    return tf.reduce_mean(tf.cast(loss(y, model(x, training=False)), tf.float32))
-
-
-def _dense(grads, variables):
-    import tensorflow as tf
-
-    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
-
-
-def loss_gradients(model, variables, batch, loss):
-    """∂loss/∂v for each variable, on one batch."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        value = _loss_value(model, batch, loss)
-    return _dense(tape.gradient(value, variables), variables)
-
-
-def hessian_vector_products(model, variables, batch, loss, vectors):
-    """H·v on one batch (H the Hessian of the loss w.r.t. `variables`, v one array per variable): the gradient of
-    g·v, with g from an inner tape."""
-    import tensorflow as tf
-
-    vectors = [tf.stop_gradient(tf.convert_to_tensor(v, var.dtype)) for v, var in zip(vectors, variables)]
-    with tf.GradientTape() as outer:
-        with tf.GradientTape() as inner:
-            value = _loss_value(model, batch, loss)
-        grads = _dense(inner.gradient(value, variables), variables)
-        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vectors)])
-    return _dense(outer.gradient(dot, variables), variables)
 
 
 class GradientCriterion(Criterion):
@@ -126,7 +89,7 @@ class GradientCriterion(Criterion):
         return [m for m in group.members if _variable_path(analysis, m) in saliency]
 
     def member_scores(self, analysis, member, channels, saliency):
-        view = analysis.graph.params[member.param].handle[1]
+        view = analysis.graph.params[member.param].handle
         return slice_sums(view.view(saliency[view.variable.path]), member, channels)
 
     def group_scores(self, analysis, group, saliency):
@@ -135,14 +98,9 @@ class GradientCriterion(Criterion):
         return super().group_scores(analysis, group, saliency)
 
 
-def _is_keras(param):
-    return isinstance(param.handle, tuple) and len(param.handle) == 2 and param.handle[0] == "keras"
-
-
 def _variable_path(analysis, member):
     """The path of the Keras variable behind a member (None for a constant, e.g. a layer's config value)."""
-    param = analysis.graph.params[member.param]
-    variable = getattr(param.handle[1], "variable", None) if _is_keras(param) else None
+    variable = getattr(analysis.graph.params[member.param].handle, "variable", None)
     return None if variable is None else variable.path
 
 

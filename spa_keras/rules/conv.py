@@ -9,7 +9,7 @@
 
 import numpy as np
 
-from spa_keras.rules.registry import register, rewriter
+from spa_keras.rules.registry import register
 
 
 def _bind_bias(ctx, node, labels, slot=2):
@@ -36,7 +36,7 @@ def conv(ctx, node):
         return
     w = node.inputs[1]
     m, cg = ctx.shape(w)[:2]
-    group = node.attr("group", 1)
+    group = node.attr("group")
     c = cg * group
     if group == 1:
         if lin is not None:
@@ -65,7 +65,7 @@ def conv_transpose(ctx, node):
         return
     w = node.inputs[1]
     c, mg = ctx.shape(w)[:2]
-    group = node.attr("group", 1)
+    group = node.attr("group")
     if group == 1:
         if lin is not None:
             ctx.bind(w, 0, lin)
@@ -81,12 +81,3 @@ def conv_transpose(ctx, node):
         return
     _bind_bias(ctx, node, out)
     ctx.set(node.outputs[0], {1: out})
-
-
-@rewriter("Conv", "ConvTranspose")
-def conv_group(surgery, node, proto):
-    group = node.attr("group", 1)
-    w_shape = surgery.old_shape(node.inputs[1])
-    depthwise = group > 1 and (w_shape[1] == 1 if node.op_type == "Conv" else w_shape[0] == group and w_shape[1] == 1)
-    if depthwise:
-        surgery.set_attr(proto, "group", surgery.new_shape(node.inputs[0])[1])

@@ -59,10 +59,14 @@ def broadcast(ctx, node):
 
 @register("Softmax", "LogSoftmax", "Hardmax")
 def softmax(ctx, node):
+    """Normalises over `axis` from opset 13 on; before, over the input flattened to 2-D at `axis` (every axis from
+    `axis` on)."""
     x = node.inputs[0]
     rank = ctx.rank(x)
-    axis = node.attr("axis", -1) % rank
+    axis = node.attr("axis") % rank
+    mixed = [axis] if ctx.opset >= 13 else list(range(axis, rank))
     labels = dict(ctx.get(x))
-    if axis in labels:
-        ctx.freeze(f"{node.op_type} over channels (axis {axis}) mixes them", [labels.pop(axis)])
+    frozen = [labels.pop(a) for a in mixed if a in labels]
+    if frozen:
+        ctx.freeze(f"{node.op_type} over channels (axis {', '.join(map(str, mixed))}) mixes them", frozen)
     ctx.set(node.outputs[0], labels)

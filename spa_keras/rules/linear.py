@@ -11,7 +11,7 @@ from spa_keras.rules.registry import register
 @register("Gemm", creates_channels=True)
 def gemm(ctx, node):
     a, b = node.inputs[0], node.inputs[1]
-    trans_a, trans_b = node.attr("transA", 0), node.attr("transB", 0)
+    trans_a, trans_b = node.attr("transA"), node.attr("transB")
     al = ctx.get(a)
     k_axis_a, m_axis_a = (0, 1) if trans_a else (1, 0)
     if m_axis_a in al:
@@ -84,7 +84,7 @@ def matmul(ctx, node):
 @register("Gather", creates_channels=True)
 def gather(ctx, node):
     data, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
-    axis = node.attr("axis", 0) % ctx.rank(data)
+    axis = node.attr("axis") % ctx.rank(data)
     dl = ctx.get(data)
     if ctx.is_param(data) and not ctx.is_param(indices):
         if ctx.rank(data) == 2 and axis == 0:  # an embedding table: rows are looked up, columns are channels

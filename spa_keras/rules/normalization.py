@@ -6,7 +6,7 @@ there (the channels stay coupled through the statistic). GroupNormalization remo
 one group merge into one prunable unit.
 """
 
-from spa_keras.rules.registry import register, rewriter
+from spa_keras.rules.registry import register
 
 
 @register("BatchNormalization", "InstanceNormalization")
@@ -23,7 +23,7 @@ def batch_norm(ctx, node):
 def layer_norm(ctx, node):
     x = node.inputs[0]
     rank = ctx.rank(x)
-    start = node.attr("axis", -1) % rank
+    start = node.attr("axis") % rank
     labels = dict(ctx.get(x))
     for axis, l in labels.items():
         if axis < start:
@@ -50,10 +50,3 @@ def group_norm(ctx, node):
                 size = ctx.shape(t)[0]
                 ctx.bind(t, 0, labels[1] if size == len(labels[1]) else per_group[:, 0])
     ctx.set(node.outputs[0], labels)
-
-
-@rewriter("GroupNormalization")
-def group_norm_groups(surgery, node, proto):
-    old_c, new_c = surgery.old_shape(node.inputs[0])[1], surgery.new_shape(node.inputs[0])[1]
-    if old_c != new_c:
-        surgery.set_attr(proto, "num_groups", node.attr("num_groups") * new_c // old_c)

@@ -57,9 +57,9 @@ def _reduce_axes(ctx, node, rank):
         value = ctx.value(node.inputs[1])
         axes = None if value is None else value.tolist()
     if node.op_type in ("ArgMax", "ArgMin"):
-        axes = [node.attr("axis", 0)]
+        axes = [node.attr("axis")]
     if axes is None:
-        if node.attr("noop_with_empty_axes", 0):
+        if node.attr("noop_with_empty_axes"):
             return []
         return list(range(rank))
     return sorted(a % rank for a in np.atleast_1d(axes))
@@ -70,7 +70,7 @@ def reduce(ctx, node):
     x = node.inputs[0]
     rank = ctx.rank(x)
     axes = _reduce_axes(ctx, node, rank)
-    keep = node.attr("keepdims", 1)
+    keep = node.attr("keepdims")
     labels = {}
     for axis, l in ctx.get(x).items():
         if axis in axes:

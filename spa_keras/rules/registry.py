@@ -2,23 +2,31 @@
 
 A rule is `rule(ctx, node)`: it reads the channel labels of the node's inputs from `ctx` (a
 `spa_keras.propagation.Propagation`), binds parameters to labels, unions labels that must go together and sets the
-labels of the outputs. A rewriter is `rewrite(surgery, node, proto)`: it fixes attributes and shape constants of one
-op after channels were removed. Ops without a rule are barriers (see `spa_keras.propagation`).
+labels of the outputs. Rules decide coupling only: what surgery must rewrite afterwards (attributes, shape operands)
+lives with each format's surgery. Ops without a rule are barriers (see `spa_keras.propagation`).
 
 Example:
 
->>> @register("Relu")
+>>> @register("MyRelu")
 ... def passthrough(ctx, node):
 ...     ctx.set(node.outputs[0], ctx.get(node.inputs[0]))
+>>> rule_for("MyRelu") is passthrough
+True
+>>> del RULES["MyRelu"]
 """
 
-RULES = {}
-REWRITERS = {}
-CREATORS = set()  # ops whose rule runs even without labelled inputs: they make channels from constants
+from __future__ import annotations
+
+from typing import Callable
+
+Rule = Callable  # rule(ctx: Propagation, node: Node) -> None
+
+RULES: dict[str, Rule] = {}
+CREATORS: set[str] = set()  # ops whose rule runs even without labelled inputs: they make channels from constants
 
 
-def register(*op_types, creates_channels=False):
-    def wrap(fn):
+def register(*op_types: str, creates_channels: bool = False):
+    def wrap(fn: Rule) -> Rule:
         for op in op_types:
             RULES[op] = fn
             if creates_channels:
@@ -28,28 +36,14 @@ def register(*op_types, creates_channels=False):
     return wrap
 
 
-def rewriter(*op_types):
-    def wrap(fn):
-        for op in op_types:
-            REWRITERS[op] = fn
-        return fn
-
-    return wrap
-
-
-def rule_for(op_type):
+def rule_for(op_type: str) -> Rule | None:
     _load()
     return RULES.get(op_type)
 
 
-def creates_channels(op_type):
+def creates_channels(op_type: str) -> bool:
     _load()
     return op_type in CREATORS
-
-
-def rewriter_for(op_type):
-    _load()
-    return REWRITERS.get(op_type)
 
 
 def _load():

@@ -12,7 +12,7 @@ surgery (including the constant pieces of a Shape→Gather→Concat chain).
 
 import numpy as np
 
-from spa_keras.rules.registry import register, rewriter
+from spa_keras.rules.registry import register
 
 
 def _trace(ctx, xs, ys, axes, grid):
@@ -81,19 +81,3 @@ def transpose(ctx, node):
     if x in ctx.grids:
         axes, grid = ctx.grids[x]
         ctx.set_grid(y, [perm.index(a) for a in axes], grid)
-
-
-@rewriter("Reshape")
-def reshape_target(surgery, node, proto):
-    surgery.rewrite_shape_input(node, 1)
-
-
-@rewriter("Expand")
-def expand_target(surgery, node, proto):
-    surgery.rewrite_shape_input(node, 1)
-
-
-@rewriter("Resize")
-def resize_sizes(surgery, node, proto):
-    if len(node.inputs) > 3 and node.inputs[3]:
-        surgery.rewrite_shape_input(node, 3)

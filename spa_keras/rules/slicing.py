@@ -7,7 +7,7 @@ bounds from the channels that remain, which is where other tools get index error
 
 import numpy as np
 
-from spa_keras.rules.registry import register, rewriter
+from spa_keras.rules.registry import register
 
 
 @register("Concat")
@@ -57,7 +57,7 @@ def _split_sizes(ctx, node, length):
 def split(ctx, node):
     x = node.inputs[0]
     rank = ctx.rank(x)
-    axis = node.attr("axis", 0) % rank
+    axis = node.attr("axis") % rank
     labels = ctx.get(x)
     sizes = _split_sizes(ctx, node, ctx.shape(x)[axis])
     offset = 0
@@ -69,7 +69,8 @@ def split(ctx, node):
         offset += size
 
 
-def _slice_params(ctx, node, rank):
+def slice_params(ctx, node, rank):
+    """[(axis, start, end, step)] of a Slice, or None when its bounds are computed at run time."""
     if len(node.inputs) == 1:  # opset < 10: attributes
         starts, ends = node.attr("starts"), node.attr("ends")
         axes = node.attr("axes", list(range(len(starts))))
@@ -89,7 +90,7 @@ def slice_(ctx, node):
     x = node.inputs[0]
     rank = ctx.rank(x)
     labels = dict(ctx.get(x))
-    spec = _slice_params(ctx, node, rank)
+    spec = slice_params(ctx, node, rank)
     if spec is None:
         ctx.freeze("Slice with computed bounds", [labels[a] for a in labels])
         return
@@ -101,46 +102,3 @@ def slice_(ctx, node):
             continue
         labels[axis] = labels[axis][slice(*slice(start, end).indices(len(labels[axis])))]
     ctx.set(node.outputs[0], labels)
-
-
-@rewriter("Split")
-def split_sizes(surgery, node, proto):
-    x = node.inputs[0]
-    axis = node.attr("axis", 0) % len(surgery.old_shape(x))
-    if surgery.old_shape(x)[axis] == surgery.new_shape(x)[axis]:
-        return
-    sizes = [surgery.new_shape(t)[axis] for t in node.outputs]
-    if node.attr("split") is not None:
-        surgery.set_attr(proto, "split", sizes)
-    elif len(node.inputs) > 1 and node.inputs[1]:
-        surgery.set_input_constant(node, 1, np.array(sizes, dtype=np.int64))
-    elif len(set(sizes)) > 1:
-        surgery.add_input_constant(node, np.array(sizes, dtype=np.int64))
-
-
-@rewriter("Slice")
-def slice_bounds(surgery, node, proto):
-    x = node.inputs[0]
-    rank = len(surgery.old_shape(x))
-    spec = _slice_params(surgery.ctx, node, rank)
-    changed = False
-    starts, ends = [], []
-    for axis, start, end, step in spec:
-        keep = surgery.kept_positions(x, axis)
-        if keep is None:
-            starts.append(start)
-            ends.append(end)
-            continue
-        lo, hi, _ = slice(start, end).indices(len(keep))
-        new_lo = int(keep[:lo].sum())
-        starts.append(new_lo)
-        ends.append(new_lo + int(keep[lo:hi].sum()))
-        changed = True
-    if not changed:
-        return
-    if len(node.inputs) == 1:
-        surgery.set_attr(proto, "starts", starts)
-        surgery.set_attr(proto, "ends", ends)
-    else:
-        surgery.set_input_constant(node, 1, np.array(starts, dtype=np.int64))
-        surgery.set_input_constant(node, 2, np.array(ends, dtype=np.int64))

@@ -19,6 +19,9 @@ from spa_keras.frontends.keras.registry import LAYERS, MODEL_HOOKS
 from spa_keras.frontends.keras.view import KerasView  # noqa: F401
 from spa_keras.graph import SPAGraph
 
+# the ONNX opset whose operator semantics the descriptions follow; they write every attribute its schemas default
+OPSET = 17
+
 
 def graph_model(layer):
     """The Functional graph behind a Functional or Sequential model (or None for other layers and models)."""
@@ -50,10 +53,8 @@ def from_keras(model, input_shapes=None):
         shape = [1] + [int(given[i]) if given is not None else (d or 1) for i, d in enumerate(t.shape) if i > 0]
         env[id(t)] = b.tensor(t.name, shape)
     _walk(b, functional, env, prefix="", scopes=set())
-    graph = SPAGraph(b.nodes, b.shapes, b.params, [env[id(t)] for t in functional.inputs],
-                     [env[id(t)] for t in functional.outputs], source=model, layout="NHWC")
-    graph.layer_outputs = b.layer_outputs
-    return graph
+    return SPAGraph(b.nodes, b.shapes, b.params, [env[id(t)] for t in functional.inputs],
+                    [env[id(t)] for t in functional.outputs], source=model, opset=OPSET, layer_outputs=b.layer_outputs)
 
 
 def _walk(b, functional, env, prefix, scopes):

@@ -16,19 +16,18 @@ class KerasParam(Param):
     """A `Param` whose value (in ONNX layout) is read from the Keras variable on first use."""
 
     def __init__(self, name, view, counted=True):
-        self.name, self.handle, self.counted = name, ("keras", view), counted
+        self.name, self.handle, self.counted = name, view, counted
         self._value = None
 
     @property
     def value(self):
         if self._value is None:
-            view = self.handle[1]
-            self._value = view.view(view.read())
+            self._value = self.handle.view(self.handle.read())
         return self._value
 
     @property
     def shape(self):
-        return self.handle[1].view_shape
+        return self.handle.view_shape
 
     def __repr__(self):
         return f"KerasParam({self.name!r}, {self.shape})"

@@ -1,10 +1,9 @@
 """The registry of Keras layer descriptions, keyed by layer class name.
 
 A description adds nodes to the `GraphBuilder` for one call of a layer and returns True, or returns False when this
-call is outside what it covers (the layer then becomes a named barrier). A layer whose widths live in its config
-also registers a `resize(config, layer, weights, out_shape)` that Keras surgery calls with the sliced weights. A
-model class used as a layer may register a resize too (surgery then rebuilds it from its config, keeping its class)
-and a hook that runs after the front-end walked into it (`after_model`: to tie widths its config holds once).
+call is outside what it covers (the layer then becomes a named barrier). A model class used as a layer may register
+a hook that runs after the front-end walked into it (`after_model`: to tie widths its config holds once). How a
+layer's config is rewritten for its new widths is Keras surgery's table (`spa_keras.surgery.keras.resizers`).
 
 Example:
 
@@ -21,7 +20,6 @@ import dataclasses
 class LayerDescription:
     describe: object = None
     single: bool = True  # one input and one output tensor, both with known shapes: describe(b, layer, x, y, xs, ys)
-    resize: object = None
 
 
 LAYERS = {}
@@ -32,15 +30,6 @@ def describes(*class_names, single=True):
         for name in class_names:
             LAYERS.setdefault(name, LayerDescription()).describe = fn
             LAYERS[name].single = single
-        return fn
-
-    return wrap
-
-
-def resizes(*class_names):
-    def wrap(fn):
-        for name in class_names:
-            LAYERS.setdefault(name, LayerDescription()).resize = fn
         return fn
 
     return wrap

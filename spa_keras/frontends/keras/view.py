@@ -18,9 +18,14 @@ import math
 
 import numpy as np
 
+from spa_keras.graph import ParamHandle
 
-@dataclasses.dataclass
-class KerasView:
+
+@dataclasses.dataclass(eq=False)
+class KerasView(ParamHandle):
+    """The handle of a Keras-front-end parameter: a view of a layer's variable or config constant."""
+
+    format = "keras"
     layer: object
     variable: object = None  # a keras Variable; None for a constant read from the layer's config
     perm: tuple = None
@@ -55,6 +60,11 @@ class KerasView:
     def view(self, value):
         value = value if self.perm is None else value.transpose(self.perm)
         return value if self.shape is None else value.reshape(self.shape)
+
+    def unview(self, value):
+        """The inverse of `view`: a value in the view's layout (full size) back in the source's layout."""
+        value = np.asarray(value).reshape(self.permuted_shape)
+        return value if self.perm is None else value.transpose(np.argsort(self.perm))
 
     def variable_masks(self, view_masks):
         """{source axis: keep mask} from {view axis: keep mask}.

@@ -6,7 +6,7 @@ K and V and keeps heads whole. Surgery writes the new `num_heads`, `key_dim` and
 """
 
 from spa_keras.frontends.keras.layers.dense import describe_einsum
-from spa_keras.frontends.keras.registry import describes, resizes
+from spa_keras.frontends.keras.registry import describes
 
 
 def _call_tensors(call):
@@ -51,19 +51,3 @@ def multi_head_attention(b, layer, call):
     merged = b.fresh(layer, "context_bthv", [1, t, heads, value_dim])
     b.node(layer, "Transpose", [context], [merged], perm=[0, 2, 1, 3])
     return describe_einsum(b, layer, layer._output_dense, merged, call.outputs[0], [1, t, heads, value_dim], ys)
-
-
-@resizes("MultiHeadAttention", "CachedMultiHeadAttention")
-def attention_widths(config, layer, weights, out_shape):
-    by_path = dict(zip((v.path for v in layer.weights), weights))
-    query, value = by_path[layer._query_dense.kernel.path], by_path[layer._value_dense.kernel.path]
-    output = by_path[layer._output_dense.kernel.path]
-    config["num_heads"], config["key_dim"] = int(query.shape[1]), int(query.shape[2])
-    if config.get("value_dim") is not None or value.shape[2] != query.shape[2]:
-        config["value_dim"] = int(value.shape[2])
-    # without output_shape the output width follows the query's; say it when the two groups differ now
-    if config.get("output_shape") is not None or output.shape[-1] != query.shape[0]:
-        partial = config.get("output_shape")
-        config["output_shape"] = [int(output.shape[-1])] if isinstance(partial, (list, tuple)) else int(
-            output.shape[-1])
-    return config

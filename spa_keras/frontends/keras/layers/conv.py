@@ -5,7 +5,7 @@ conv ties output channel c·m + j to input channel c, a grouped conv ties positi
 """
 
 from spa_keras.frontends.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
-from spa_keras.frontends.keras.registry import describes, resizes
+from spa_keras.frontends.keras.registry import describes
 
 
 @describes("Conv1D", "Conv2D", "Conv3D")
@@ -17,29 +17,13 @@ def conv(b, layer, x, y, xs, ys):
                                                                         group=getattr(layer, "groups", 1)))
 
 
-@resizes("Conv1D", "Conv2D", "Conv3D")
-def conv_widths(config, layer, weights, out_shape):
-    kernel = weights[0]
-    groups = config.get("groups", 1)
-    if groups > 1 and layer.kernel.shape[-2] == 1:  # depthwise written as a grouped conv (ConvNeXt)
-        config["groups"] = int(kernel.shape[-1] // (layer.filters // groups))
-    config["filters"] = int(kernel.shape[-1])
-    return config
-
-
 @describes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
 def conv_transpose(b, layer, x, y, xs, ys):
     if not is_channels_last(layer):
         return False
     inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
     return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "ConvTranspose", [xf] + inputs,
-                                                                        [yf]))
-
-
-@resizes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-def conv_transpose_widths(config, layer, weights, out_shape):
-    config["filters"] = int(weights[0].shape[-2])  # kernel [*k, filters, in]
-    return config
+                                                                        [yf], group=1))
 
 
 @describes("DepthwiseConv1D", "DepthwiseConv2D")
@@ -67,9 +51,3 @@ def separable(b, layer, x, y, xs, ys):
         b.node(layer, "Conv", [m, pw] + bias(b, layer), [yf], group=1)
 
     return channels_first(b, layer, x, y, xs, ys, body)
-
-
-@resizes("SeparableConv1D", "SeparableConv2D")
-def separable_widths(config, layer, weights, out_shape):
-    config["filters"] = int(weights[1].shape[-1])
-    return config

@@ -9,7 +9,7 @@ import math
 import re
 import string
 
-from spa_keras.frontends.keras.registry import describes, resizes
+from spa_keras.frontends.keras.registry import describes
 
 
 @describes("Dense")
@@ -22,12 +22,6 @@ def dense(b, layer, x, y, xs, ys):
     b.node(layer, "MatMul", [x, kernel], [mm])
     b.node(layer, "Add", [mm, b.param(layer, layer.bias)], [y])
     return True
-
-
-@resizes("Dense")
-def dense_widths(config, layer, weights, out_shape):
-    config["units"] = int(weights[0].shape[-1])
-    return config
 
 
 def einsum_parts(equation, rank):
@@ -86,27 +80,7 @@ def einsum_dense(b, layer, x, y, xs, ys):
     return describe_einsum(b, layer, layer, x, y, xs, ys)
 
 
-@resizes("EinsumDense")
-def einsum_widths(config, layer, weights, out_shape):
-    xl, kl, out = einsum_parts(layer.equation, layer.input_spec.ndim)  # the rank it was built for (any call)
-    n = len([c for c in xl if c not in out])
-    new = dict(zip(kl[n:], weights[0].shape[n:]))
-    partial = config["output_shape"]
-    scalar = not isinstance(partial, (list, tuple))
-    partial = [partial] if scalar else list(partial)
-    letters = out[1:]  # output_shape leaves out the first (batch) axis
-    partial = [int(new[c]) if c in new and d is not None else d for c, d in zip(letters[-len(partial):], partial)]
-    config["output_shape"] = partial[0] if scalar else partial
-    return config
-
-
 @describes("Embedding")
 def embedding(b, layer, x, y, xs, ys):
     b.node(layer, "Gather", [b.param(layer, layer.embeddings), x], [y], axis=0)
     return True
-
-
-@resizes("Embedding")
-def embedding_width(config, layer, weights, out_shape):
-    config["output_dim"] = int(weights[0].shape[-1])
-    return config

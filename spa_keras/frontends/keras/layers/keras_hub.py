@@ -6,9 +6,9 @@ described as a barrier that says so, and the feed-forward width (`intermediate_d
 and the hidden size of such models with `via="onnx"`.
 """
 
-from spa_keras.frontends.keras.layers.dense import dense, embedding, embedding_width
+from spa_keras.frontends.keras.layers.dense import dense, embedding
 from spa_keras.frontends.keras.layers.normalization import layer_norm
-from spa_keras.frontends.keras.registry import after_model, describes, resizes
+from spa_keras.frontends.keras.registry import after_model, describes
 
 
 @describes("ReversibleEmbedding", single=False)
@@ -21,8 +21,6 @@ def reversible_embedding(b, layer, call):
     x, y = call.inputs[0], call.outputs[0]
     return None not in (b.shape(x), b.shape(y)) and embedding(b, layer, x, y, b.shape(x), b.shape(y))
 
-
-resizes("ReversibleEmbedding")(embedding_width)
 
 ATTENTION_REASON = ("keras-hub computes key_dim = hidden_dim / num_heads when it builds: heads and the hidden size "
                     "stay (via='onnx' prunes them)")
@@ -80,13 +78,6 @@ def transformer_encoder(b, layer, call):
     return True
 
 
-@resizes("TransformerEncoder")
-def transformer_encoder_width(config, layer, weights, out_shape):
-    by_path = dict(zip((v.path for v in layer.weights), weights))
-    config["intermediate_dim"] = int(by_path[layer._feedforward_intermediate_dense.kernel.path].shape[-1])
-    return config
-
-
 @describes("ViTEncoder")
 def vit_encoder(b, layer, x, y, xs, ys):
     """Pre-norm blocks; one `mlp_dim` for all blocks, so their feed-forward channels are tied."""
@@ -103,13 +94,6 @@ def vit_encoder(b, layer, x, y, xs, ys):
     return True
 
 
-@resizes("ViTEncoder")
-def vit_encoder_width(config, layer, weights, out_shape):
-    by_path = dict(zip((v.path for v in layer.weights), weights))
-    config["mlp_dim"] = int(by_path[layer.encoder_layers[0].mlp.dense_1.kernel.path].shape[-1])
-    return config
-
-
 # Backbones rebuilt from their own config (so that they keep their class) hold one feed-forward width for all
 # their encoder layers: the encoders' feed-forward channels are tied inside them.
 ENCODER_BACKBONES = ("BertBackbone", "RobertaBackbone", "DistilBertBackbone", "XLMRobertaBackbone")
@@ -124,21 +108,3 @@ def tie_encoder_widths(b, model):
         if type(layer).__name__ == "Dense" and id(layer) in b.layer_outputs:
             b.node(layer, "FixedWidth", [b.layer_outputs[id(layer)]], [], domain="keras",
                    reason=f"{type(model).__name__} sets this width from hidden_dim in its config")
-
-
-@resizes(*ENCODER_BACKBONES)
-def encoder_backbone_width(config, model, weights, out_shape):
-    encoder = next(layer for layer in model.layers if type(layer).__name__ == "TransformerEncoder")
-    return transformer_encoder_width(config, encoder, _weights_of(encoder, model, weights), out_shape)
-
-
-@resizes("ViTBackbone")
-def vit_backbone_width(config, model, weights, out_shape):
-    encoder = next(layer for layer in model.layers if type(layer).__name__ == "ViTEncoder")
-    return vit_encoder_width(config, encoder, _weights_of(encoder, model, weights), out_shape)
-
-
-def _weights_of(layer, model, weights):
-    """The sliced weights of `layer` out of its model's sliced weights (matched by variable path)."""
-    by_path = dict(zip((v.path for v in model.weights), weights))
-    return [by_path[v.path] for v in layer.weights]

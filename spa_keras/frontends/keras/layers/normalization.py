@@ -4,7 +4,7 @@ Rescaling with per-channel statistics (constants that travel with their channels
 import numpy as np
 
 from spa_keras.frontends.keras.builder import channels_first
-from spa_keras.frontends.keras.registry import describes, resizes
+from spa_keras.frontends.keras.registry import describes
 
 
 def _last_axis(layer, rank):
@@ -63,13 +63,6 @@ def group_norm(b, layer, x, y, xs, ys):
     inputs = [b.param(layer, layer.gamma) if layer.scale else "", b.param(layer, layer.beta) if layer.center else ""]
     return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(
         layer, "GroupNormalization", [xf] + inputs, [yf], num_groups=layer.groups, epsilon=layer.epsilon))
-
-
-@resizes("GroupNormalization")
-def group_norm_widths(config, layer, weights, out_shape):
-    old = layer.gamma.shape[0] if layer.scale else layer.beta.shape[0] if layer.center else layer.input.shape[-1]
-    config["groups"] = int(layer.groups * out_shape[-1] // old)
-    return config
 
 
 @describes("Normalization")

@@ -1,6 +1,6 @@
 """Flatten, Reshape, Permute (the engine traces positions), padding, cropping and upsampling (channels pass)."""
 
-from spa_keras.frontends.keras.registry import describes, resizes
+from spa_keras.frontends.keras.registry import describes
 
 
 @describes(*(f"{kind}{d}" for kind in ("ZeroPadding", "Cropping", "UpSampling") for d in ("1D", "2D", "3D")))
@@ -22,13 +22,6 @@ def flatten(b, layer, x, y, xs, ys):
 def reshape(b, layer, x, y, xs, ys):
     b.node(layer, "Reshape", [x], [y])
     return True
-
-
-@resizes("Reshape")
-def reshape_target(config, layer, weights, out_shape):
-    # only sizes that pruning changed are rewritten: -1 stays inferred (a free length the analysis took as 1)
-    config["target_shape"] = tuple(d if d == -1 else int(n) for d, n in zip(layer.target_shape, out_shape[1:]))
-    return config
 
 
 @describes("Permute")

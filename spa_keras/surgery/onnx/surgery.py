@@ -1,13 +1,14 @@
 """ONNX surgery: slice initializers and Constant-node weights, fix attributes and shape constants, validate.
 
-The input ModelProto is copied, never changed. Each parameter axis keeps the positions whose channel stays; op
-rewriters (`spa_keras.rules`) fix what depends on channel counts (depthwise `group`, Split sizes, Slice bounds,
+The input ModelProto is copied, never changed. Each parameter axis keeps the positions whose channel stays (new
+values of kept weights, when a plan carries them, replace the old ones first); the op rewriters of
+`rewriters.py` fix what depends on channel counts (depthwise `group`, Split sizes, Slice bounds,
 Reshape/Expand/Resize targets). Stale `value_info` is dropped; the result passes onnx.checker and loads in
 onnxruntime before it is returned.
 
 Example:
 
->>> slim = prune_onnx(analysis, plan)      # doctest: +SKIP
+>>> slim = prune_onnx(analysis, removed)      # doctest: +SKIP
 """
 
 import numpy as np
@@ -15,17 +16,19 @@ import onnx
 from onnx import helper, numpy_helper
 
 from spa_keras.cost import CostModel
-from spa_keras.errors import ConversionError, InputError
-from spa_keras.rules.registry import rewriter_for
+from spa_keras.errors import ConversionError, InputError, first_line
+from spa_keras.graph import OnnxConstant, OnnxFolded, OnnxInitializer
+from spa_keras.surgery.onnx.rewriters import rewriter_for
 from spa_keras.verify import random_batch
 
 
 class OnnxSurgery:
-    def __init__(self, analysis, removed):
+    def __init__(self, analysis, removed, updates=None):
         self.analysis = analysis
         self.graph = analysis.graph
         self.ctx = analysis.state
         self.removed = removed
+        self.updates = updates or {}
         self.new_shapes = CostModel(analysis).shapes(removed)
         self.model = onnx.ModelProto()
         self.model.CopyFrom(self.graph.source)
@@ -50,10 +53,7 @@ class OnnxSurgery:
         if labels is None:
             binding = self.ctx.bindings.get((tensor, axis))
             labels = None if binding is None else binding.labels
-        if labels is None:
-            return None
-        ids = self.analysis.dense(labels)
-        return ~((ids >= 0) & self.removed[np.maximum(ids, 0)])
+        return None if labels is None else self.analysis.keep_mask(labels, self.removed)
 
     # ---- edits -----------------------------------------------------------------------------------------------
     def set_attr(self, proto, name, value):
@@ -64,22 +64,22 @@ class OnnxSurgery:
         proto.attribute.append(helper.make_attribute(name, value))
 
     def _write_param(self, name, value):
-        param = self.graph.params[name]
-        kind, where = param.handle
+        handle = self.graph.params[name].handle
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
-        if kind == "folded":  # the layout op on constants becomes the constant it computes
-            self._dropped.add(where)
+        if isinstance(handle, OnnxFolded):  # the layout op on constants becomes the constant it computes
+            self._dropped.add(handle.node_index)
             self._add_initializer(tensor)
-        elif kind == "initializer":
+        elif isinstance(handle, OnnxInitializer):
             self._inits[name].CopyFrom(tensor)
             for inp in self.model.graph.input:  # old-style models also list weights as graph inputs
                 if inp.name == name:
                     inp.CopyFrom(helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims)))
-        else:
-            node = self.model.graph.node[where]
-            for a in node.attribute:
+        elif isinstance(handle, OnnxConstant):
+            for a in self.model.graph.node[handle.node_index].attribute:
                 if a.name == "value":
                     a.t.CopyFrom(tensor)
+        else:
+            raise ConversionError(f"ONNX surgery cannot write parameter {name} (a {type(handle).__name__})")
 
     def _add_initializer(self, tensor):
         self.model.graph.initializer.append(tensor)
@@ -167,16 +167,12 @@ class OnnxSurgery:
 
     # ---- the whole job -------------------------------------------------------------------------------------
     def apply(self):
-        keep_masks = {}
-        for (param, axis), _ in self.ctx.bindings.items():
-            keep = self.kept_positions(param, axis)
-            if keep is not None and not keep.all():
-                keep_masks.setdefault(param, []).append((axis, keep))
-        for param, masks in keep_masks.items():
-            value = self.graph.params[param].value
-            for axis, keep in masks:
+        masks = self.analysis.param_masks(self.removed)
+        for param in sorted(set(masks) | set(self.updates)):
+            value = self.updates.get(param, self.graph.params[param].value)
+            for axis, keep in masks.get(param, {}).items():
                 value = np.compress(keep, value, axis=axis)
-            self._write_param(param, value)
+            self._write_param(param, value.astype(self.graph.params[param].value.dtype, copy=False))
         for node in self.graph.nodes:
             rewrite = rewriter_for(node.op_type)
             if rewrite is not None and node.index >= 0 and self.old_shape(node.inputs[0]) is not None:
@@ -187,20 +183,26 @@ class OnnxSurgery:
         return self.model
 
 
-def prune_onnx(analysis, removed, where="pruned model"):
-    """A pruned copy of the analysed ONNX model without the channels in `removed`; checked and loadable."""
+def prune_onnx(analysis, removed, updates=None, where="pruned model"):
+    """A pruned copy of the analysed ONNX model without the channels in `removed` (and with the new values of kept
+    weights in `updates`, {parameter: full-size array}); checked and run before it is returned."""
     from spa_keras.bridges import onnx_io
 
-    model = OnnxSurgery(analysis, removed).apply()
+    model = OnnxSurgery(analysis, removed, updates).apply()
     try:
         session = onnx_io.check(model, where=where)
-        graph = analysis.graph
-        specs = [s for s in onnx_io.input_specs(model)]
-        shapes = {s.name: graph.shape(s.name) for s in specs if graph.shape(s.name)}
-        onnx_io.run(session, random_batch(specs, shapes, batch=1))  # loading is not enough: shapes fail at run
     except (ConversionError, InputError) as exc:
-        raise ConversionError(f"surgery produced an invalid model ({exc}); please report this with the model") from None
+        raise ConversionError(f"surgery produced an invalid model ({exc}); please report this with the model") from exc
+    feeds = analysis_batch(analysis.graph, onnx_io.input_specs(model))
+    try:
+        onnx_io.run(session, feeds)  # loading is not enough: shapes fail at run time
     except Exception as exc:
-        raise ConversionError(f"surgery produced a model onnxruntime cannot run ({str(exc).splitlines()[0][:300]}); "
-                              "please report this with the model") from None
+        onnx_io.require_runs(analysis.graph.source, feeds, where="the input model")  # not ours when it fails too
+        raise ConversionError(f"surgery produced a model onnxruntime cannot run ({first_line(exc)}); please report "
+                              "this with the model") from exc
     return model
+
+
+def analysis_batch(graph, specs):
+    """A random batch of one at the shapes the model was analysed at."""
+    return random_batch(specs, {s.name: graph.shape(s.name) for s in specs if graph.shape(s.name)}, batch=1)

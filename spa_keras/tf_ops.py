@@ -1,4 +1,6 @@
-"""Data for data-driven criteria: batches of (x, y) from whatever the user has, and the loss to differentiate.
+"""The TensorFlow helpers that the gradient criteria, OBSPA and the training callback share: batches of (x, y) from
+whatever the user has, the loss to differentiate, loss gradients and Hessian-vector products (GradientTape; on a
+GPU when TensorFlow sees one).
 
 `data=` may be a `tf.data.Dataset` of batched (x, y) or (x, y, sample_weight) elements (sample weights are not
 used), arrays `(x, y)` (x may be a dict or list of arrays for several inputs; y an array or a list), or any iterable
@@ -10,8 +12,9 @@ is read once: the batches read are kept, so several passes (GraSP, iterative pru
 
 Example:
 
->>> batches = Batches((x, y))                      # doctest: +SKIP
->>> [xb.shape for xb, yb in batches.take(2, batch_size=32)]   # doctest: +SKIP
+>>> x, y = np.zeros((70, 4)), np.zeros(70)
+>>> [xb.shape for xb, yb in Batches((x, y)).take(3, batch_size=32)]
+[(32, 4), (32, 4), (6, 4)]
 """
 
 import numpy as np
@@ -134,3 +137,39 @@ def resolve_loss(loss, model, criterion):
 
 def as_numpy(tensor):
     return np.asarray(tensor.numpy() if hasattr(tensor, "numpy") else tensor)
+
+
+def _loss_value(model, batch, loss):
+    import tensorflow as tf
+
+    x, y = batch
+    return tf.reduce_mean(tf.cast(loss(y, model(x, training=False)), tf.float32))
+
+
+def _dense(grads, variables):
+    import tensorflow as tf
+
+    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+
+
+def loss_gradients(model, variables, batch, loss):
+    """∂loss/∂v for each variable, on one batch."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        value = _loss_value(model, batch, loss)
+    return _dense(tape.gradient(value, variables), variables)
+
+
+def hessian_vector_products(model, variables, batch, loss, vectors):
+    """H·v on one batch (H the Hessian of the loss w.r.t. `variables`, v one array per variable): the gradient of
+    g·v, with g from an inner tape."""
+    import tensorflow as tf
+
+    vectors = [tf.stop_gradient(tf.convert_to_tensor(v, var.dtype)) for v, var in zip(vectors, variables)]
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            value = _loss_value(model, batch, loss)
+        grads = _dense(inner.gradient(value, variables), variables)
+        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vectors)])
+    return _dense(outer.gradient(dot, variables), variables)

@@ -1,0 +1,186 @@
+"""The engine's one seam: analyse -> plan -> channel masks per parameter -> surgery.
+
+`spa.prune`, the training callback, OBSPA and the MXNet route all go through these functions instead of through
+`prune()`: `analyse` picks the front-end by what the model is; `channel_masks` gives, for a set of removed channels,
+the positions every parameter keeps; `slim_model` hands them (and the new values of kept weights a plan may carry)
+to the surgery of the graph's format, chosen by its parameter handles (`SPAGraph.format`); `mask_in_place` zeroes the
+removed channels of every member variable of a live Keras model instead.
+
+Example:
+
+>>> analysis = analyse(keras_model)                                   # doctest: +SKIP
+>>> plan = make_plan(analysis.graph_analysis, flops=0.5)              # doctest: +SKIP
+>>> slim = apply_plan(analysis, plan).model                           # doctest: +SKIP
+>>> mask_in_place(analysis, plan)     # the live model keeps its shapes, removed channels are zero  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+
+import numpy as np
+
+from spa_keras.console import console
+from spa_keras.cost import CostModel
+from spa_keras.errors import InputError
+from spa_keras.groups import GraphAnalysis, analyze_graph
+from spa_keras.plan import PruningPlan
+
+# format of the parameter handles -> (module, slim-model function, in-place masking function or None)
+SURGERIES = {
+    "onnx": ("spa_keras.surgery.onnx", "prune_onnx", None),
+    "keras": ("spa_keras.surgery.keras", "prune_keras", "mask_keras"),
+}
+
+
+class Analysis:
+    """Channel groups of a model, its barriers and counts; `print()` shows the table."""
+
+    def __init__(self, graph_analysis: GraphAnalysis, source: str = "model"):
+        self.graph_analysis = graph_analysis
+        self.source = source
+        self._cost = None
+
+    @property
+    def groups(self):
+        return self.graph_analysis.groups
+
+    @property
+    def barriers(self):
+        return self.graph_analysis.barriers
+
+    @property
+    def cost(self):
+        if self._cost is None:
+            self._cost = CostModel(self.graph_analysis)
+        return self._cost
+
+    @property
+    def counts(self):
+        return self.cost.base
+
+    def report(self, limit=None):
+        from spa_keras.report import analysis_table
+
+        return analysis_table(self.graph_analysis, self.cost, limit)
+
+    def print(self, limit=None):
+        from spa_keras.report import barrier_table
+
+        console.print(f"{self.source}: {self.counts}; {sum(g.channels for g in self.groups):,} channels in "
+                      f"{len(self.groups)} groups, {sum(g.prunable for g in self.groups):,} prunable")
+        console.print(self.report(limit))
+        if self.barriers:
+            console.print(barrier_table(self.graph_analysis))
+
+
+@dataclasses.dataclass
+class PruneResult:
+    model: object
+    plan: PruningPlan
+    before: object
+    after: object
+    analysis: Analysis
+
+    @property
+    def report(self):
+        from spa_keras.report import result_table
+
+        return result_table(self.before, self.after, self.plan, self.analysis.graph_analysis)
+
+
+def analyse(model, input_shapes=None, via=None) -> Analysis:
+    """The `Analysis` of `model`: a keras.Model or .keras/.h5 file through the Keras front-end (or, with
+    `via="onnx"`, its tf2onnx export), an .onnx path or onnx.ModelProto through the ONNX front-end. `input_shapes`:
+    {input name or None: shape with batch}."""
+    keras_model = _keras_model(model)
+    if keras_model is not None:
+        if via != "onnx":
+            from spa_keras.frontends.keras import from_keras
+
+            return Analysis(analyze_graph(from_keras(keras_model, input_shapes)), f"Keras model '{keras_model.name}'")
+        from spa_keras.bridges.keras_to_onnx import keras_to_onnx
+
+        model = keras_to_onnx(keras_model, where=f"Keras model '{keras_model.name}'")
+    from spa_keras.frontends.onnx import from_onnx  # imports onnx: only on the ONNX path
+
+    proto, name = _load_onnx(model)
+    return Analysis(analyze_graph(from_onnx(proto, input_shapes)), name)
+
+
+def _load_onnx(model):
+    import onnx
+
+    from spa_keras.bridges import onnx_io
+
+    if isinstance(model, onnx.ModelProto):
+        return model, "ONNX model"
+    if isinstance(model, (str, os.PathLike)):
+        from spa_keras import files
+
+        kind = files.model_kind(str(model))
+        if kind != files.ONNX:
+            raise InputError(f"{model}: the engine reads ONNX models here; convert first (spa convert {model} "
+                             "model.onnx)")
+        loaded = onnx_io.load(str(model))
+        onnx_io.check(loaded, where=str(model))
+        return loaded, str(model)
+    raise InputError(f"cannot analyse a {type(model).__name__}: give an .onnx path or an onnx.ModelProto")
+
+
+def _keras_model(model):
+    """The keras.Model behind `model` (a keras.Model or a .keras/.h5 path), or None for other kinds."""
+    if isinstance(model, (str, os.PathLike)):
+        from spa_keras import files
+
+        if files.model_kind(str(model)) in (files.KERAS, files.H5):
+            from spa_keras.bridges import keras_io
+
+            return keras_io.load(str(model))
+        return None
+    from spa_keras.convert import is_keras_model
+
+    return model if is_keras_model(model) else None
+
+
+def channel_masks(analysis, removed: np.ndarray) -> dict[str, dict[int, np.ndarray]]:
+    """{parameter: {axis: keep mask}} for every parameter that loses positions (`removed`: bool per channel)."""
+    return _graph_analysis(analysis).param_masks(removed)
+
+
+def _graph_analysis(analysis) -> GraphAnalysis:
+    return getattr(analysis, "graph_analysis", analysis)
+
+
+def _surgery(analysis, which):
+    fmt = analysis.graph.format
+    entry = SURGERIES.get(fmt)
+    if entry is None or entry[which] is None:
+        what = "in-place masking" if which == 2 else "surgery"
+        raise InputError(f"no {what} for models whose parameters are {fmt or 'absent'}"
+                         + ("; in-place masking needs a live Keras model" if which == 2 else ""))
+    return getattr(importlib.import_module(entry[0]), entry[which])
+
+
+def slim_model(analysis, removed: np.ndarray, updates: dict | None = None):
+    """The slim model without the `removed` channels, kept weights replaced by `updates` ({parameter: full-size
+    value in the graph's layout}); the analysed model is not changed."""
+    ga = _graph_analysis(analysis)
+    return _surgery(ga, 1)(ga, removed, updates)
+
+
+def mask_in_place(analysis, plan: PruningPlan | np.ndarray):
+    """Zero the removed channels of every member variable of the analysed live model (a keras.Model), after writing
+    the plan's new values of kept weights; the model keeps its shapes. Returns the model."""
+    ga = _graph_analysis(analysis)
+    removed, updates = (plan.mask(ga), plan.updates) if isinstance(plan, PruningPlan) else (plan, None)
+    return _surgery(ga, 2)(ga, removed, updates)
+
+
+def apply_plan(analysis: Analysis, plan: PruningPlan) -> PruneResult:
+    """Surgery for `plan` on the analysed model: the slim model with its counts before and after."""
+    removed = plan.mask(analysis.graph_analysis)
+    model = slim_model(analysis, removed, plan.updates)
+    return PruneResult(model, plan, analysis.counts, analysis.cost.counts(removed), analysis)
