@@ -11,11 +11,12 @@ Public API (re-exported here; everything else is internal):
 __version__ = "0.1.0"
 
 from spa_keras import importance  # noqa: E402
+from spa_keras.bridges.mxnet_compat import import_mxnet  # noqa: E402
 from spa_keras.convert import convert  # noqa: E402
 from spa_keras.count import count  # noqa: E402
 from spa_keras.errors import ConversionError, InputError, SpaError, VerificationError  # noqa: E402
 from spa_keras.plan import PruningPlan  # noqa: E402
 from spa_keras.pruning import analyze, prune  # noqa: E402
 
-__all__ = ["analyze", "prune", "convert", "count", "importance", "PruningPlan", "SpaError", "InputError",
-           "ConversionError", "VerificationError", "__version__"]
+__all__ = ["analyze", "prune", "convert", "count", "importance", "import_mxnet", "PruningPlan", "SpaError",
+           "InputError", "ConversionError", "VerificationError", "__version__"]

@@ -17,8 +17,8 @@ import click
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-from spa_keras.console import console, err_console  # noqa: E402
-from spa_keras.errors import SpaError  # noqa: E402
+from spa_keras.console import console, err_console, print_check  # noqa: E402
+from spa_keras.errors import SpaError, first_line  # noqa: E402
 
 
 class _Group(click.Group):
@@ -27,6 +27,13 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option: one line, before any work
+            if os.environ.get("SPA_DEBUG"):
+                raise
+            command = exc.ctx.command_path if exc.ctx is not None else "spa"
+            err_console.print(f"spa: error: {exc.format_message()} (see {command} --help)", markup=False,
+                              soft_wrap=True)
+            ctx.exit(2)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except SpaError as exc:
@@ -37,8 +44,7 @@ class _Group(click.Group):
         except Exception as exc:  # a bug or an unexpected library failure: still one line
             if os.environ.get("SPA_DEBUG"):
                 raise
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
-            err_console.print(f"spa: internal error: {type(exc).__name__}: {first} (rerun with --debug for the "
+            err_console.print(f"spa: internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for the "
                               "traceback and report it)", markup=False, soft_wrap=True)
             ctx.exit(1)
 
@@ -52,6 +58,37 @@ def _data_free_criteria():
 _DATA_FREE_CRITERIA = _data_free_criteria()
 
 
+def _fraction(ctx, param, value):
+    """A fraction removed, in [0, 1): checked while parsing, before TensorFlow loads."""
+    if value is not None and not 0 <= value < 1:
+        raise click.BadParameter(f"{param.name}={value:g}: a fraction removed, in [0, 1)")
+    return value
+
+
+# the models `spa analyze` and `spa prune` read, and what `spa prune` writes from each
+PRUNE_INPUTS = ("keras", "h5", "onnx")
+PRUNE_OUTPUTS = {"keras": ("keras", "h5", "onnx", "tflite", "savedmodel"), "onnx": ("onnx", "tflite", "savedmodel")}
+
+
+def _check_prune_paths(model, output, plan_in, plan_out, via):
+    """Every path check `spa prune` can make before loading anything."""
+    from spa_keras import files
+    from spa_keras.errors import InputError
+
+    kind = files.accepted_kind(model, PRUNE_INPUTS, "spa prune")
+    result_kind = "onnx" if kind == "onnx" or via == "onnx" else "keras"
+    out_kind = files.model_kind(output, for_output=True)
+    if out_kind not in PRUNE_OUTPUTS[result_kind]:
+        source = "an ONNX model" if kind == "onnx" else "a Keras model pruned via ONNX"
+        raise InputError(f"{output}: spa prune writes {files.describe(PRUNE_OUTPUTS[result_kind])} from {source}")
+    files.check_output_path(output)
+    files.refuse_same(output, ("the input model", model), ("the plan read (--plan)", plan_in))
+    if plan_out:
+        files.check_output_path(plan_out)
+        files.refuse_same(plan_out, ("the input model", model), ("the output model (-o)", output),
+                          ("the plan read (--plan)", plan_in))
+
+
 def _import_frameworks():
     """Import TensorFlow and Keras with their C++ start-up logging silenced (it bypasses TF_CPP_MIN_LOG_LEVEL)."""
     from spa_keras.console import quiet
@@ -61,11 +98,23 @@ def _import_frameworks():
         import tensorflow  # noqa: F401
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Our warnings (a target that could not be met, a default input size) as one line on stderr; other
+    libraries' warnings only with --debug."""
+    if issubclass(category, UserWarning) and "spa_keras" in str(filename):
+        err_console.print(f"spa: note: {message}", markup=False, soft_wrap=True)
+    elif os.environ.get("SPA_DEBUG"):
+        err_console.print(f"{category.__name__}: {message} ({filename}:{lineno})", markup=False, soft_wrap=True)
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show library output and full tracebacks.")
 @click.version_option(package_name="spa-keras", prog_name="spa")
 def cli(debug):
     """spa-keras: structured pruning that removes channels for real (Keras 3, ONNX, MXNet, TFLite)."""
+    import warnings
+
+    warnings.showwarning = _show_warning
     if debug:
         os.environ["SPA_DEBUG"] = "1"
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
@@ -85,25 +134,33 @@ def convert(source, output, epoch, input_shape, precision, tolerance):
     SOURCE: .keras, .h5, .onnx, a SavedModel directory or an MXNet prefix (PREFIX-symbol.json + PREFIX-0000.params).
     OUTPUT: .onnx, .tflite, .keras, .h5, or a path without extension for a SavedModel directory.
     """
+    from spa_keras import files
     from spa_keras.convert import convert as run_convert
 
+    files.model_kind(source)
+    files.model_kind(output, for_output=True)
+    files.check_output_path(output)
+    files.refuse_same(output, ("the input model", source))
     _import_frameworks()
     with console.status("converting") as status:
         report = run_convert(source, output, epoch=epoch, input_shape=input_shape, precision=precision,
                              tolerance=tolerance, progress=lambda m: status.update(m))
     for check in report.checks:
-        console.print(f"[green]verified[/green] {check}", soft_wrap=True)
+        print_check(check)
     console.print(f"wrote {output}", soft_wrap=True)
 
 
 @cli.command()
 @click.argument("model")
 @click.option("--input-shape", help="Fill free input dimensions (needed for FLOP counts): 1,3,224,224.")
-@click.option("--limit", type=int, help="Show only the first N groups.")
+@click.option("--limit", type=click.IntRange(min=1), help="Show only the first N groups.")
 def analyze(model, input_shape, limit):
     """Show MODEL's channel groups, what blocks them, and their share of parameters and FLOPs."""
+    from spa_keras import files
     from spa_keras.pruning import analyze as run_analyze
 
+    files.accepted_kind(model, PRUNE_INPUTS, "spa analyze")
+    _import_frameworks()
     with console.status("analysing"):
         analysis = run_analyze(model, input_shape)
     analysis.print(limit)
@@ -113,60 +170,64 @@ def analyze(model, input_shape, limit):
 @click.argument("model")
 @click.option("-o", "--output", required=True,
               help="Where to write the pruned model: .keras/.h5 (Keras input), .onnx, .tflite or a SavedModel dir.")
-@click.option("--ratio", type=float, help="Fraction of prunable channels to remove.")
-@click.option("--flops", type=float, help="Fraction of FLOPs to remove.")
-@click.option("--params", type=float, help="Fraction of parameters to remove.")
+@click.option("--ratio", type=float, callback=_fraction, help="Fraction of prunable channels to remove.")
+@click.option("--flops", type=float, callback=_fraction, help="Fraction of FLOPs to remove.")
+@click.option("--params", type=float, callback=_fraction, help="Fraction of parameters to remove.")
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
 @click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False), default="l1",
               show_default=True, help="Importance criterion. The data-driven ones (taylor, snip, grasp, crop, obd) "
               "need training data: use spa.prune(..., criterion=, data=, loss=) in Python.")
 @click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
-@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Keep channel counts multiples of N.")
 @click.option("--ignore", multiple=True, help="Leave groups touching these node/parameter names (regex) alone.")
-@click.option("--max-per-group", type=float, default=0.9, show_default=True,
+@click.option("--max-per-group", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Largest fraction of one group's channels that may go.")
 @click.option("--input-shape", help="Fill free input dimensions: 1,3,224,224.")
-@click.option("--steps", type=int, default=1, show_default=True,
+@click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Prune iteratively: N rounds of score, prune, rescore on the slimmer model.")
 @click.option("--via", type=click.Choice(["onnx"]), help="Prune a Keras model through its tf2onnx export.")
 def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, local_ranking, round_to, ignore,
           max_per_group, input_shape, steps, via):
     """Prune MODEL (.keras, .h5 or .onnx) and write the slim model to OUTPUT, verified before it is written."""
-    from spa_keras import files
     from spa_keras.convert import convert as run_convert
     from spa_keras.pruning import prune as run_prune
     from spa_keras.report import result_table
 
+    _check_prune_paths(model, output, plan_in, plan_out, via)
     _import_frameworks()
-    files.check_output_path(output)
-    files.model_kind(output, for_output=True)
-    if plan_out:
-        files.check_output_path(plan_out)
     with console.status("pruning"):
         result = run_prune(model, ratio=ratio, flops=flops, params=params, plan=plan_in, criterion=criterion,
                            global_ranking=not local_ranking, round_to=round_to, ignore=ignore,
                            max_per_group=max_per_group, input_shape=input_shape, steps=steps, via=via)
-        check = _verify_pruned(result, input_shape)
+        shapes = _analysed_shapes(result.analysis)
+        check = _verify_pruned(result, shapes)
     console.print(result_table(result.before, result.after, result.plan, result.analysis.graph_analysis))
     console.print(f"[green]checked[/green] {check}", soft_wrap=True)
     with console.status("writing") as status:
-        report = run_convert(result.model, output, input_shape=input_shape, progress=status.update)
+        report = run_convert(result.model, output, input_shape=shapes, progress=status.update)
     for verification in report.checks:
-        console.print(f"[green]verified[/green] {verification}", soft_wrap=True)
+        print_check(verification)
     console.print(f"wrote {output}", soft_wrap=True)
     if plan_out:
         result.plan.save(plan_out)
         console.print(f"wrote plan {plan_out}", soft_wrap=True)
 
 
-def _verify_pruned(result, input_shape):
+def _analysed_shapes(analysis):
+    """The input shapes the model was analysed at, for the checks that follow (one input: for whatever name the
+    converted model gives it)."""
+    shapes = dict(analysis.input_shapes)
+    return {None: next(iter(shapes.values()))} if len(shapes) == 1 else shapes
+
+
+def _verify_pruned(result, shapes):
     """The slim model runs with the original's output shapes (values change by design)."""
     from spa_keras.convert import load_source
     from spa_keras.errors import VerificationError
-    from spa_keras.verify import compare, parse_input_shape, random_batch
+    from spa_keras.verify import compare, random_batch
 
-    shapes = parse_input_shape(input_shape)
     original = load_source(result.analysis.graph_analysis.graph.source, input_shape=shapes)
     slim = load_source(result.model, input_shape=shapes)
     feeds = random_batch(original.specs, shapes)

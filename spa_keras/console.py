@@ -12,8 +12,19 @@ import tempfile
 
 from rich.console import Console
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# piped output has no terminal width: rich would wrap at 80 columns and split names; tables there get room
+PIPED_WIDTH = 200
+
+
+def _console(stderr=False):
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, highlight=False, width=PIPED_WIDTH)
+    return console
+
+
+console = _console()
+err_console = _console(stderr=True)
 
 
 def debug_enabled():
@@ -45,3 +56,17 @@ def quiet():
             os.close(saved[1])
             sink.seek(0)
             captured.append(sink.read().decode(errors="replace"))
+
+
+def print_check(check, what=""):
+    """A verification as one line: 'verified' in green, or 'unverified' in yellow when the check could not tell a
+    right model from a wrong one (outputs near zero, or the same for every input)."""
+    tag = "[green]verified[/green]" if check.note is None else "[yellow]unverified[/yellow]"
+    console.print(f"{tag} {what}{check}", soft_wrap=True)
+
+
+def track(items, what):
+    """`items`, with a transient progress bar on a terminal (long passes over large models)."""
+    from rich.progress import track as rich_track
+
+    return rich_track(items, description=what, console=console, transient=True, disable=not console.is_terminal)

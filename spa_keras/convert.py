@@ -121,6 +121,8 @@ def convert(source, output, *, epoch=0, input_shape=None, precision="float32", t
     output = str(output)
     out_kind = files.model_kind(output, for_output=True)
     files.check_output_path(output)
+    if isinstance(source, (str, os.PathLike)):
+        files.refuse_same(output, ("the input model", source))
     if precision != "float32" and out_kind != files.TFLITE:
         raise InputError(f"--precision {precision} applies to .tflite outputs only, not to {output}")
     if out_kind == files.MXNET:
@@ -207,8 +209,8 @@ def _from_onnx(model, output, out_kind, precision, feeds, verify, say, verified=
     from spa_keras.bridges.onnx_to_tf import onnx_to_tf
 
     if out_kind == files.ONNX:
-        if not verified:
-            verify(onnx_io.run(model, feeds), "onnxruntime")
+        if not verified:  # as the source ran: an optimised session rounds differently (fused Conv+BatchNorm)
+            verify(onnx_io.run(onnx_io.session(model, output, optimize=False), feeds), "onnxruntime")
         onnx_io.save(model, output)
         return
     if out_kind not in (files.TFLITE, files.SAVEDMODEL):

@@ -11,15 +11,23 @@ Example:
 >>> model.counts(np.zeros(model.channels, bool))   # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spa_keras.count import GRAPH_MACS, Counts, graph_macs, graph_params
 
+if TYPE_CHECKING:
+    from spa_keras.groups import GraphAnalysis
+
 
 class CostModel:
-    def __init__(self, analysis):
+    """Exact parameter and FLOP counts of the analysed model with any set of channels removed."""
+
+    def __init__(self, analysis: GraphAnalysis):
         self.analysis = analysis
         self.graph = graph = analysis.graph
         self.channels = len(analysis.group_of_channel)
@@ -37,7 +45,7 @@ class CostModel:
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
         self._counted = {n for n, p in graph.params.items() if p.counted}
 
-    def shapes(self, removed):
+    def shapes(self, removed: np.ndarray) -> dict[str, tuple]:
         """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
         new = {}
         gone = np.bincount(self._entry_of, weights=removed[self._ids], minlength=len(self.entries))
@@ -48,7 +56,7 @@ class CostModel:
             new[name] = tuple(shape)
         return new
 
-    def counts(self, removed):
+    def counts(self, removed: np.ndarray) -> Counts:
         """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
         new = self.shapes(removed)
         shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731

@@ -133,9 +133,11 @@ def _prune_demo(model, data, workdir, console, flops=0.5, finetune_images=20000)
     console.print(table)
     out = {"seconds": seconds, "params": [result.before.params, result.after.params],
            "flops": [result.before.flops, result.after.flops]}
+    from spa_keras.console import print_check
+
     path = os.path.join(workdir, "fashion_resnet_slim.tflite")
     for check in convert(slim, path).checks:
-        console.print(f"[green]verified[/green] slim {check}", soft_wrap=True)
+        print_check(check, "slim ")
     if data is None:
         return out
     (x_train, y_train), (x_test, y_test) = data
@@ -167,7 +169,7 @@ def run_demo(workdir=None):
 
     from spa_keras import count
     from spa_keras.bridges import keras_io, onnx_io, tflite_io
-    from spa_keras.console import console
+    from spa_keras.console import console, print_check
     from spa_keras.convert import convert
 
     own_dir = workdir is None
@@ -188,7 +190,7 @@ def run_demo(workdir=None):
             with console.status(f"converting to {kind}") as status:
                 report = convert(model, path, progress=status.update)
             for check in report.checks:
-                console.print(f"[green]verified[/green] {check}", soft_wrap=True)
+                print_check(check)
                 result["checks"][kind] = check.rel
             console.print(f"  wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB, "
                           f"{time.perf_counter() - start:.1f} s)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
+import warnings
 
 import numpy as np
 
@@ -38,9 +39,10 @@ SURGERIES = {
 class Analysis:
     """Channel groups of a model, its barriers and counts; `print()` shows the table."""
 
-    def __init__(self, graph_analysis: GraphAnalysis, source: str = "model"):
+    def __init__(self, graph_analysis: GraphAnalysis, source: str = "model", input_shapes: dict | None = None):
         self.graph_analysis = graph_analysis
         self.source = source
+        self.input_shapes = input_shapes or {}  # {input name: shape at batch 1} the model was analysed at
         self._cost = None
 
     @property
@@ -94,20 +96,45 @@ class PruneResult:
 def analyse(model, input_shapes=None, via=None) -> Analysis:
     """The `Analysis` of `model`: a keras.Model or .keras/.h5 file through the Keras front-end (or, with
     `via="onnx"`, its tf2onnx export), an .onnx path or onnx.ModelProto through the ONNX front-end. `input_shapes`:
-    {input name or None: shape with batch}."""
+    {input name or None: shape with batch}; free dimensions not given take defaults, each said in a warning
+    (`spa_keras.verify.resolve_input_shapes`)."""
     keras_model = _keras_model(model)
     if keras_model is not None:
         if via != "onnx":
-            from spa_keras.frontends.keras import from_keras
+            from spa_keras.bridges import keras_io
+            from spa_keras.frontends.keras import from_keras, require_graph
 
-            return Analysis(analyze_graph(from_keras(keras_model, input_shapes)), f"Keras model '{keras_model.name}'")
+            require_graph(keras_model)
+            shapes = _resolved(keras_io.input_specs(keras_model), input_shapes)
+            return Analysis(analyze_graph(from_keras(keras_model, shapes)), f"Keras model '{keras_model.name}'",
+                            shapes)
         from spa_keras.bridges.keras_to_onnx import keras_to_onnx
 
         model = keras_to_onnx(keras_model, where=f"Keras model '{keras_model.name}'")
+    from spa_keras.bridges import onnx_io
     from spa_keras.frontends.onnx import from_onnx  # imports onnx: only on the ONNX path
 
     proto, name = _load_onnx(model)
-    return Analysis(analyze_graph(from_onnx(proto, input_shapes)), name)
+    shapes = _resolved(onnx_io.input_specs(proto), input_shapes)
+    return Analysis(analyze_graph(from_onnx(proto, shapes)), name, shapes)
+
+
+def input_names(model) -> list[str]:
+    """The names of a model's inputs (a keras.Model or an onnx.ModelProto), in order."""
+    if _keras_model(model) is not None:
+        return [t.name for t in model.inputs]
+    from spa_keras.bridges import onnx_io
+
+    return [s.name for s in onnx_io.input_specs(model)]
+
+
+def _resolved(specs, input_shapes):
+    from spa_keras.verify import resolve_input_shapes
+
+    shapes, notes = resolve_input_shapes(specs, input_shapes)
+    for note in notes:
+        warnings.warn(f"{note}; give input_shape= (--input-shape) to choose", stacklevel=3)
+    return shapes
 
 
 def _load_onnx(model):

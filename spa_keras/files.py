@@ -27,7 +27,51 @@ SAVEDMODEL = "savedmodel"
 MXNET = "mxnet"
 
 _SUFFIXES = {".keras": KERAS, ".h5": H5, ".hdf5": H5, ".onnx": ONNX, ".tflite": TFLITE}
+DESCRIPTIONS = {KERAS: "'.keras'", H5: "'.h5'", ONNX: "'.onnx'", TFLITE: "'.tflite'", SAVEDMODEL: "a SavedModel directory",
+                MXNET: "an MXNet prefix (PREFIX-symbol.json)"}
 KNOWN = "'.keras', '.h5', '.onnx', '.tflite', a SavedModel directory or an MXNet prefix (PREFIX-symbol.json)"
+# what to do with files of other frameworks
+FOREIGN = {".pt": "a PyTorch file: export the model to ONNX (torch.onnx.export) and use the .onnx",
+           ".pth": "a PyTorch file: export the model to ONNX (torch.onnx.export) and use the .onnx",
+           ".pb": "a TensorFlow graph: give the SavedModel directory that holds it",
+           ".pdmodel": "a Paddle model: export it to ONNX (paddle2onnx) and use the .onnx",
+           ".caffemodel": "a Caffe model: convert it to ONNX first and use the .onnx",
+           ".tflite": "TFLite is a deployment format: use the model it was made from (.keras, .onnx, SavedModel)"}
+
+
+def describe(kinds) -> str:
+    """'.keras', '.h5' or '.onnx': the kinds in words, for messages."""
+    words = [DESCRIPTIONS[k] for k in kinds]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def accepted_kind(path, accept, command) -> str:
+    """The kind of the input model at `path`, which `command` must accept (one of `accept`); else one line that
+    says what it reads and what to do with this file."""
+    path = str(path)
+    suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+    reads = f"{command} reads {describe(accept)} models"
+    if suffix in FOREIGN and not (suffix == ".pb" and os.path.isdir(path)):
+        if os.path.exists(path) or suffix != ".tflite":
+            raise InputError(f"{path}: {FOREIGN[suffix]} ({reads})")
+    try:
+        kind = model_kind(path)
+    except InputError as exc:
+        if "unknown model kind" in str(exc):
+            raise InputError(f"{path}: unknown model kind '{suffix or '(no suffix)'}'; {reads}") from exc
+        raise
+    if kind not in accept:
+        raise InputError(f"{path}: {DESCRIPTIONS[kind]} models are not read by {command}; it reads {describe(accept)}")
+    return kind
+
+
+def refuse_same(output, *others):
+    """Refuse an output path that is one of the inputs (or another output): writing it would replace that file."""
+    target = os.path.realpath(str(output))
+    for label, path in others:
+        if path is not None and os.path.realpath(str(path)) == target:
+            raise InputError(f"{output}: this is also {label}; writing it would replace that file. Choose another "
+                             "path")
 
 
 def mxnet_files(prefix, epoch=0):

@@ -81,6 +81,12 @@ class Node:
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     domain: str = ""
     index: int = -1  # position in the source model (ONNX node index), for surgery
+    layer: str = ""  # the Keras layer it describes ('' for ONNX nodes): the name users know
+
+    @property
+    def display_name(self) -> str:
+        """The name reports use: the Keras layer, else the node."""
+        return self.layer or self.name
 
     def attr(self, name: str, default: Any = None) -> Any:
         """An attribute's value. Front-ends fill the schema's defaults, so `default` is only for attributes the

@@ -14,17 +14,19 @@ Example:
 True
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 
 class UnionFind:
     """Union-find over integer labels with array operations."""
 
-    def __init__(self):
-        self.parent = np.zeros(0, dtype=np.int64)
+    def __init__(self) -> None:
+        self.parent: np.ndarray = np.zeros(0, dtype=np.int64)
         self._size = 0
 
-    def new(self, n):
+    def new(self, n: int) -> np.ndarray:
         """`n` fresh labels."""
         start = self._size
         self._size += n
@@ -34,10 +36,10 @@ class UnionFind:
             self.parent = grown
         return np.arange(start, start + n, dtype=np.int64)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self._size
 
-    def find(self, labels):
+    def find(self, labels: np.ndarray) -> np.ndarray:
         """Roots of `labels` (any shape), with path compression."""
         labels = np.asarray(labels, dtype=np.int64)
         parent = self.parent
@@ -50,7 +52,7 @@ class UnionFind:
         parent[labels] = roots
         return roots
 
-    def union(self, a, b):
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
         """Merge label `a[i]` with `b[i]` for every i (arrays of one shape)."""
         a = np.asarray(a, dtype=np.int64).ravel()
         b = np.asarray(b, dtype=np.int64).ravel()
@@ -63,6 +65,6 @@ class UnionFind:
             lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
             self.parent[hi] = lo
 
-    def roots(self):
+    def roots(self) -> np.ndarray:
         """Root of every label created so far."""
         return self.find(np.arange(self._size))

@@ -23,13 +23,19 @@ import json
 import math
 import os
 import re
+import warnings
 
 import numpy as np
 
 from spa_keras.cost import CostModel
+from spa_keras.groups import GraphAnalysis
 from spa_keras.errors import InputError, first_line
 from spa_keras.importance import Criterion, score_groups
-from spa_keras.importance.registry import criterion_name
+from spa_keras.importance.registry import criterion_name, get_criterion
+from spa_keras.search import BlockSearch
+
+# a plan that lands further than this from its target (absolute fraction) says so
+LANDING = 0.02
 
 
 @dataclasses.dataclass
@@ -73,7 +79,7 @@ class PruningPlan:
         """Where a plan saved at `path` keeps its new weight values."""
         return os.path.splitext(str(path))[0] + ".weights.npz"
 
-    def save(self, path):
+    def save(self, path) -> str:
         from spa_keras import files
 
         if self.updates:  # the values first: a JSON on disk never names values that are not there
@@ -101,10 +107,10 @@ class PruningPlan:
             raise InputError(f"{path}: cannot read the pruning plan ({first_line(exc)})") from exc
 
     @property
-    def removed_channels(self):
+    def removed_channels(self) -> int:
         return sum(len(v) for v in self.removed.values())
 
-    def mask(self, analysis):
+    def mask(self, analysis: GraphAnalysis) -> np.ndarray:
         """Global removed-channel mask for `analysis`; raises when the plan was made for another model."""
         by_key = {g.key: g for g in analysis.groups}
         removed = np.zeros(len(analysis.group_of_channel), bool)
@@ -121,7 +127,7 @@ class PruningPlan:
         return removed
 
 
-def _offsets(analysis):
+def _offsets(analysis: GraphAnalysis) -> list[int]:
     out, start = [], 0
     for g in analysis.groups:
         out.append(start)
@@ -129,7 +135,7 @@ def _offsets(analysis):
     return out
 
 
-def _fraction(name, value):
+def _fraction(name: str, value) -> float | None:
     if value is None:
         return None
     value = float(value)
@@ -138,124 +144,106 @@ def _fraction(name, value):
     return value
 
 
-def ignored_groups(analysis, ignore=()):
+def ignored_groups(analysis: GraphAnalysis, ignore=()) -> list[bool]:
     """Per group: True when it touches a parameter or node matching one of the `ignore` regular expressions."""
     patterns = [re.compile(p) for p in ([ignore] if isinstance(ignore, str) else list(ignore or ()))]
     return [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
             for g in analysis.groups]
 
 
-def prunable_channels(analysis, ignore=()):
+def prunable_channels(analysis: GraphAnalysis, ignore=()) -> int:
     """How many channels a `ratio` target counts: the unblocked channels of the groups not ignored."""
     return int(sum((~g.blocked).sum() for g, skip in zip(analysis.groups, ignored_groups(analysis, ignore))
                    if not skip))
 
 
-def make_plan(analysis, *, ratio=None, flops=None, params=None, criterion="l1", global_ranking=True, round_to=1,
-              ignore=(), max_per_group=0.9, scores=None, data=None, loss=None, removable=None):
-    """Choose the channels to remove; return a `PruningPlan`.
+def _round_to(round_to) -> int:
+    if isinstance(round_to, bool) or not float(round_to).is_integer() or int(round_to) < 1:
+        raise InputError(f"round_to={round_to!r}: channel counts stay multiples of this whole number, at least 1")
+    return int(round_to)
 
-    `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
-    relative to the original model).
-    """
+
+def _target(ratio, flops, params) -> tuple[str, float]:
     targets = {k: _fraction(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params))
                if v is not None}
     if len(targets) != 1:
         raise InputError("give exactly one target: ratio=, flops= or params= (a fraction removed)")
     (kind, amount), = targets.items()
+    return kind, amount
+
+
+def _eligible(analysis, scores, ignored, max_per_group, removable):
+    """Per global channel: its score and whether it may go (unblocked, its group not ignored, among the group's
+    `cap` lowest scored; the cap keeps at least one channel and `max_per_group` of them)."""
+    offsets = _offsets(analysis)
+    score = np.full(len(analysis.group_of_channel), np.inf)
+    eligible = np.zeros(len(score), bool)
+    for g, s, skip in zip(analysis.groups, scores, ignored):
+        free = np.flatnonzero(~g.blocked)
+        if skip or not len(free):
+            continue
+        cap = min(int(math.floor(max_per_group * g.channels)), g.channels - 1, len(free))
+        if removable is not None and g.key in removable:
+            cap = max(0, min(cap, int(removable[g.key])))
+        score[offsets[g.id] + free] = s[free]
+        eligible[offsets[g.id] + free[np.argsort(s[free], kind="stable")[:cap]]] = True
+    return score, eligible
+
+
+def _achieved(analysis, kind, ignore):
+    """The fraction a removed-channel mask achieves of the target's kind (channels after rounding for `ratio`)."""
+    if kind == "ratio":
+        prunable = max(prunable_channels(analysis, ignore), 1)
+        return lambda mask: float(mask.sum()) / prunable
+    cost = CostModel(analysis)
+    base = getattr(cost.base, kind)
+    return lambda mask: 1 - getattr(cost.counts(mask), kind) / base if base else 0.0
+
+
+def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: float | None = None,
+              params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int = 1, ignore=(),
+              max_per_group: float = 0.9, scores=None, data=None, loss=None,
+              removable: dict[str, int] | None = None) -> PruningPlan:
+    """Choose the channels to remove; return a `PruningPlan`.
+
+    `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
+    relative to the original model). When no layout within 2% of the target exists under `round_to`,
+    `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
+    """
+    kind, amount = _target(ratio, flops, params)
     if not 0 < max_per_group <= 1:
         raise InputError(f"max_per_group={max_per_group}: a fraction in (0, 1]")
-    round_to = max(1, int(round_to))
-    groups = analysis.groups
+    round_to = _round_to(round_to)
+    given = criterion
     if scores is None:
+        criterion = get_criterion(criterion)  # one instance scores and, for OBSPA, reconstructs
         scores = score_groups(criterion, analysis, data=data, loss=loss)
-    ignored = ignored_groups(analysis, ignore)
-    offsets = _offsets(analysis)
-    n = len(analysis.group_of_channel)
-    score = np.full(n, np.inf)
-    cap = np.zeros(len(groups), int)
-    for g, s, skip in zip(groups, scores, ignored):
-        free = ~g.blocked
-        if skip or not free.any():
-            continue
-        score[offsets[g.id]:offsets[g.id] + g.channels][free] = s[free]
-        cap[g.id] = min(int(math.floor(max_per_group * g.channels)), g.channels - 1, int(free.sum()))
-        if removable is not None and g.key in removable:
-            cap[g.id] = max(0, min(cap[g.id], int(removable[g.key])))
-    candidate = np.isfinite(score)
-    group_of = analysis.group_of_channel
-    # rank of each channel inside its group by score: only the lowest `cap` of a group may go
-    order_in_group = np.lexsort((score, group_of))
-    rank = np.empty(n, int)
-    starts = np.searchsorted(group_of[order_in_group], np.arange(len(groups)))
-    rank[order_in_group] = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
-    eligible = candidate & (rank < cap[group_of])
-    cost = CostModel(analysis)
-
-    if global_ranking:
-        order = np.flatnonzero(eligible)[np.argsort(score[eligible], kind="stable")]
-
-        def removal(k):
-            mask = np.zeros(n, bool)
-            mask[order[:k]] = True
-            return _round(mask, score, analysis, offsets, round_to)
-        limit = len(order)
-    else:
-        def removal(k):  # k in thousandths of each group's prunable channels
-            mask = np.zeros(n, bool)
-            for g in groups:
-                if cap[g.id] == 0:
-                    continue
-                take = min(cap[g.id], int(round(k / 1000 * (~g.blocked).sum())))
-                idx = np.flatnonzero(eligible & (group_of == g.id))
-                mask[idx[np.argsort(score[idx], kind="stable")[:take]]] = True
-            return _round(mask, score, analysis, offsets, round_to)
-        limit = 1000
-
-    if kind == "ratio":  # channels removed, counted after rounding
-        goal = int(round(amount * prunable_channels(analysis, ignore)))
-
-        def reached(k):
-            return int(removal(k).sum()) >= goal
-    else:
-        base = getattr(cost.base, kind)
-
-        def reached(k):
-            return 1 - getattr(cost.counts(removal(k)), kind) / base >= amount
-    if amount == 0:
-        mask = np.zeros(n, bool)
-    else:  # the smallest k that reaches the target (what is removed grows with k), or everything allowed
-        lo, hi = 0, limit
-        if reached(hi):
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if reached(mid):
-                    hi = mid
-                else:
-                    lo = mid + 1
-        mask = removal(hi)
+    score, eligible = _eligible(analysis, scores, ignored_groups(analysis, ignore), max_per_group, removable)
+    achieved = _achieved(analysis, kind, ignore)
+    goal = amount
+    if kind == "ratio":  # a whole number of channels
+        prunable = max(prunable_channels(analysis, ignore), 1)
+        goal = round(amount * prunable) / prunable
+    search = BlockSearch(analysis.groups, _offsets(analysis), score, eligible, round_to, global_ranking)
+    mask = search.search(achieved, goal)
+    reached = achieved(mask)
+    if amount and abs(reached - amount) > LANDING:
+        warnings.warn(f"{kind}={amount:g}: the plan removes {reached:.1%}; no layout closer to the target was found "
+                      f"with round_to={round_to}, max_per_group={max_per_group:g} and the model's barriers",
+                      stacklevel=2)
+    updates = criterion.updates(analysis, mask) if hasattr(criterion, "updates") else {}
     removed = {}
-    for g in groups:
+    offsets = _offsets(analysis)
+    for g in analysis.groups:
         idx = np.flatnonzero(mask[offsets[g.id]:offsets[g.id] + g.channels])
         if len(idx):
             removed[g.key] = idx.tolist()
-    return PruningPlan(removed, {g.key: g.channels for g in groups},
-                       {"kind": kind, "amount": amount, "criterion": criterion_name(criterion),
-                        **({"criterion_options": repr(criterion)} if isinstance(criterion, Criterion) else {}),
-                        "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group})
-
-
-def _round(mask, score, analysis, offsets, round_to):
-    """Keep more channels where needed so every group keeps a multiple of `round_to`: of the channels a group would
-    lose, the best scored are given back."""
-    if round_to == 1:
-        return mask
-    mask = mask.copy()
-    for g in analysis.groups:
-        part = mask[offsets[g.id]:offsets[g.id] + g.channels]
-        removed = np.flatnonzero(part)
-        extra = min((len(removed) - g.channels) % round_to, len(removed))
-        if extra:
-            best = removed[np.argsort(score[offsets[g.id] + removed], kind="stable")[::-1][:extra]]
-            part[best] = False
-    return mask
+    options = isinstance(given, Criterion) or hasattr(criterion, "updates")
+    return PruningPlan(removed, {g.key: g.channels for g in analysis.groups},
+                       {"kind": kind, "amount": amount, "reached": round(float(reached), 6),
+                        "criterion": criterion_name(criterion),
+                        **({"criterion_options": repr(criterion)} if options else {}),
+                        **({"reconstructed": "kept weights of the layers after removed channels were refit "
+                                             "(their new values are in the plan's .weights.npz)"} if updates else {}),
+                        "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group},
+                       updates)

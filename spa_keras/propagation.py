@@ -172,7 +172,7 @@ class Propagation:
             labels = list(self.get(out).values())
             if labels:  # named after the op that makes it (a Keras layer), not the tensor (keras_tensor_28)
                 producer = self.graph.producer(out)
-                name = out if producer is None else producer.name
+                name = out if producer is None else producer.display_name
                 self.barriers.append(Barrier(name, "output", "graph output: its shape must not change", labels))
         return self
 

@@ -9,7 +9,7 @@ Example:
 >>> result.model, result.plan, result.report              # doctest: +SKIP
 """
 
-from spa_keras.engine import Analysis, PruneResult, analyse, apply_plan, slim_model  # noqa: F401
+from spa_keras.engine import Analysis, PruneResult, analyse, apply_plan, input_names, slim_model  # noqa: F401
 from spa_keras.errors import InputError
 from spa_keras.plan import PruningPlan, make_plan
 
@@ -70,11 +70,11 @@ def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l
         if steps == 1:
             plan = make_plan(ga, ratio=ratio, flops=flops, params=params, **options)
         else:
-            plan = _iterative_plan(analysis, ratio, flops, params, steps, input_shape, **options)
+            plan = _iterative_plan(analysis, ratio, flops, params, steps, analysis.input_shapes, **options)
     return apply_plan(analysis, plan)
 
 
-def _iterative_plan(analysis, ratio, flops, params, steps, input_shape, **options):
+def _iterative_plan(analysis, ratio, flops, params, steps, input_shapes, **options):
     """Score, prune and rescore `steps` times; return one plan for the original model.
 
     Step k aims at k/steps of the target, counted on the original model: it removes from the current slim model
@@ -113,7 +113,8 @@ def _iterative_plan(analysis, ratio, flops, params, steps, input_shape, **option
         for key, idx in plan.removed.items():
             kept[key_of[key]] = np.delete(kept[key_of[key]], idx)
         if step < steps and plan.removed:
-            current = analyze(slim_model(ga, plan.mask(ga)), input_shape)
+            slim = slim_model(ga, plan.mask(ga))  # its inputs may be named anew (Keras): the same shapes in order
+            current = analyze(slim, dict(zip(input_names(slim), input_shapes.values())))
     removed = {key: np.setdiff1d(np.arange(n), kept[key]).tolist() for key, n in original.items()
                if len(kept[key]) < n}
     return PruningPlan(removed, original, dict(plan.target, amount=amount, steps=steps))

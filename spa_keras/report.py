@@ -21,7 +21,7 @@ def analysis_table(analysis, cost, limit=None):
     table = Table(title=f"{len(analysis.groups)} channel groups, {len(analysis.barriers)} barriers")
     for col, justify in (("group", "right"), ("first member", "left"), ("channels", "right"), ("members", "right"),
                          ("params %", "right"), ("FLOPs %", "right"), ("status", "left")):
-        table.add_column(col, justify=justify, overflow="fold")
+        table.add_column(col, justify=justify, overflow="fold", no_wrap=col != "status")  # names stay whole
     shares = group_shares(analysis, cost)
     for g, (p, f) in list(zip(analysis.groups, shares))[:limit]:
         if not g.blocked.any():
@@ -37,8 +37,8 @@ def analysis_table(analysis, cost, limit=None):
 
 def barrier_table(analysis):
     table = Table(title="barriers (channels that cross them stay)")
-    table.add_column("node")
-    table.add_column("op")
+    table.add_column("node", no_wrap=True)
+    table.add_column("op", no_wrap=True)
     table.add_column("why")
     for b in analysis.barriers:
         table.add_row(b.node, b.op_type, b.reason)

@@ -26,7 +26,8 @@ def _is_array(obj):
     return hasattr(obj, "shape") and len(getattr(obj, "shape", ())) >= 1
 
 
-def _length(x):
+def length(x):
+    """Rows of an array, or of the first array of a dict or list of them."""
     if isinstance(x, dict):
         x = next(iter(x.values()))
     elif isinstance(x, (list, tuple)):
@@ -51,8 +52,8 @@ def _arrays(data):
         isinstance(x, list) and x and all(_is_array(v) for v in x))
     if not x_ok or not (_is_array(y) or isinstance(y, list)):
         return False
-    if _length(x) != len(y):
-        raise InputError(f"data=(x, y): x has {_length(x)} rows and y {len(y)}; give one label per row")
+    if length(x) != len(y):
+        raise InputError(f"data=(x, y): x has {length(x)} rows and y {len(y)}; give one label per row")
     return True
 
 
@@ -83,7 +84,7 @@ class Batches:
         data = self.data
         if _arrays(data):
             x, y = data[0], np.asarray(data[1]) if isinstance(data[1], list) else data[1]
-            n = _length(x)
+            n = length(x)
             batches = [(_slice(x, i, i + batch_size), y[i:i + batch_size]) for i in range(0, n, batch_size)][:count]
         elif _is_tf_dataset(data):
             batches = [_pair(e, "the tf.data.Dataset") for e in data.take(count)]
@@ -128,8 +129,8 @@ def resolve_loss(loss, model, criterion):
 
         try:
             loss = keras.losses.get(loss)
-        except ValueError:
-            raise InputError(f"loss={loss!r}: not a Keras loss name") from None
+        except ValueError as exc:
+            raise InputError(f"loss={loss!r}: not a Keras loss name") from exc
     if not callable(loss):
         raise InputError(f"loss={loss!r}: give a Keras loss, a loss name or a function loss(y_true, y_pred)")
     return loss

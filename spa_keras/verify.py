@@ -41,21 +41,101 @@ def parse_input_shape(text):
         for part in str(text).split(";"):
             name, _, dims = part.rpartition(":")
             shapes[name.strip() or None] = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
-    except ValueError:
+    except ValueError as exc:
         raise InputError(f"--input-shape {text!r}: expected comma-separated integers such as 1,224,224,3 "
-                         "(or NAME:1,224,224,3;NAME2:... for several inputs)") from None
+                         "(or NAME:1,224,224,3;NAME2:... for several inputs)") from exc
+    if any(not dims for dims in shapes.values()):
+        raise InputError(f"--input-shape {text!r}: no dimensions given; expected comma-separated integers such as "
+                         "1,224,224,3")
     return shapes
+
+
+# free height and width of an image input when none is given: what most image models are made for
+IMAGE_SIZE = 224
+# a free sequence length in suggestions
+SEQUENCE_LENGTH = 128
+
+
+def image_axes(shape):
+    """The free (height, width) axes of a 4-D image input whose channel count is known: (2, 3) for NCHW, (1, 2) for
+    NHWC; None for other inputs."""
+    if len(shape) != 4:
+        return None
+    if shape[1] is not None and shape[2] is None and shape[3] is None:
+        return (2, 3)
+    if shape[3] is not None and shape[1] is None and shape[2] is None:
+        return (1, 2)
+    return None
+
+
+def suggested_shape(shape):
+    """What a user would give for `shape`'s free dimensions: batch 1, 224x224 for images, 128 for the rest.
+
+    >>> suggested_shape((None, 3, None, None))
+    (1, 3, 224, 224)
+    >>> suggested_shape((None, None))
+    (1, 128)
+    """
+    image = image_axes(shape) or ()
+    return tuple(1 if i == 0 and d is None else IMAGE_SIZE if i in image else SEQUENCE_LENGTH if d is None else d
+                 for i, d in enumerate(shape))
+
+
+def _given(spec, input_shapes):
+    """The shape `input_shapes` gives for `spec`, checked against its rank and fixed dimensions (or None)."""
+    given = (input_shapes or {}).get(spec.name, (input_shapes or {}).get(None))
+    if given is None:
+        return None
+    if len(given) != len(spec.shape):
+        raise InputError(f"input '{spec.name}' has rank {len(spec.shape)} {_fmt(spec.shape)}, but --input-shape "
+                         f"gives {len(given)} dimensions {_fmt(given)}; for example --input-shape "
+                         f"{','.join(map(str, suggested_shape(spec.shape)))}")
+    for axis, (fixed, g) in enumerate(zip(spec.shape, given)):
+        if int(g) < 1:
+            raise InputError(f"--input-shape {_fmt(given)}: dimension {axis} is {g}; sizes are positive")
+        if axis and fixed is not None and int(g) != fixed:
+            raise InputError(f"input '{spec.name}' is {_fmt(spec.shape)}, but --input-shape {_fmt(given)} gives "
+                             f"{g} at axis {axis} where the model has {fixed} (channels first or last?)")
+    return tuple(int(g) for g in given)
+
+
+def resolve_input_shapes(specs, input_shapes=None):
+    """{input name: shape at batch 1} with every free dimension filled, and notes on the defaults taken.
+
+    Given sizes come first (`input_shapes`: {name or None: shape}, names checked). Otherwise a 4-D image input's
+    free height and width are `IMAGE_SIZE` and any other free dimension counts as 1; each default is a note.
+
+    >>> from spa_keras.verify import TensorSpec
+    >>> resolve_input_shapes([TensorSpec("x", (None, 3, None, None))])
+    ({'x': (1, 3, 224, 224)}, ["input 'x' (?, 3, ?, ?) has a free height and width: taken as 224x224"])
+    """
+    names = {s.name for s in specs}
+    unknown = sorted(set(input_shapes or {}) - names - {None})
+    if unknown:
+        raise InputError(f"--input-shape names {', '.join(map(repr, unknown))}, but the model's inputs are "
+                         f"{', '.join(sorted(map(repr, names)))}")
+    shapes, notes = {}, []
+    for spec in specs:
+        given = _given(spec, input_shapes)
+        if given is not None:
+            shapes[spec.name] = (1,) + given[1:]
+            continue
+        image = image_axes(spec.shape)
+        if image:
+            notes.append(f"input '{spec.name}' {_fmt(spec.shape)} has a free height and width: taken as "
+                         f"{IMAGE_SIZE}x{IMAGE_SIZE}")
+        elif None in spec.shape[1:]:
+            notes.append(f"input '{spec.name}' {_fmt(spec.shape)} has free dimensions: taken as 1 (FLOPs count "
+                         "them as 1)")
+        shapes[spec.name] = tuple(1 if i == 0 else IMAGE_SIZE if i in (image or ()) else (d or 1)
+                                  for i, d in enumerate(spec.shape))
+    return shapes, notes
 
 
 def concrete_shape(spec, input_shapes=None, batch=2):
     """`spec.shape` with every free dimension filled: the batch from `batch`, the rest from `input_shapes`."""
-    given = None
-    if input_shapes:
-        given = input_shapes.get(spec.name, input_shapes.get(None))
+    given = _given(spec, input_shapes)
     if given is not None:
-        if len(given) != len(spec.shape):
-            raise InputError(f"input '{spec.name}' has rank {len(spec.shape)} {_fmt(spec.shape)}, "
-                             f"but --input-shape gives {len(given)} dimensions {_fmt(given)}")
         shape = [g if s is None else s for s, g in zip(spec.shape, given)]
         shape[0] = batch if spec.shape[0] is None else spec.shape[0]
         return tuple(shape)
@@ -65,7 +145,7 @@ def concrete_shape(spec, input_shapes=None, batch=2):
     free = [i for i, d in enumerate(shape) if d is None]
     if free:
         raise InputError(f"input '{spec.name}' has free dimensions {_fmt(spec.shape)}: pass --input-shape "
-                         f"(for example --input-shape {','.join('1' if d is None else str(d) for d in spec.shape)})")
+                         f"(for example --input-shape {','.join(map(str, suggested_shape(spec.shape)))})")
     return tuple(shape)
 
 
@@ -87,26 +167,55 @@ def random_batch(specs, input_shapes=None, batch=2, seed=0):
     return feeds
 
 
+# outputs smaller than this are float32 rounding noise of O(1) activations: a comparison against them tells nothing
+NEAR_ZERO = 1e-6
+
+
 @dataclasses.dataclass(frozen=True)
 class Verification:
-    """The outcome of one comparison: largest absolute difference, output scale and their ratio."""
+    """The outcome of one comparison: largest absolute difference, output scale and their ratio.
+
+    `spread` is how much the reference outputs vary across the batch: when they do not vary, any model that
+    gives the same constant passes, and the check says it cannot tell. Outputs below `NEAR_ZERO` are within
+    float32 rounding of zero: differences under ten times that pass, and the check says it cannot tell.
+
+    >>> print(Verification("keras", "onnxruntime", 1.5e-07, 1.8e-07, 1e-4, spread=1e-7).note)
+    outputs are near zero (scale 1.80e-07): float32 rounding alone is that large, the check cannot tell
+    """
 
     source: str
     target: str
     max_abs: float
     scale: float
     tolerance: float
+    spread: float = float("inf")
 
     @property
     def rel(self):
         return self.max_abs / self.scale if self.scale > 0 else self.max_abs
 
     @property
+    def near_zero(self):
+        return self.scale < NEAR_ZERO
+
+    @property
     def ok(self):
-        return bool(np.isfinite(self.rel)) and self.rel <= self.tolerance
+        if not np.isfinite(self.max_abs):
+            return False
+        return self.rel <= self.tolerance or (self.near_zero and self.max_abs <= 10 * NEAR_ZERO)
+
+    @property
+    def note(self):
+        """Why the check cannot tell a right model from a wrong one, or None when it can."""
+        if self.near_zero:
+            return (f"outputs are near zero (scale {self.scale:.2e}): float32 rounding alone is that large, the check "
+                    "cannot tell")
+        if self.spread <= self.tolerance * self.scale:
+            return "the outputs do not depend on the input (the same for every sample): the check cannot tell"
+        return None
 
     def __str__(self):
-        verdict = "ok" if self.ok else "FAILED"
+        verdict = "FAILED" if not self.ok else "ok" if self.note is None else f"inconclusive: {self.note}"
         return (f"{self.target} vs {self.source}: max |diff| {self.max_abs:.2e}, output scale {self.scale:.2e}, "
                 f"relative {self.rel:.2e} (tolerance {self.tolerance:.0e}) {verdict}")
 
@@ -153,14 +262,18 @@ def _align(name, ref, out):
 
 def compare(reference, outputs, *, source, target, tolerance=TOLERANCE["float32"]):
     """Compare two `{output name: array}` dicts (same batch); return a `Verification`."""
-    max_abs, scale = 0.0, 0.0
+    max_abs, scale, spread = 0.0, 0.0, 0.0
     for name, ref, out in _pairs(reference, outputs):
         ref = _align(name, ref, out).astype(np.float64)
         out = np.asarray(out, np.float64)
         diff = float(np.max(np.abs(ref - out), initial=0.0))
         max_abs = max(max_abs, diff if np.isfinite(diff) else float("inf"))  # NaN must not compare away
         scale = max(scale, float(np.max(np.abs(ref), initial=0.0)))
-    return Verification(source, target, max_abs, scale, tolerance)
+        if ref.ndim and len(ref) > 1:  # how much the samples of the batch differ
+            spread = max(spread, float(np.max(np.abs(ref - ref[:1]), initial=0.0)))
+        else:
+            spread = float("inf")
+    return Verification(source, target, max_abs, scale, tolerance, spread)
 
 
 def _fmt(shape):

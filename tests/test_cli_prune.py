@@ -86,3 +86,99 @@ def test_prune_options_reach_the_plan(tmp_path):
     again = tmp_path / "again.keras"
     assert invoke("prune", src, "-o", again, "--plan", plan).exit_code == 0
     assert keras.models.load_model(again).count_params() == keras.models.load_model(out).count_params()
+
+
+def compiled_cnn(path):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.ReLU()(layers.Conv2D(16, 3, name="a_rather_long_layer_name_for_the_first_convolution")(inputs))
+    x = layers.GlobalAveragePooling2D()(layers.Conv2D(16, 3, name="conv2")(x))
+    model = keras.Model(inputs, layers.Dense(4, name="head")(x))
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.save(path)
+    return model
+
+
+def test_prune_refuses_to_replace_its_input(tmp_path):
+    src = tmp_path / "a.keras"
+    compiled_cnn(src)
+    before = src.read_bytes()
+    for args, fragment in ((["-o", src], "also the input model"),
+                           (["-o", tmp_path / "b.keras", "--plan-out", src], "also the input model"),
+                           (["-o", tmp_path / "b.keras", "--plan-out", tmp_path / "b.keras"],
+                            "also the output model")):
+        result = invoke("prune", src, *args, "--flops", "0.3")
+        assert result.exit_code == 2 and fragment in result.output, result.output
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["a.keras"]
+
+
+def test_slim_keras_written_by_the_cli_keeps_the_compile_configuration(tmp_path):
+    """The source was saved compiled: the slim .keras loads compiled alike (optimizer class and settings, loss,
+    metrics) and trains with `fit` straight away."""
+    import keras
+    import numpy as np
+
+    src, out = tmp_path / "a.keras", tmp_path / "slim.keras"
+    compiled_cnn(src)
+    assert invoke("prune", src, "-o", out, "--flops", "0.3").exit_code == 0
+    slim = keras.models.load_model(out)
+    assert slim.compiled and type(slim.optimizer).__name__ == "SGD"
+    config = slim.get_compile_config()
+    assert config["loss"] == "sparse_categorical_crossentropy" and config["metrics"] == ["accuracy"]
+    assert float(config["optimizer"]["config"]["momentum"]) == 0.9
+    history = slim.fit(np.zeros((4, 16, 16, 3)), np.zeros(4), verbose=0)
+    assert "accuracy" in history.history
+
+
+def test_argument_mistakes_are_one_line_and_come_before_tensorflow(tmp_path):
+    """Bad options, unknown or foreign inputs, outputs the source cannot become: one line, exit 2, and no
+    TensorFlow import (it takes seconds)."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.keras"
+    compiled_cnn(src)
+    onnx.save(resnet_block_model(), tmp_path / "r.onnx")
+    (tmp_path / "x.pt").write_bytes(b"\x80\x02")
+    cases = [(["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--round-to", "0"], "--round-to"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--ratio", "2"], "ratio=2: a fraction removed"),
+             (["prune", tmp_path / "x.pt", "-o", tmp_path / "b.onnx", "--ratio", "0.2"], "torch.onnx.export"),
+             (["prune", tmp_path / "r.onnx", "-o", tmp_path / "b.keras", "--ratio", "0.2"], "from an ONNX model"),
+             (["prune", src, "-o", src, "--ratio", "0.2"], "also the input model"),
+             (["analyze", tmp_path / "x.pt"], "spa analyze reads")]
+    script = ("import sys\nfrom spa_keras.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+              "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
+    for args, fragment in cases:
+        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+        assert proc.stdout.strip() == "exit 2 False", (args, proc.stdout, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("spa: error: ") and fragment in lines[0], (args, lines)
+    assert "tflite" not in proc.stderr and "MXNet" not in proc.stderr  # only what the command reads
+
+
+def test_wrong_rank_input_shape_on_a_keras_model_is_one_line(tmp_path):
+    src = tmp_path / "a.keras"
+    compiled_cnn(src)
+    result = invoke("prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--input-shape", "1,16,16")
+    assert result.exit_code == 2, result.output
+    assert "input 'image' has rank 4 (?, 16, 16, 3), but --input-shape gives 3 dimensions" in result.output
+
+
+def test_analyze_piped_is_clean_and_names_layers(tmp_path):
+    """Piped (not a terminal): no TensorFlow log lines on stderr, long layer names whole in the table, and the
+    output group blocked by the graph output named after its layer, not a Keras tensor."""
+    import subprocess
+    import sys
+
+    src = tmp_path / "a.keras"
+    compiled_cnn(src)
+    proc = subprocess.run([sys.executable, "-m", "spa_keras.cli", "analyze", str(src)], capture_output=True,
+                          text=True, env={k: v for k, v in __import__("os").environ.items()
+                                          if k not in ("COLUMNS", "TF_CPP_MIN_LOG_LEVEL")})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert "a_rather_long_layer_name_for_the_first_convolution/kernel" in proc.stdout
+    assert "head (output)" in proc.stdout and "keras_tensor" not in proc.stdout

@@ -188,6 +188,51 @@ def test_custom_domain_op_is_named_in_the_report():
     assert first.blocked.all() and "mystery_node (Mystery)" in first.reasons[0]
 
 
+@pytest.mark.parametrize("opset,blocked", [(11, True), (13, False)])
+def test_softmax_axis_default_follows_the_opset(opset, blocked):
+    """Softmax without `axis`: before opset 13 the default is 1 and it normalises the input flattened from axis 1
+    (every channel mixes); from 13 on it is -1 (the width only). Read from the op schema, not guessed."""
+    b = Builder(5)
+    x = b.cbr("x", 3, 8)
+    y = b.op("Softmax", [x])
+    model = b.model(b.conv(y, 8, 4, k=1), [4, 8, 8])
+    model.opset_import[0].version = opset
+    onnx.checker.check_model(model)
+    analysis = spa.analyze(model)
+    group = next(g for g in analysis.groups if g.channels == 8)
+    assert bool(group.blocked.all()) == blocked
+    if blocked:
+        assert "Softmax over channels (axis 1, 2, 3)" in group.reasons[0]
+    else:
+        assert_removal_equals_masking(model, ratio=0.5)
+
+
+def test_onnx_attributes_carry_their_schema_defaults():
+    """Every node of the ONNX front-end holds every attribute its schema defines a default for, at the model's
+    opset; the Keras front-end writes them too (rules read attributes without guessing)."""
+    from spa_keras.frontends.keras import OPSET, from_keras
+    from spa_keras.frontends.onnx import from_onnx, schema_defaults
+    from tests import models
+
+    graphs = [(from_onnx(depthwise_grouped_se_model()), 17)]
+    graphs += [(from_keras(m), OPSET) for m in (models.small_cnn(), models.more_layers(), models.sequence_layers())]
+    for graph, opset in graphs:
+        for node in graph.nodes:
+            if node.domain not in ("", "ai.onnx"):
+                continue
+            missing = set(schema_defaults(node.op_type, "", opset)) - set(node.attrs)
+            assert not missing, (node.name, node.op_type, missing)
+
+
+def test_the_keras_front_ends_copy_of_the_schema_defaults_is_exact():
+    from spa_keras.frontends.keras import OPSET
+    from spa_keras.frontends.keras.schema import DEFAULTS
+    from spa_keras.frontends.onnx import schema_defaults
+
+    for op_type, defaults in DEFAULTS.items():
+        assert defaults == pytest.approx(schema_defaults(op_type, "", OPSET)), op_type
+
+
 # ---- property test (acceptance 1) -------------------------------------------------------------------------
 
 BLOCKS = ["cbr", "residual", "concat", "split", "depthwise", "grouped", "se", "shuffle"]

@@ -104,3 +104,54 @@ def test_input_shapes():
     feeds = random_batch([spec, TensorSpec("ids", (None, 4), "int32")], {None: (1, 5, 8), "ids": (1, 4)})
     assert feeds["x"].shape == (2, 5, 8) and feeds["x"].dtype == np.float32
     assert feeds["ids"].dtype == np.int32 and set(np.unique(feeds["ids"])) <= {0, 1}
+
+
+def test_a_check_says_when_it_cannot_tell():
+    """Near-zero outputs (the DB text detector's: scale 1.79e-07, float32 noise 1.49e-07) pass as inconclusive
+    instead of failing a correct model; outputs that are the same for every sample pass but say so."""
+    ref = {"y": np.array([[1.79e-7, 0.5e-7], [0.2e-7, -1.0e-7]])}
+    noisy = compare(ref, {"y": ref["y"] + 1.49e-7}, source="onnxruntime", target="onnxruntime")
+    assert noisy.ok and "near zero" in noisy.note and "inconclusive" in str(noisy)
+    assert not compare(ref, {"y": ref["y"] + 1e-3}, source="s", target="t").ok  # a real difference still fails
+    constant = {"y": np.array([[0.3, 0.7], [0.3, 0.7]])}
+    same = compare(constant, {"y": constant["y"]}, source="s", target="t")
+    assert same.ok and "do not depend on the input" in same.note
+    varied = {"y": np.array([[0.3, 0.7], [0.6, 0.4]])}
+    assert compare(varied, varied, source="s", target="t").note is None
+
+
+def test_an_onnx_model_written_as_onnx_matches_itself_exactly(tmp_path):
+    """The write check of an ONNX output runs the written model as the source ran (no graph optimisation): the
+    same model must not differ from itself. An optimised session fuses Conv+BatchNorm and rounds differently."""
+    import onnx
+
+    from spa_keras import convert
+    from tests.test_engine_invariants import resnet_block_model
+
+    model = resnet_block_model()
+    report = convert(model, tmp_path / "same.onnx")
+    assert report.checks[0].max_abs == 0
+    assert onnx.load(tmp_path / "same.onnx").graph == model.graph
+
+
+def test_input_shape_mistakes_are_named():
+    from spa_keras.verify import resolve_input_shapes
+
+    spec = TensorSpec("x", (None, 3, None, None))
+    with pytest.raises(InputError, match=r"rank 4 .* gives 3 dimensions .* for example --input-shape 1,3,224,224"):
+        resolve_input_shapes([spec], {None: (1, 3, 64)})
+    with pytest.raises(InputError, match="gives 64 at axis 1 where the model has 3"):
+        resolve_input_shapes([spec], {None: (1, 64, 64, 3)})
+    with pytest.raises(InputError, match="the model's inputs are 'x'"):
+        resolve_input_shapes([spec], {"image": (1, 3, 64, 64)})
+    with pytest.raises(InputError, match="sizes are positive"):
+        resolve_input_shapes([spec], {None: (1, 3, 0, 64)})
+    with pytest.raises(InputError, match="no dimensions"):
+        parse_input_shape("")
+    assert resolve_input_shapes([spec], {None: (4, 3, 64, 32)}) == ({"x": (1, 3, 64, 32)}, [])
+    nhwc = TensorSpec("image", (None, None, None, 3))
+    assert resolve_input_shapes([nhwc])[0] == {"image": (1, 224, 224, 3)}
+    with pytest.raises(InputError, match="for example --input-shape 1,128"):
+        concrete_shape(TensorSpec("ids", (None, None), "int64"))
+    with pytest.raises(InputError, match="for example --input-shape 1,3,224,224"):  # was 1,3,1,1
+        concrete_shape(spec)

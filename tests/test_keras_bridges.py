@@ -124,3 +124,24 @@ def test_multi_io_order_is_kept(tmp_path):
 def test_keras_to_keras_resave(fer_h5, tmp_path):
     report = convert(fer_h5, tmp_path / "fer.keras")
     assert report.checks[0].max_abs == 0.0
+
+
+def test_layer_names_with_a_leading_underscore_export(tmp_path):
+    """Models ported from PyTorch name layers `_conv_stem`, `_bn0`: TensorFlow rejects such variable scopes, so the
+    TFLite and SavedModel exports rename those layers in a copy (same weights); the outputs equal Keras's and the
+    model itself keeps its names."""
+    import keras
+    from keras import layers
+
+    inner_in = keras.Input((8, 8, 8))
+    inner = keras.Model(inner_in, layers.Conv2D(8, 1, name="_inner_conv")(inner_in), name="_block")
+    inputs = keras.Input((16, 16, 3), name="image")
+    x = layers.Conv2D(8, 3, strides=2, padding="same", name="_conv_stem")(inputs)
+    x = layers.BatchNormalization(name="_bn0")(x)
+    x = inner(x)
+    x = layers.GlobalAveragePooling2D(name="_pool")(x)
+    model = models.randomize_keras(keras.Model(inputs, layers.Dense(4, name="_fc")(x)))
+    for out in (tmp_path / "m.tflite", tmp_path / "saved"):
+        report = convert(model, out)
+        assert report.checks[0].ok and report.checks[0].rel <= 1e-4
+    assert [layer.name for layer in model.layers][1:3] == ["_conv_stem", "_bn0"]

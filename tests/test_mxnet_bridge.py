@@ -60,3 +60,16 @@ def test_missing_params_and_epoch_hint(mxnet_resnet18, tmp_path):
     with pytest.raises(InputError, match="carry no input shape"):
         convert(mxnet_resnet18, tmp_path / "x.onnx")
     assert not os.path.exists(tmp_path / "x.onnx")
+
+
+def test_users_import_mxnet_through_spa_keras():
+    """`import mxnet` alone fails on numpy >= 1.24; `spa.import_mxnet()` applies the shims, after which a plain
+    `import mxnet` works in the same process (the README's documented way)."""
+    import subprocess
+    import sys
+
+    script = ("import spa_keras as spa\nmx = spa.import_mxnet()\nimport mxnet\n"
+              "print(mxnet is mx, mxnet.nd.ones((2, 3)).sum().asscalar())\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "6.0"]

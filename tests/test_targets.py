@@ -89,3 +89,53 @@ def test_round_to_keeps_multiples_and_the_best_channels(global_ranking):
     prunable = sum(g.prunable for g in analysis.groups)
     assert total >= round(0.3 * prunable)
     assert result.model.count_params() == result.after.params
+
+
+def conv_chain(widths, seed):
+    """Conv(3x3, same) stride 1 then 2, 2, ... with ReLU, global pooling and Dense(10), on 32x32x3 inputs."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((32, 32, 3))
+    x = inputs
+    for i, width in enumerate(widths):
+        x = layers.ReLU()(layers.Conv2D(width, 3, padding="same", strides=2 if i else 1, name=f"conv{i}")(x))
+    return keras.Model(inputs, layers.Dense(10, name="head")(layers.GlobalAveragePooling2D()(x)))
+
+
+def chain_macs(widths, kept):
+    """MACs of `conv_chain(widths)` with `kept` channels per conv, counted by hand."""
+    macs, cin, size = 0, 3, 32
+    for i, c in enumerate(kept):
+        size = size if i == 0 else (size + 1) // 2
+        macs += size * size * 9 * cin * c
+        cin = c
+    return macs + cin * 10
+
+
+@pytest.mark.parametrize("widths", [(16, 32, 64), (16, 16, 32), (8, 16, 32, 32), (24, 48, 24), (16, 32),
+                                    (32, 16, 64)])
+def test_round_to_lands_within_two_percent_where_a_layout_exists(widths):
+    """Every layout of multiples of 8 (within max_per_group) is enumerated by hand: when one lies within ±2% of the
+    FLOPs target, the plan lands within ±2%; when none does, a warning says where it landed."""
+    import itertools
+    import warnings
+
+    model = conv_chain(widths, seed=0)
+    analysis = spa.analyze(model)
+    base = chain_macs(widths, widths)
+    choices = [range(max(8, math.ceil(0.1 * w / 8) * 8), w + 1, 8) for w in widths]
+    layouts = [1 - chain_macs(widths, kept) / base for kept in itertools.product(*choices)]
+    for target in (0.3, 0.5, 0.7):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = spa.prune(model, flops=target, round_to=8, analysis=analysis)
+        kept = [layer.filters for layer in result.model.layers if type(layer).__name__ == "Conv2D"]
+        assert all(k % 8 == 0 for k in kept)
+        reached = 1 - chain_macs(widths, kept) / base
+        assert reached == pytest.approx(result.plan.target["reached"], abs=1e-5)
+        if any(abs(r - target) <= 0.02 for r in layouts):
+            assert abs(reached - target) <= 0.02, (widths, target, kept, reached)
+        else:
+            assert any(f"removes {reached:.1%}" in str(w.message) for w in caught), (widths, target, reached)

@@ -53,7 +53,9 @@ def _lambda_layers(config):
 
 
 def load(path):
-    """Load a `.keras` or `.h5` model (compile=False, safe_mode=True) with one-line errors that name the file."""
+    """Load a `.keras` or `.h5` model (safe_mode=True) with one-line errors that name the file. The model is
+    compiled as it was saved (optimizer, loss, metrics) when it was saved compiled and Keras can rebuild that
+    configuration; otherwise it loads uncompiled."""
     import keras
 
     path = str(path)
@@ -64,11 +66,16 @@ def load(path):
         raise InputError(f"{path}: contains Lambda layer(s) {', '.join(lambdas)}; Keras safe_mode forbids running "
                          "their stored Python code and spa-keras will not execute it. Replace them with registered "
                          "custom layers, or load the model yourself and pass the keras.Model to the Python API")
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        first = first_line(exc)
-        raise InputError(f"{path}: Keras cannot load this file: {first}") from None
+    with warnings.catch_warnings():  # "compiled metrics have yet to be built" and the like
+        warnings.simplefilter("ignore")
+        try:
+            return keras.models.load_model(path, compile=True, safe_mode=True)
+        except Exception:  # a compile configuration Keras cannot rebuild (custom loss): the model alone
+            pass
+        try:
+            return keras.models.load_model(path, compile=False, safe_mode=True)
+        except Exception as exc:
+            raise InputError(f"{path}: Keras cannot load this file: {first_line(exc)}") from exc
 
 
 def input_specs(model):

@@ -84,7 +84,7 @@ def keras_to_onnx(model, opset=OPSET, where="Keras model"):
                                                        custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
         first = first_line(exc)
-        raise ConversionError(f"{where}: tf2onnx failed: {first}") from None
+        raise ConversionError(f"{where}: tf2onnx failed: {first}") from exc
     left = onnx_io.unknown_ops(onnx_model)
     if left:
         ops = sorted({op for op, _ in left})

@@ -47,11 +47,19 @@ def _shim_onnx_mapping():
 
 
 def import_mxnet():
-    """Apply the shims, then import and return `mxnet`; a clear error when it is not installed."""
+    """Apply the shims, then import and return `mxnet`; a clear error when it is not installed.
+
+    MXNet 1.9.1 does not import on numpy >= 1.24 by itself. Call this once before using MXNet next to spa-keras;
+    after it, a plain `import mxnet` works in the same process too:
+
+        import spa_keras as spa
+        mx = spa.import_mxnet()
+        net = mx.gluon.model_zoo.vision.resnet18_v1()
+    """
     _shim_numpy()
     _shim_onnx_mapping()
     try:
         import mxnet
     except ImportError as exc:
-        raise InputError(f"MXNet is not usable here ({exc}); install it with: pip install 'spa-keras[mxnet]'") from None
+        raise InputError(f"MXNet is not usable here ({exc}); install it with: pip install 'spa-keras[mxnet]'") from exc
     return mxnet

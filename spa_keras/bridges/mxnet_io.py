@@ -54,11 +54,11 @@ def load(prefix, epoch=0):
     try:
         symbol = mx.sym.load(symbol_file)
     except Exception as exc:
-        raise InputError(f"{symbol_file}: not a readable MXNet symbol file ({str(exc).splitlines()[0][:200]})") from None
+        raise InputError(f"{symbol_file}: not a readable MXNet symbol file ({first_line(exc, 200)})") from exc
     try:
         raw = mx.nd.load(params_file)
     except Exception as exc:
-        raise InputError(f"{params_file}: not a readable MXNet params file ({str(exc).splitlines()[0][:200]})") from None
+        raise InputError(f"{params_file}: not a readable MXNet params file ({first_line(exc, 200)})") from exc
     params = {k.split(":", 1)[-1]: v for k, v in raw.items()}
     return Checkpoint(symbol, params, name=os.path.basename(prefix))
 
@@ -140,7 +140,7 @@ def to_onnx(checkpoint, input_shape):
                                      in_types=[np.float32] * len(specs), onnx_file_path=path, dynamic=True,
                                      dynamic_input_shapes=[(None,) + tuple(s.shape[1:]) for s in specs])
         except Exception as exc:
-            raise ConversionError(f"{checkpoint.name}: mxnet.onnx.export_model failed: {first_line(exc)}") from None
+            raise ConversionError(f"{checkpoint.name}: mxnet.onnx.export_model failed: {first_line(exc)}") from exc
         model = onnx.load(path)
     # mxnet.onnx also lists every weight as a graph input (pre-IR-4 style); keep only the data inputs
     weights = {i.name for i in model.graph.initializer}

@@ -59,7 +59,7 @@ def check(model, where="model"):
     try:
         onnx.checker.check_model(data if data is not None else model, full_check=data is not None)
     except Exception as exc:
-        raise ConversionError(f"{where}: onnx.checker rejects the model: {first_line(exc)}") from None
+        raise ConversionError(f"{where}: onnx.checker rejects the model: {first_line(exc)}") from exc
     return session(data if data is not None else model, where, optimize=False)
 
 
@@ -78,7 +78,7 @@ def session(model, where="model", optimize=True):
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ConversionError(f"{where}: onnxruntime cannot load the model: {first_line(exc)}") from None
+        raise ConversionError(f"{where}: onnxruntime cannot load the model: {first_line(exc)}") from exc
 
 
 def _dims(type_proto):

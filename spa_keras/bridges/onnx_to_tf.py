@@ -102,8 +102,8 @@ def onnx_to_tf(model, workdir, precisions=("float32",), input_shapes=None):
     cmd = [sys.executable, "-c", "import sys, onnx2tf; sys.exit(onnx2tf.main())", *args]
     try:
         proc = subprocess.run(cmd, env=env, capture_output=not debug_enabled(), text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise ConversionError(f"onnx2tf did not finish within {TIMEOUT_S} s") from None
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"onnx2tf did not finish within {TIMEOUT_S} s") from exc
     tflite32 = os.path.join(out, "model_float32.tflite")
     if proc.returncode != 0 or not os.path.exists(os.path.join(out, "saved_model.pb")) or not os.path.exists(tflite32):
         raise ConversionError(f"onnx2tf failed (exit {proc.returncode}): {_last_error(proc.stderr, proc.stdout)}")

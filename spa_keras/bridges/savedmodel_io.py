@@ -10,7 +10,7 @@ import os
 import numpy as np
 
 from spa_keras.console import quiet
-from spa_keras.errors import ConversionError, InputError
+from spa_keras.errors import ConversionError, InputError, first_line
 from spa_keras.verify import TensorSpec, natural_key
 
 SIGNATURE = "serving_default"
@@ -25,7 +25,7 @@ def _signature(path):
         with quiet():
             loaded = tf.saved_model.load(str(path))
     except Exception as exc:
-        raise InputError(f"{path}: TensorFlow cannot load this SavedModel: {str(exc).splitlines()[0][:300]}") from None
+        raise InputError(f"{path}: TensorFlow cannot load this SavedModel: {first_line(exc, 300)}") from exc
     if SIGNATURE not in loaded.signatures:
         raise InputError(f"{path}: the SavedModel has no '{SIGNATURE}' signature (it has {list(loaded.signatures)}); "
                          "export it with one, e.g. keras model.export(path)")
@@ -73,7 +73,7 @@ def savedmodel_to_onnx(path, opset=17):
                                                       opset=opset, custom_op_handlers=CUSTOM_OP_HANDLERS,
                                                       tensors_to_rename=renames)
     except Exception as exc:
-        raise ConversionError(f"{path}: tf2onnx failed: {str(exc).splitlines()[0][:300]}") from None
+        raise ConversionError(f"{path}: tf2onnx failed: {first_line(exc, 300)}") from exc
     left = onnx_io.unknown_ops(model)
     if left:
         raise ConversionError(f"{path}: tf2onnx left TensorFlow op(s) it cannot convert: "

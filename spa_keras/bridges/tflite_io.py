@@ -10,7 +10,7 @@ import re
 import numpy as np
 
 from spa_keras.console import quiet
-from spa_keras.errors import InputError
+from spa_keras.errors import InputError, first_line
 from spa_keras.verify import natural_key
 
 
@@ -22,7 +22,7 @@ def _interpreter(model):
     try:
         return Interpreter(model_path=str(model))
     except Exception as exc:
-        raise InputError(f"{model}: not a loadable TFLite model ({str(exc).splitlines()[0][:200]})") from None
+        raise InputError(f"{model}: not a loadable TFLite model ({first_line(exc, 200)})") from exc
 
 
 def _key(name):

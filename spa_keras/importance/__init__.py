@@ -3,6 +3,7 @@
 Select a criterion by name (`criterion="taylor"`, default options) or pass an instance with options
 (`criterion=Taylor(agg="mean", norm="max", batches=4)`). Data-free: `l1`, `l2`, `bn_scale`, `random`, `lamp`,
 `fpgm`; data-driven (need `data=` and a loss, and the Keras model): `taylor`, `snip`, `grasp`, `crop`, `obd`.
+`obspa` scores with layer-wise OBS and also rewrites the kept weights (no data needed; see `spa_keras.obspa`).
 Every criterion scores each member of a group, then combines members with AGG and rescales the group with NORM
 (defaults: `agg="sum"`, `norm="mean"`; see `scoring`).
 
@@ -22,9 +23,10 @@ from spa_keras.importance.lamp import LAMP  # noqa: F401
 from spa_keras.importance.magnitude import L1, L2, Magnitude  # noqa: F401
 from spa_keras.importance.random import Random  # noqa: F401
 from spa_keras.importance.registry import CRITERIA, get_criterion, register_criterion, score_groups  # noqa: F401
-from spa_keras.tf_ops import Batches  # noqa: F401  (re-exported: data= of the gradient criteria)
 from spa_keras.importance.scoring import AGGREGATIONS, NORMALIZATIONS, aggregate, normalize  # noqa: F401
+from spa_keras.obspa import OBSPA  # noqa: F401,E402  (registers 'obspa')
+from spa_keras.tf_ops import Batches  # noqa: F401  (re-exported: data= of the gradient criteria)
 
 __all__ = ["Criterion", "GradientCriterion", "Magnitude", "L1", "L2", "BNScale", "Random", "LAMP", "FPGM", "Taylor",
-           "SNIP", "GraSP", "CroP", "OBD", "Batches", "CRITERIA", "AGGREGATIONS", "NORMALIZATIONS", "get_criterion",
+           "SNIP", "GraSP", "CroP", "OBD", "OBSPA", "Batches", "CRITERIA", "AGGREGATIONS", "NORMALIZATIONS", "get_criterion",
            "register_criterion", "score_groups", "aggregate", "normalize"]

@@ -28,6 +28,7 @@ Example:
 
 import numpy as np
 
+from spa_keras.console import track
 from spa_keras.errors import InputError, first_line
 from spa_keras.importance.base import Criterion
 from spa_keras.tf_ops import Batches, as_numpy, hessian_vector_products, loss_gradients, resolve_loss
@@ -82,7 +83,7 @@ class GradientCriterion(Criterion):
         except Exception as exc:  # TF's own message is long; its first line says what did not fit
             raise InputError(f"criterion {self.name!r}: running model '{model.name}' and loss= on data= failed: "
                              f"{first_line(exc)}. data must give batches (x, y) with x shaped like the model's "
-                             "inputs (batch a tf.data.Dataset with .batch()) and y what the loss expects") from None
+                             "inputs (batch a tf.data.Dataset with .batch()) and y what the loss expects") from exc
         return {v.path: np.asarray(s, np.float64) for v, s in zip(variables, per_weight)}
 
     def members(self, analysis, group, saliency):
@@ -108,18 +109,9 @@ def _weights(variables):
     return [as_numpy(v).astype(np.float64) for v in variables]
 
 
-def _passes(items, what):
-    """`items`, with a transient progress bar on a terminal (gradient passes over large models take a while)."""
-    from rich.progress import track
-
-    from spa_keras.console import console
-
-    return track(items, description=what, console=console, transient=True, disable=not console.is_terminal)
-
-
 def _mean_gradient(model, variables, batches, loss):
     total = [np.zeros(v.shape) for v in variables]
-    for batch in _passes(batches, "gradients"):
+    for batch in track(batches, "gradients"):
         for t, g in zip(total, loss_gradients(model, variables, batch, loss)):
             t += as_numpy(g)
     return [t / len(batches) for t in total]
@@ -129,7 +121,7 @@ def _hessian_gradient(model, variables, batches, loss):
     """Hg: g the mean gradient over `batches`, then the mean over batches of H_b·g."""
     g = _mean_gradient(model, variables, batches, loss)
     total = [np.zeros(v.shape) for v in variables]
-    for batch in _passes(batches, "Hessian-gradient products"):
+    for batch in track(batches, "Hessian-gradient products"):
         for t, hg in zip(total, hessian_vector_products(model, variables, batch, loss, g)):
             t += as_numpy(hg)
     return [t / len(batches) for t in total]
@@ -142,7 +134,7 @@ class Taylor(GradientCriterion):
     def saliency(self, model, variables, batches, loss):
         weights = _weights(variables)
         total = [np.zeros(v.shape) for v in variables]
-        for batch in _passes(batches, f"{self.name}: gradients"):
+        for batch in track(batches, f"{self.name}: gradients"):
             for t, w, g in zip(total, weights, loss_gradients(model, variables, batch, loss)):
                 t += np.abs(w * as_numpy(g))
         return [t / len(batches) for t in total]
@@ -192,7 +184,7 @@ class OBD(GradientCriterion):
     def saliency(self, model, variables, batches, loss):
         rng = np.random.default_rng(self.seed)
         diagonal = [np.zeros(v.shape) for v in variables]
-        for batch in _passes(batches, f"OBD: {self.probes} Hessian probes per batch"):
+        for batch in track(batches, f"OBD: {self.probes} Hessian probes per batch"):
             for _ in range(self.probes):
                 probes = [rng.integers(0, 2, size=tuple(v.shape)) * 2.0 - 1.0 for v in variables]
                 for d, v, hv in zip(diagonal, probes, hessian_vector_products(model, variables, batch, loss, probes)):

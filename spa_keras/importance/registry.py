@@ -34,8 +34,8 @@ def get_criterion(criterion):
         return criterion
     try:
         return CRITERIA[str(criterion).lower()]()
-    except KeyError:
-        raise InputError(f"unknown criterion {criterion!r}; available: {', '.join(sorted(CRITERIA))}") from None
+    except KeyError as exc:
+        raise InputError(f"unknown criterion {criterion!r}; available: {', '.join(sorted(CRITERIA))}") from exc
 
 
 def criterion_name(criterion):

@@ -35,17 +35,23 @@ def graph_model(layer):
     return functional
 
 
+def require_graph(model):
+    """The model's Functional graph; a subclassed model (no layer graph) gets an error that points to ONNX."""
+    functional = graph_model(model)
+    if functional is None:
+        raise InputError(f"model '{model.name}' is a subclassed keras.Model without a layer graph; spa-keras prunes "
+                         "Functional and Sequential models directly, and others through ONNX: "
+                         "spa.prune(model, ..., via='onnx')")
+    return functional
+
+
 def from_keras(model, input_shapes=None):
     """Build an `SPAGraph` from a Keras 3 Functional or Sequential model.
 
     `input_shapes` ({input name or None: shape with batch}) fills input dimensions Keras leaves free; other free
     dimensions are taken as 1, like the ONNX front-end does.
     """
-    functional = graph_model(model)
-    if functional is None:
-        raise InputError(f"model '{model.name}' is a subclassed keras.Model without a layer graph; spa-keras prunes "
-                         "Functional and Sequential models directly, and others through ONNX: "
-                         "spa.prune(model, ..., via='onnx')")
+    functional = require_graph(model)
     b = GraphBuilder()
     env = {}
     for t in functional.inputs:

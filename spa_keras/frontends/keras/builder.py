@@ -8,6 +8,7 @@ no weights.
 import dataclasses
 
 
+from spa_keras.frontends.keras.schema import with_defaults
 from spa_keras.frontends.keras.view import KerasView
 from spa_keras.graph import Node, Param
 
@@ -98,7 +99,8 @@ class GraphBuilder:
     def node(self, layer, op, inputs, outputs, domain="", **attrs):
         name = layer.name if layer.name not in self.names else f"{layer.name}/{op}_{len(self.nodes)}"
         self.names.add(name)
-        self.nodes.append(Node(name, op, list(inputs), list(outputs), attrs, domain))
+        attrs = with_defaults(op, attrs) if not domain else attrs
+        self.nodes.append(Node(name, op, list(inputs), list(outputs), attrs, domain, layer=layer.name))
 
 
 def channels_first(b, layer, x, y, xs, ys, body):

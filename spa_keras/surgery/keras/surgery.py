@@ -21,13 +21,8 @@ import numpy as np
 
 from spa_keras.cost import CostModel
 from spa_keras.errors import ConversionError, first_line
+from spa_keras.surgery import sliced, zeroed
 from spa_keras.surgery.keras.resizers import resizer_for
-
-
-def _slice(value: np.ndarray, axis_masks: dict[int, np.ndarray]) -> np.ndarray:
-    for axis, keep in axis_masks.items():
-        value = np.compress(keep, value, axis=axis)
-    return value
 
 
 class SourceMasks:
@@ -52,21 +47,21 @@ class SourceMasks:
         view = self.graph.params[param].handle
         return view.unview(self.updates[param]) if param in self.updates else view.read()
 
-    def sliced(self, variable) -> np.ndarray:
+    def sliced_value(self, variable) -> np.ndarray:
         param = self.param_of.get(id(variable))
         if param is None:  # a variable the front-end never saw (it reads no channels)
             return np.asarray(variable.numpy())
-        return _slice(self.value(param), self.masks.get(param, {}))
+        return sliced(self.value(param), self.masks.get(param, {}))
 
     def weights_of(self, layer) -> list[np.ndarray]:
-        return [self.sliced(v) for v in layer.weights]
+        return [self.sliced_value(v) for v in layer.weights]
 
     def config_constants(self, layer) -> dict[str, np.ndarray]:
         """{config key: sliced value} of the layer's per-channel config constants that change."""
         out = {}
         for key, param in self.param_of.items():
             if isinstance(key, tuple) and key[0] == id(layer) and (param in self.masks or param in self.updates):
-                out[key[1]] = _slice(self.value(param), self.masks.get(param, {}))
+                out[key[1]] = sliced(self.value(param), self.masks.get(param, {}))
         return out
 
 
@@ -200,10 +195,5 @@ def mask_keras(analysis, removed, updates=None):
         variable = analysis.graph.params[name].handle.variable
         if variable is None:
             continue
-        value = np.array(sources.value(name), dtype=variable.dtype, copy=True)
-        for axis, keep in sources.masks.get(name, {}).items():
-            index = [slice(None)] * value.ndim
-            index[axis] = ~keep
-            value[tuple(index)] = 0
-        variable.assign(value)
+        variable.assign(zeroed(np.asarray(sources.value(name), dtype=variable.dtype), sources.masks.get(name, {})))
     return analysis.graph.source

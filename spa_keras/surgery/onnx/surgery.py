@@ -18,6 +18,7 @@ from onnx import helper, numpy_helper
 from spa_keras.cost import CostModel
 from spa_keras.errors import ConversionError, InputError, first_line
 from spa_keras.graph import OnnxConstant, OnnxFolded, OnnxInitializer
+from spa_keras.surgery import sliced, zeroed
 from spa_keras.surgery.onnx.rewriters import rewriter_for
 from spa_keras.verify import random_batch
 
@@ -166,13 +167,25 @@ class OnnxSurgery:
             graph.input.remove(inp)
 
     # ---- the whole job -------------------------------------------------------------------------------------
-    def apply(self):
+    def _write_values(self, cut):
+        """Write every parameter that changes: the plan's new value (if any) with the removed positions cut out
+        (`cut`) or zeroed."""
         masks = self.analysis.param_masks(self.removed)
         for param in sorted(set(masks) | set(self.updates)):
             value = self.updates.get(param, self.graph.params[param].value)
-            for axis, keep in masks.get(param, {}).items():
-                value = np.compress(keep, value, axis=axis)
+            value = (sliced if cut else zeroed)(value, masks.get(param, {}))
             self._write_param(param, value.astype(self.graph.params[param].value.dtype, copy=False))
+
+    def masked(self):
+        """The model with the removed channels zeroed in every member (shapes unchanged) and the new values
+        written: what the slim model computes, in the original's shapes."""
+        self._write_values(cut=False)
+        if self._dropped:
+            self._drop_dead_constants()
+        return self.model
+
+    def apply(self):
+        self._write_values(cut=True)
         for node in self.graph.nodes:
             rewrite = rewriter_for(node.op_type)
             if rewrite is not None and node.index >= 0 and self.old_shape(node.inputs[0]) is not None:
@@ -181,6 +194,12 @@ class OnnxSurgery:
             self._drop_dead_constants()
         del self.model.graph.value_info[:]
         return self.model
+
+
+def mask_onnx(analysis, removed, updates=None):
+    """A copy of the analysed ONNX model with the `removed` channels zeroed in every member parameter and the new
+    values of kept weights in `updates` written; shapes unchanged (not validated: for internal use)."""
+    return OnnxSurgery(analysis, removed, updates).masked()
 
 
 def prune_onnx(analysis, removed, updates=None, where="pruned model"):

@@ -1,0 +1,192 @@
+"""The layers OBSPA reconstructs: every linear op that mixes a group's channels into its outputs.
+
+A consumer computes Y = W X with W seen as a matrix [d_out, d_in]: a Conv (one group) has one column per input
+channel and kernel offset (im2col, columns in (channel, kh, kw) order, as the graph's [M, C, kh, kw] kernel
+flattens), a Dense / Gemm / MatMul has one column per input feature (a Dense after Flatten has the H·W positions
+of a channel). Removing a channel removes its columns from every consumer; OBS scores that removal and refits the
+kept columns. Found on the `SPAGraph`, so it works the same for Keras and ONNX models; only where the input
+activation is read differs (a Keras layer's input tensor, NHWC; an ONNX tensor, NCHW).
+
+Consumers that are not covered (depthwise and grouped convs, 1-D/3-D convs, transposed convs, attention
+projections, layers inside nested Keras models, inputs wider than `MAX_COLUMNS`) are not reconstructed; their
+channels are scored by the identity Hessian (relative weight magnitude), as `skipped` says.
+
+Example:
+
+>>> found, skipped = find_consumers(analysis)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from spa_keras.graph import Node
+
+# a consumer with more input columns than this keeps its weights (its d_in x d_in Hessian would not fit)
+MAX_COLUMNS = 8192
+
+
+@dataclasses.dataclass
+class PatchSpec:
+    """How a 2-D convolution reads its input: kernel size, strides, dilations and padding (explicit
+    [top, left, bottom, right], or 'SAME' as TensorFlow pads)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    dilations: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] | str = (0, 0, 0, 0)
+
+
+@dataclasses.dataclass
+class Consumer:
+    """One reconstructable layer.
+
+    Args:
+        node: the graph op.
+        weight: the graph parameter of W, `matrix` its value as [d_out, d_in].
+        columns: the global channel id of each column (-1 where no group owns it).
+        bias: the graph parameter that takes the compensation of the output mean (a bias, or the running mean of
+            the BatchNorm that follows, `bias_sign` -1), or None.
+        source: what to read the input activation from: a Keras layer, or an ONNX tensor name.
+        channels_last: whether that activation is NHWC (Keras) rather than NCHW (ONNX).
+        patch: the convolution's patch spec (None for dense layers).
+    """
+
+    node: Node
+    weight: str
+    kind: str  # "conv" or "dense"
+    layout: str  # how the weight's value becomes the matrix: "conv", "rows" ([d_out, d_in]) or "cols" ([d_in, d_out])
+    matrix: np.ndarray
+    columns: np.ndarray
+    bias: str | None
+    bias_sign: float
+    source: object
+    channels_last: bool
+    patch: PatchSpec | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.display_name
+
+    def to_value(self, matrix: np.ndarray, like: np.ndarray) -> np.ndarray:
+        """A [d_out, d_in] matrix back in the weight's graph layout (shape of `like`)."""
+        if self.layout == "conv":
+            return matrix.reshape(like.shape)
+        return matrix if self.layout == "rows" else matrix.T
+
+
+def _matrix(value: np.ndarray, layout: str) -> np.ndarray:
+    if layout == "conv":
+        return value.reshape(value.shape[0], -1)
+    return value if layout == "rows" else value.T
+
+
+def _bias(graph, node: Node, d_out: int):
+    """(parameter, sign) that takes a change of the consumer's output mean, or (None, 0)."""
+    if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and graph.is_param(node.inputs[2]):
+        if np.prod(graph.shape(node.inputs[2])) == d_out:
+            return node.inputs[2], 1.0
+    out = node.outputs[0]
+    for _ in range(2):  # through the Transposes that wrap a Keras conv
+        users = graph.consumers(out)
+        if len(users) != 1:
+            return None, 0.0
+        user = users[0]
+        if user.op_type == "Add" and node.op_type == "MatMul":
+            other = [t for t in user.inputs if t != out]
+            if len(other) == 1 and graph.is_param(other[0]) and np.prod(graph.shape(other[0])) == d_out:
+                return other[0], 1.0
+        if user.op_type == "BatchNormalization" and len(user.inputs) > 3 and graph.is_param(user.inputs[3]):
+            return user.inputs[3], -1.0  # (y + δ - mean) = (y - (mean - δ))
+        if user.op_type != "Transpose":
+            return None, 0.0
+        out = user.outputs[0]
+    return None, 0.0
+
+
+def _keras_source(graph, node: Node, weight: str):
+    """The Keras layer whose input is this consumer's input, or None (nested models, shared layers, separable
+    convs, channels_first)."""
+    import keras
+
+    view = graph.params[weight].handle
+    layer = getattr(view, "layer", None)
+    if layer is None or getattr(view, "variable", None) is not getattr(layer, "kernel", None):
+        return None
+    if type(layer).__name__ not in ("Conv2D", "Dense") or len(layer._inbound_nodes) != 1:
+        return None
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        return None
+    try:  # reachable from the top-level model's inputs (not inside a nested model)
+        keras.Model(graph.source.inputs, layer.input)
+    except Exception:
+        return None
+    return layer
+
+
+def _conv_patch_keras(layer) -> PatchSpec:
+    return PatchSpec(tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate),
+                     "SAME" if layer.padding == "same" else (0, 0, 0, 0))
+
+
+def _conv_patch_onnx(node: Node, kernel: tuple[int, int]) -> PatchSpec | None:
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad == "SAME_LOWER":
+        return None
+    pads = node.attr("pads") or [0, 0, 0, 0]
+    pads = "SAME" if auto_pad == "SAME_UPPER" else (0, 0, 0, 0) if auto_pad == "VALID" else (
+        int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3]))
+    return PatchSpec(kernel, tuple(node.attr("strides") or (1, 1)), tuple(node.attr("dilations") or (1, 1)), pads)
+
+
+def _candidate(graph, node: Node):
+    """(weight, input axis of the weight, kind, layout) for a linear op with a constant weight, or None."""
+    if node.op_type == "Conv" and graph.is_param(node.inputs[1]):
+        w = graph.shape(node.inputs[1])
+        if node.attr("group", 1) == 1 and len(w) == 4:
+            return node.inputs[1], 1, "conv", "conv"
+    if node.op_type == "Gemm" and graph.is_param(node.inputs[1]) and not node.attr("transA", 0):
+        trans_b = node.attr("transB", 0)
+        return node.inputs[1], 1 if trans_b else 0, "dense", "rows" if trans_b else "cols"
+    if node.op_type == "MatMul" and graph.is_param(node.inputs[1]) and len(graph.shape(node.inputs[1])) == 2:
+        return node.inputs[1], 0, "dense", "cols"
+    return None
+
+
+def find_consumers(analysis) -> tuple[list[Consumer], list[str]]:
+    """The consumers OBSPA reconstructs, in graph order, and why the other linear ops that read group channels
+    are left as they are."""
+    graph = analysis.graph
+    keras_graph = graph.format == "keras"
+    found, skipped = [], []
+    for node in graph.nodes:
+        candidate = _candidate(graph, node)
+        if candidate is None:
+            continue
+        weight, axis, kind, layout = candidate
+        binding = analysis.state.bindings.get((weight, axis))
+        if binding is None:
+            continue
+        ids = analysis.dense(binding.labels)
+        if (ids < 0).all():
+            continue
+        value = np.asarray(graph.params[weight].value)
+        matrix = _matrix(value, layout)
+        columns = np.repeat(ids, int(np.prod(value.shape[2:]))) if kind == "conv" else ids
+        if matrix.shape[1] > MAX_COLUMNS:
+            skipped.append(f"{node.display_name}: {matrix.shape[1]} input columns (more than {MAX_COLUMNS})")
+            continue
+        if keras_graph:
+            source = _keras_source(graph, node, weight)
+            patch = _conv_patch_keras(source) if source is not None and kind == "conv" else None
+        else:
+            source = node.inputs[0]
+            patch = _conv_patch_onnx(node, tuple(value.shape[2:])) if kind == "conv" else None
+        if source is None or (kind == "conv" and patch is None):
+            skipped.append(f"{node.display_name} ({node.op_type}): its input cannot be read here")
+            continue
+        bias, sign = _bias(graph, node, matrix.shape[0])
+        found.append(Consumer(node, weight, kind, layout, matrix, columns, bias, sign, source, keras_graph, patch))
+    return found, skipped

@@ -1,0 +1,119 @@
+"""`OBSPA`: Optimal Brain SPA, the criterion that prunes a trained model without fine-tuning.
+
+It scores every channel by the exact layer-wise OBS error of removing it from each consumer (the layers that read
+it), relative to that layer's output energy so that layers compare, summed over the group's consumers (AGG) with
+no further normalisation by default (NORM 'none': the relative errors already compare globally). After the plan is
+chosen, `updates` refits the kept weights of every consumer, in graph order, on inputs from the already-pruned
+network: the plan carries those new values and every surgery writes them.
+
+Example:
+
+>>> import spa_keras as spa
+>>> result = spa.prune(model, flops=0.5, criterion="obspa")                              # doctest: +SKIP
+>>> result = spa.prune(model, flops=0.5, criterion=spa.importance.OBSPA(calibration=x))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from spa_keras.importance.base import Criterion
+from spa_keras.importance.registry import register_criterion
+from spa_keras.obspa.consumers import Consumer, find_consumers
+from spa_keras.obspa.hessians import Calibration, get_provider
+from spa_keras.obspa.obs import block_errors
+from spa_keras.obspa.reconstruct import measure_hessians, reconstruct
+
+
+@dataclasses.dataclass
+class _Scored:
+    analysis: object
+    consumers: list[Consumer]
+    skipped: list[str]
+    batches: list
+    errors: np.ndarray  # per global channel: Σ over consumers of ΔE / E
+    covered: np.ndarray  # per global channel: read by at least one consumer
+
+
+@register_criterion("obspa")
+class OBSPA(Criterion):
+    """Layer-wise OBS scores of channel groups and the OBS reconstruction of the kept weights.
+
+    Args:
+        hessian: where the layer Hessians come from without data: 'batchnorm' (inputs that reproduce the
+            network's BatchNorm statistics; Keras models), 'gaussian' (noise) or 'identity' (no compensation).
+        calibration: real inputs instead (arrays, a tf.data.Dataset or a generator of batches; labels unused).
+        samples: how many inputs the Hessians are measured on.
+        batch_size: inputs per forward pass.
+        damping: λ in H + λ·mean(diag H)·I.
+        steps: optimisation steps of the 'batchnorm' inputs.
+        agg, norm: how consumers combine and groups rescale (see `spa_keras.importance.scoring`).
+        seed: of the made-up inputs.
+    """
+
+    def __init__(self, hessian="batchnorm", calibration=None, samples=256, batch_size=32, damping=0.01, steps=200,
+                 agg="sum", norm="none", seed=0):
+        super().__init__(agg=agg, norm=norm)
+        self.hessian = hessian if calibration is None else "calibration"
+        self.samples, self.batch_size, self.damping, self.steps, self.seed = samples, batch_size, damping, steps, seed
+        self._calibration = calibration
+        self._scored: _Scored | None = None
+
+    def _provider(self):
+        if self._calibration is not None:
+            return Calibration(self._calibration, self.samples, self.batch_size, self.seed)
+        options = dict(samples=self.samples, batch_size=self.batch_size, seed=self.seed)
+        if str(self.hessian).lower() == "batchnorm":
+            options["steps"] = self.steps
+        return get_provider(self.hessian, **options)
+
+    def prepare(self, analysis, data, loss):
+        provider = self._provider()
+        consumers, skipped = find_consumers(analysis)
+        batches = provider.batches(analysis) if provider.needs_inputs and consumers else []
+        hessians = (measure_hessians(analysis.graph.source, consumers, batches, self.damping) if batches else
+                    [np.eye(c.matrix.shape[1]) for c in consumers])
+        n = len(analysis.group_of_channel)
+        errors, covered = np.zeros(n), np.zeros(n, bool)
+        for consumer, h in zip(consumers, hessians):
+            ids = np.unique(consumer.columns[consumer.columns >= 0])
+            blocks = [np.flatnonzero(consumer.columns == i) for i in ids]
+            w = consumer.matrix.astype(np.float64)
+            energy = max(float(np.einsum("ij,jk,ik->", w, h, w)), 1e-30)
+            np.add.at(errors, ids, block_errors(w, h, blocks) / energy)
+            covered[ids] = True
+        self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered)
+        return self._scored
+
+    def group_scores(self, analysis, group, scored):
+        ids = np.flatnonzero(analysis.group_of_channel == group.id)
+        ids = ids[np.argsort(analysis.index_in_group[ids])]
+        if scored.covered[ids].any():
+            return scored.errors[ids]
+        return self._relative_magnitude(analysis, group)
+
+    def _relative_magnitude(self, analysis, group):
+        """No consumer measured (the group's readers are depthwise or not covered): Σ over its weights of
+        ‖w_c‖² / ‖W‖², the identity-Hessian error."""
+        from spa_keras.importance.scoring import slice_sums
+
+        total = np.zeros(group.channels)
+        for member in self.members(analysis, group, None):
+            value = np.asarray(analysis.graph.params[member.param].value, np.float64)
+            total += slice_sums(value ** 2, member, group.channels) / max(float(np.sum(value ** 2)), 1e-30)
+        return total
+
+    def updates(self, analysis, removed: np.ndarray) -> dict[str, np.ndarray]:
+        """New values of the consumers' kept weights for the channels `removed` (after scoring `analysis`)."""
+        scored = self._scored
+        if scored is None or scored.analysis is not getattr(analysis, "graph_analysis", analysis):
+            self.prepare(getattr(analysis, "graph_analysis", analysis), None, None)
+            scored = self._scored
+        return reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping)
+
+    @property
+    def skipped(self) -> list[str]:
+        """The linear layers whose weights OBSPA leaves as they are, and why (after scoring)."""
+        return [] if self._scored is None else list(self._scored.skipped)

@@ -1,0 +1,177 @@
+"""OBSPA's two passes over the network: Hessians on the original for the scores, then the sequential refit.
+
+`measure_hessians` runs the original model once over the provider's batches and accumulates every consumer's
+E[x xᵀ] (in chunks of consumers whose Hessians fit `HESSIAN_BYTES`). `reconstruct` visits the consumers in graph
+order, in stages of consumers that do not feed each other; for each stage it runs the original and the current
+pruned network (removed channels zeroed, earlier stages already refit) on the same batches, accumulates
+E[x_d x_pᵀ] and E[x_p x_pᵀ] with a constant column for the bias, refits the kept columns (`obs.refit`) and writes
+them into the pruned network before the next stage. The result is the plan's `updates`: new full-size values of
+the consumers' weights and of the biases (or BatchNorm running means) that take the mean shift.
+
+Example:
+
+>>> updates = reconstruct(analysis, consumers, removed, batches)      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spa_keras.console import track
+from spa_keras.obspa.activations import KerasReader, Moments, OnnxReader
+from spa_keras.obspa.consumers import Consumer
+from spa_keras.obspa.obs import damped, refit
+
+# Hessians of the scoring pass held at once (float64): more consumers than fit are measured in several passes
+HESSIAN_BYTES = 1 << 30
+
+
+def _reader(model, consumers: list[Consumer]):
+    return KerasReader(model, consumers) if consumers[0].channels_last else OnnxReader(model, consumers)
+
+
+def _chunks(consumers: list[Consumer]) -> list[list[Consumer]]:
+    out, size = [[]], 0
+    for c in consumers:
+        need = 8 * c.matrix.shape[1] ** 2
+        if out[-1] and size + need > HESSIAN_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(c)
+        size += need
+    return out
+
+
+def measure_hessians(model, consumers: list[Consumer], batches: list, damping: float) -> list[np.ndarray]:
+    """E[x xᵀ] (damped) of every consumer's input columns on the original model."""
+    hessians = []
+    for part in _chunks(consumers):
+        reader = _reader(model, part)
+        moments = [Moments(c.matrix.shape[1]) for c in part]
+        for batch in track(batches, f"OBSPA: Hessians of {len(part)} layers"):
+            for m, c, x in zip(moments, part, reader(batch)):
+                m.accumulate(c, x)
+        hessians += [damped(m.gram, m.rows, damping) for m in moments]
+    return hessians
+
+
+def stages(graph, consumers: list[Consumer]) -> list[list[Consumer]]:
+    """Consumers in graph order, cut into runs in which no consumer's input depends on another's output."""
+    index = {id(c.node): i for i, c in enumerate(consumers)}
+    upstream: dict[str, frozenset] = {}  # tensor -> consumers it depends on
+    for node in graph.nodes:
+        deps = frozenset().union(*(upstream.get(t, frozenset()) for t in node.inputs if t))
+        if id(node) in index:
+            deps = deps | {index[id(node)]}
+        for t in node.outputs:
+            upstream[t] = deps
+    out: list[list[Consumer]] = []
+    members: set[int] = set()
+    for i, c in enumerate(consumers):
+        before = upstream.get(c.node.inputs[0], frozenset())
+        if not out or before & members:
+            out.append([])
+            members = set()
+        out[-1].append(c)
+        members.add(i)
+    return out
+
+
+class PrunedNetwork:
+    """The network with the removed channels zeroed, rewritten as consumers are refit (a Keras clone, or an ONNX
+    copy rebuilt from the updates)."""
+
+    def __init__(self, analysis, removed: np.ndarray):
+        from spa_keras.convert import is_keras_model
+
+        self.analysis, self.removed = analysis, removed
+        self.updates: dict[str, np.ndarray] = {}
+        source = analysis.graph.source
+        self.keras = is_keras_model(source)
+        if self.keras:
+            import keras
+
+            from spa_keras.engine import analyse, mask_in_place
+
+            self.model = keras.models.clone_model(source)
+            self.model.set_weights(source.get_weights())
+            self.twin = analyse(self.model, {k: v for k, v in _input_shapes(analysis).items()}).graph_analysis
+            mask_in_place(self.twin, removed)
+            self.masks = analysis.param_masks(removed)
+
+    def reader(self, consumers: list[Consumer]):
+        if self.keras:
+            return KerasReader(self.model, consumers)
+        from spa_keras.surgery.onnx import mask_onnx
+
+        return OnnxReader(mask_onnx(self.analysis, self.removed, self.updates), consumers)
+
+    def write(self, param: str, value: np.ndarray):
+        from spa_keras.surgery import zeroed
+
+        self.updates[param] = value
+        if self.keras:
+            view = self.twin.graph.params[param].handle
+            masked = zeroed(value, self.masks.get(param, {}))
+            view.variable.assign(view.unview(masked).astype(view.variable.dtype))
+
+
+def _input_shapes(analysis):
+    graph = analysis.graph
+    return {name: graph.shape(name) for name in graph.inputs if graph.shape(name)}
+
+
+def _augmented(m: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """(E[z_p z_pᵀ], E[z_d z_pᵀ]) with z = [x; 1]: the constant column carries the bias."""
+    n = max(m.rows, 1)
+    d = len(m.sum)
+    h = np.empty((d + 1, d + 1))
+    h[:d, :d], h[:d, d], h[d, :d], h[d, d] = m.gram / n, m.sum / n, m.sum / n, 1.0
+    cross = np.empty((d + 1, d + 1))
+    cross[:d, :d], cross[:d, d], cross[d, :d], cross[d, d] = m.cross / n, m.ref_sum / n, m.sum / n, 1.0
+    return h, cross
+
+
+def _refit_one(graph, consumer: Consumer, m: Moments, removed: np.ndarray, damping: float):
+    """{param: new value} for one consumer: its weight, and the bias (or BatchNorm mean) that takes the shift."""
+    keep = ~((consumer.columns >= 0) & removed[np.maximum(consumer.columns, 0)])
+    h, cross = _augmented(m)
+    with_bias = consumer.bias is not None
+    if not with_bias:  # no constant column: the output mean cannot move
+        h, cross = h[:-1, :-1], cross[:-1, :-1]
+    h = damped(h * max(m.rows, 1), max(m.rows, 1), damping)
+    w = consumer.matrix.astype(np.float64)
+    bias_value = None
+    if with_bias:
+        bias_value = np.asarray(graph.params[consumer.bias].value, np.float64).reshape(-1)
+        own = consumer.bias_sign > 0
+        w = np.concatenate([w, (bias_value if own else np.zeros_like(bias_value))[:, None]], axis=1)
+        keep = np.append(keep, True)
+    fit = refit(w, cross, h, keep)
+    weight = graph.params[consumer.weight].value
+    out = {consumer.weight: consumer.to_value(fit[:, :consumer.matrix.shape[1]], weight).astype(weight.dtype)}
+    if with_bias:
+        shift = fit[:, -1] - (bias_value if consumer.bias_sign > 0 else 0.0)
+        new = bias_value + consumer.bias_sign * shift
+        out[consumer.bias] = new.reshape(graph.params[consumer.bias].shape).astype(
+            graph.params[consumer.bias].value.dtype)
+    return out
+
+
+def reconstruct(analysis, consumers: list[Consumer], removed: np.ndarray, batches: list,
+                damping: float = 0.01) -> dict[str, np.ndarray]:
+    """New values of the consumers' kept weights (and biases) after removing `removed` channels."""
+    if not removed.any() or not consumers or not batches:
+        return {}
+    graph = analysis.graph
+    network = PrunedNetwork(analysis, removed)
+    for stage in track(stages(graph, consumers), "OBSPA: reconstructing"):
+        dense, pruned = _reader(graph.source, stage), network.reader(stage)
+        moments = [Moments(c.matrix.shape[1], cross=True) for c in stage]
+        for batch in batches:
+            for m, c, x_d, x_p in zip(moments, stage, dense(batch), pruned(batch)):
+                m.accumulate(c, x_p, reference=x_d)
+        for c, m in zip(stage, moments):
+            for param, value in _refit_one(graph, c, m, removed, damping).items():
+                network.write(param, value)
+    return network.updates

@@ -1,0 +1,160 @@
+"""OBSPA: the OBS formulas against independent computations, the reconstruction against least squares (numpy
+lstsq over im2col patches computed here), and the criterion end to end on Keras and ONNX models."""
+
+import numpy as np
+import pytest
+
+import spa_keras as spa
+from spa_keras.obspa.obs import block_errors, damped, refit
+
+
+def im2col(x, k, stride, pad):
+    """[rows, C·k·k] patches of NHWC `x` (columns in (channel, kh, kw) order), written with plain loops."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    n, h, w, c = x.shape
+    rows = []
+    for b in range(n):
+        for i in range(0, h - k + 1, stride):
+            for j in range(0, w - k + 1, stride):
+                rows.append(x[b, i:i + k, j:j + k, :].transpose(2, 0, 1).reshape(-1))
+    return np.array(rows)
+
+
+def test_predicted_error_is_the_measured_error_and_removal_order_does_not_matter(rng):
+    x = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12))  # correlated inputs
+    w = rng.normal(size=(5, 12))
+    h = x.T @ x / len(x)
+    blocks = [np.arange(0, 3), np.arange(3, 6), np.arange(6, 9)]
+    predicted = block_errors(w, h, blocks)
+    for block, cost in zip(blocks, predicted):
+        keep = np.ones(12, bool)
+        keep[block] = False
+        fit = refit(w, h, h, keep)
+        measured = np.sum((x @ w.T - x @ fit.T) ** 2) / len(x)
+        assert cost == pytest.approx(measured, rel=1e-8)
+        lstsq = np.linalg.lstsq(x[:, keep], x @ w.T, rcond=None)[0].T
+        np.testing.assert_allclose(fit[:, keep], lstsq, rtol=1e-7, atol=1e-9)
+    keep1, keep12 = np.ones(12, bool), np.ones(12, bool)
+    keep1[blocks[0]] = False
+    keep12[np.concatenate(blocks[:2])] = False
+    greedy = refit(refit(w, h, h, keep1), h, h, keep12)
+    np.testing.assert_allclose(greedy, refit(w, h, h, keep12), rtol=1e-8, atol=1e-10)
+    after_first = block_errors(refit(w, h, h, keep1)[:, keep1], h[np.ix_(keep1, keep1)], [np.arange(0, 3)])[0]
+    joint = np.sum((x @ w.T - x @ refit(w, h, h, keep12).T) ** 2) / len(x)
+    assert predicted[0] + after_first == pytest.approx(joint, rel=1e-8)
+
+
+def test_damping_fills_dead_columns():
+    h = damped(np.diag([4.0, 0.0, 2.0]), rows=2, damping=0.0)
+    assert np.diag(h).tolist() == [2.0, 1.0, 1.0]
+
+
+def _calibration(rng, shape, n=96):
+    return rng.uniform(-1, 1, (n,) + shape).astype("float32")
+
+
+def dense_model(seed=0):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((10,), name="x")
+    hidden = layers.Dense(16, activation="relu", name="hidden")(inputs)
+    return keras.Model(inputs, layers.Dense(4, name="out")(hidden))
+
+
+def test_keras_dense_reconstruction_is_the_least_squares_refit(rng):
+    """The consumer's new kernel and bias are lstsq([kept hidden units, 1] -> original outputs) on the
+    calibration inputs."""
+    model = dense_model()
+    x = _calibration(rng, (10,))
+    result = spa.prune(model, ratio=0.5, criterion=spa.importance.OBSPA(calibration=x, damping=1e-12))
+    assert result.plan.updates and result.plan.target["reconstructed"]
+    hidden = np.maximum(x @ model.get_layer("hidden").kernel.numpy() + model.get_layer("hidden").bias.numpy(), 0)
+    target = model(x).numpy()
+    kept = np.setdiff1d(np.arange(16), result.plan.removed[next(iter(result.plan.removed))])
+    design = np.concatenate([hidden[:, kept], np.ones((len(x), 1))], axis=1)
+    solution = np.linalg.lstsq(design, target, rcond=None)[0]
+    slim = result.model.get_layer("out")
+    np.testing.assert_allclose(slim.kernel.numpy(), solution[:-1], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(slim.bias.numpy(), solution[-1], rtol=1e-3, atol=1e-4)
+    l1 = spa.prune(model, ratio=0.5).model
+    assert np.abs(result.model(x).numpy() - target).mean() < np.abs(l1(x).numpy() - target).mean()
+
+
+def conv_model(padding, strides, seed=0):
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((9, 9, 3), name="image")
+    y = layers.Conv2D(8, 3, padding="same", activation="relu", name="producer")(inputs)
+    y = layers.Conv2D(6, 3, padding=padding, strides=strides, name="consumer")(y)
+    return keras.Model(inputs, layers.GlobalAveragePooling2D()(y))
+
+
+@pytest.mark.parametrize("padding,strides", [("same", 1), ("valid", 2)])
+def test_keras_conv_reconstruction_is_the_least_squares_refit_over_patches(rng, padding, strides):
+    model = conv_model(padding, strides)
+    x = _calibration(rng, (9, 9, 3), n=48)
+    result = spa.prune(model, ratio=0.5, criterion=spa.importance.OBSPA(calibration=x, damping=1e-12))
+    import keras
+
+    feature = keras.Model(model.inputs, model.get_layer("producer").output)(x).numpy()
+    kept = np.setdiff1d(np.arange(8), result.plan.removed[next(iter(result.plan.removed))])
+    cols = im2col(feature, 3, strides, 1 if padding == "same" else 0)
+    kernel = model.get_layer("consumer").kernel.numpy()  # [kh, kw, C, M]
+    matrix = kernel.transpose(3, 2, 0, 1).reshape(6, -1)
+    target = cols @ matrix.T + model.get_layer("consumer").bias.numpy()
+    kept_cols = np.concatenate([np.arange(c * 9, c * 9 + 9) for c in kept])
+    design = np.concatenate([cols[:, kept_cols], np.ones((len(cols), 1))], axis=1)
+    solution = np.linalg.lstsq(design, target, rcond=None)[0]
+    slim = result.model.get_layer("consumer")
+    got = slim.kernel.numpy().transpose(3, 2, 0, 1).reshape(6, -1)
+    np.testing.assert_allclose(got, solution[:-1].T, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(slim.bias.numpy(), solution[-1], rtol=1e-3, atol=1e-4)
+
+
+def test_obspa_at_zero_pruning_is_the_identity():
+    model = conv_model("same", 1)
+    result = spa.prune(model, ratio=0.0, criterion=spa.importance.OBSPA(hessian="gaussian", samples=16))
+    assert not result.plan.updates and not result.plan.removed
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 9, 9, 3)).astype("float32")
+    np.testing.assert_allclose(result.model(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_onnx_conv_reconstruction_is_the_least_squares_refit(rng):
+    """The same refit on an ONNX model (NCHW, weights as initializers, activations from onnxruntime)."""
+    from onnx import numpy_helper
+
+    from spa_keras.bridges import onnx_io
+    from tests.onnx_graphs import Builder
+
+    b = Builder(seed=3, size=9)
+    y = b.op("Relu", [b.conv("x", 3, 8)])
+    out = b.conv(y, 8, 6)
+    model = b.model(b.op("GlobalAveragePool", [out]), [6, 1, 1])
+    x = _calibration(rng, (3, 9, 9), n=32)
+    result = spa.prune(model, ratio=0.5, criterion=spa.importance.OBSPA(calibration=x, damping=1e-12))
+    feature = onnx_io.run(_with_output(model, y), {"x": x})[y]  # NCHW
+    kept = np.setdiff1d(np.arange(8), result.plan.removed[next(iter(result.plan.removed))])
+    cols = im2col(feature.transpose(0, 2, 3, 1), 3, 1, 1)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    w, bias = inits[conv.input[1]], inits[conv.input[2]]
+    target = cols @ w.reshape(6, -1).T + bias
+    kept_cols = np.concatenate([np.arange(c * 9, c * 9 + 9) for c in kept])
+    design = np.concatenate([cols[:, kept_cols], np.ones((len(cols), 1))], axis=1)
+    solution = np.linalg.lstsq(design, target, rcond=None)[0]
+    slim = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    np.testing.assert_allclose(slim[conv.input[1]].reshape(6, -1), solution[:-1].T, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(slim[conv.input[2]], solution[-1], rtol=1e-3, atol=1e-4)
+
+
+def _with_output(model, tensor):
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
+    return copy
