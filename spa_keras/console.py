@@ -70,3 +70,13 @@ def track(items, what):
     from rich.progress import track as rich_track
 
     return rich_track(items, description=what, console=console, transient=True, disable=not console.is_terminal)
+
+
+@contextlib.contextmanager
+def progress_bar(total, what):
+    """A transient progress bar on a terminal; yields `advance()`, to call once per finished step."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+        task = progress.add_task(what, total=total)
+        yield lambda: progress.advance(task)

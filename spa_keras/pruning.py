@@ -48,7 +48,7 @@ def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l
     `loss` (default: the model's compiled loss). `steps=N` prunes iteratively: N rounds of score, prune, rescore on
     the slimmer model, each reaching a further 1/N of the target; the result's plan applies to the original model.
     """
-    from spa_keras.importance import Batches
+    from spa_keras.importance import Batches, get_criterion
 
     analysis = analysis or analyze(model, input_shape, via)
     ga = analysis.graph_analysis
@@ -65,6 +65,9 @@ def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l
         if all(v is None for v in (ratio, flops, params)):
             raise InputError("give a target: ratio=, flops= or params= (fractions removed), or a plan")
         data = None if data is None else Batches.of(data)  # a generator is read once, for every step
+        if steps > 1 and hasattr(get_criterion(criterion), "updates"):
+            raise InputError("steps= rescores between steps, but a criterion that rewrites kept weights (obspa) "
+                             "prunes in one step: give steps=1")
         options = dict(criterion=criterion, global_ranking=global_ranking, round_to=round_to, ignore=ignore,
                        max_per_group=max_per_group, data=data, loss=loss)
         if steps == 1:

@@ -62,24 +62,34 @@ def chunks(x, consumer: Consumer):
 
 class Moments:
     """Sums over streamed rows of a consumer's input columns: XᵀX of the inputs it sees (`gram`), and with a
-    reference input X_d beside them, X_dᵀX (`cross`) and the column sums of both (float64)."""
+    reference input X_d beside them, X_dᵀX (`cross`) and the column sums of both. Accumulated in TensorFlow
+    (float64), read as numpy."""
 
     def __init__(self, d: int, cross: bool = False):
+        import tensorflow as tf
+
         self.rows = 0
-        self.gram = np.zeros((d, d))
-        self.sum = np.zeros(d)
-        self.cross = np.zeros((d, d)) if cross else None
-        self.ref_sum = np.zeros(d) if cross else None
+        zeros = lambda *shape: tf.zeros(shape, tf.float64)  # noqa: E731
+        self._sums = {"gram": zeros(d, d), "sum": zeros(d)}
+        if cross:
+            self._sums.update(cross=zeros(d, d), ref_sum=zeros(d))
+
+    def __getattr__(self, name):
+        sums = self.__dict__.get("_sums", {})
+        if name in ("gram", "sum", "cross", "ref_sum"):
+            return sums[name].numpy() if name in sums else None
+        raise AttributeError(name)
 
     def add(self, x, reference=None):
         import tensorflow as tf
 
         self.rows += int(x.shape[0])
-        self.gram += tf.matmul(x, x, transpose_a=True).numpy()
-        self.sum += tf.reduce_sum(x, axis=0).numpy()
+        s = self._sums
+        s["gram"] += tf.cast(tf.matmul(x, x, transpose_a=True), tf.float64)
+        s["sum"] += tf.reduce_sum(tf.cast(x, tf.float64), axis=0)
         if reference is not None:
-            self.cross += tf.matmul(reference, x, transpose_a=True).numpy()
-            self.ref_sum += tf.reduce_sum(reference, axis=0).numpy()
+            s["cross"] += tf.cast(tf.matmul(reference, x, transpose_a=True), tf.float64)
+            s["ref_sum"] += tf.reduce_sum(tf.cast(reference, tf.float64), axis=0)
 
     def accumulate(self, consumer: Consumer, x, reference=None):
         """Add a consumer's input activation (and the reference activation of the same samples)."""
@@ -99,7 +109,7 @@ class KerasReader:
         self.count = len(consumers)
 
     def __call__(self, batch):
-        out = self.model(batch, training=False)
+        out = self.model(batch if isinstance(batch, (list, dict)) else [batch], training=False)
         return [out] if self.count == 1 else list(out)
 
 

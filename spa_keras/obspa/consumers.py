@@ -89,7 +89,7 @@ def _bias(graph, node: Node, d_out: int):
         if np.prod(graph.shape(node.inputs[2])) == d_out:
             return node.inputs[2], 1.0
     out = node.outputs[0]
-    for _ in range(2):  # through the Transposes that wrap a Keras conv
+    for _ in range(4):  # through the Transposes that wrap a Keras conv and BatchNorm (NHWC <-> NCHW)
         users = graph.consumers(out)
         if len(users) != 1:
             return None, 0.0

@@ -16,9 +16,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 
+from spa_keras.errors import InputError
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers
@@ -45,43 +47,72 @@ class OBSPA(Criterion):
         hessian: where the layer Hessians come from without data: 'batchnorm' (inputs that reproduce the
             network's BatchNorm statistics; Keras models), 'gaussian' (noise) or 'identity' (no compensation).
         calibration: real inputs instead (arrays, a tf.data.Dataset or a generator of batches; labels unused).
-        samples: how many inputs the Hessians are measured on.
-        batch_size: inputs per forward pass.
+        samples: how many inputs the Hessians are measured on (a Keras model runs them all at once through itself
+            and its pruned copy: fewer are taken, with a warning, when their live activations would not fit in
+            about 2 GB).
+        batch_size: inputs per forward pass (None: as many as fit in about 1 GB of activations).
         damping: λ in H + λ·mean(diag H)·I.
         steps: optimisation steps of the 'batchnorm' inputs.
+        budget: seconds the 'batchnorm' inputs may take to make (fewer steps on large models, said in a warning).
+        recalibrate: after the refit, BatchNorm statistics of a Keras model 'correct'ed for what pruning changed,
+            'reestimate'd on the inputs, or left alone (None).
         agg, norm: how consumers combine and groups rescale (see `spa_keras.importance.scoring`).
         seed: of the made-up inputs.
     """
 
-    def __init__(self, hessian="batchnorm", calibration=None, samples=256, batch_size=32, damping=0.01, steps=200,
-                 agg="sum", norm="none", seed=0):
+    def __init__(self, hessian="batchnorm", calibration=None, samples=128, batch_size=None, damping=0.01, steps=200,
+                 budget=30.0, recalibrate="reestimate", agg="sum", norm="mean", seed=0):
         super().__init__(agg=agg, norm=norm)
+        if recalibrate not in (None, "correct", "reestimate"):
+            raise InputError(f"recalibrate={recalibrate!r}: 'correct', 'reestimate' or None")
+        self.recalibrate = recalibrate
         self.hessian = hessian if calibration is None else "calibration"
-        self.samples, self.batch_size, self.damping, self.steps, self.seed = samples, batch_size, damping, steps, seed
+        self.samples, self.batch_size, self.damping, self.seed = samples, batch_size, damping, seed
+        self.steps, self.budget = steps, budget
         self._calibration = calibration
         self._scored: _Scored | None = None
 
-    def _provider(self):
+    def _provider(self, analysis):
+        samples = self._samples(analysis)
         if self._calibration is not None:
-            return Calibration(self._calibration, self.samples, self.batch_size, self.seed)
-        options = dict(samples=self.samples, batch_size=self.batch_size, seed=self.seed)
-        if str(self.hessian).lower() == "batchnorm":
-            options["steps"] = self.steps
-        return get_provider(self.hessian, **options)
+            return Calibration(self._calibration, samples, self.batch_size, self.seed)
+        hessian = str(self.hessian).lower()
+        if hessian == "batchnorm" and analysis.graph.format != "keras":
+            warnings.warn("OBSPA on an ONNX model without calibration= data: inputs cannot be optimised through "
+                          "onnxruntime, so the Hessians are the identity (relative weight magnitudes, no "
+                          "reconstruction); give calibration= inputs (any images of the kind the model reads) to "
+                          "reconstruct the kept weights", stacklevel=4)
+            hessian = "identity"
+        options = dict(samples=samples, batch_size=self.batch_size, seed=self.seed)
+        if hessian == "batchnorm":
+            options.update(steps=self.steps, budget=self.budget)
+        return get_provider(hessian, **options)
+
+    def _samples(self, analysis) -> int:
+        """`samples`, or fewer when a Keras model's pruned copy could not hold their activations at once."""
+        if analysis.graph.format != "keras":
+            return self.samples
+        from spa_keras.obspa.hessians import BATCH_BYTES, live_floats
+
+        cap = max(1, int(2 * BATCH_BYTES // (4 * 2 * max(live_floats(analysis), 1))))  # two networks' live tensors
+        if self.samples > cap:
+            warnings.warn(f"OBSPA: {cap} samples instead of {self.samples}: the reconstruction runs them at once "
+                          "and more would not fit in memory", stacklevel=4)
+        return min(self.samples, cap)
 
     def prepare(self, analysis, data, loss):
-        provider = self._provider()
+        provider = self._provider(analysis)
         consumers, skipped = find_consumers(analysis)
         batches = provider.batches(analysis) if provider.needs_inputs and consumers else []
-        hessians = (measure_hessians(analysis.graph.source, consumers, batches, self.damping) if batches else
-                    [np.eye(c.matrix.shape[1]) for c in consumers])
+        measured = (measure_hessians(analysis.graph.source, consumers, batches, self.damping) if batches else
+                    ((c, np.eye(c.matrix.shape[1])) for c in consumers))
         n = len(analysis.group_of_channel)
         errors, covered = np.zeros(n), np.zeros(n, bool)
-        for consumer, h in zip(consumers, hessians):
+        for consumer, h in measured:
             ids = np.unique(consumer.columns[consumer.columns >= 0])
             blocks = [np.flatnonzero(consumer.columns == i) for i in ids]
             w = consumer.matrix.astype(np.float64)
-            energy = max(float(np.einsum("ij,jk,ik->", w, h, w)), 1e-30)
+            energy = max(float(np.sum((w @ h) * w)), 1e-30)  # tr(W H Wᵀ)
             np.add.at(errors, ids, block_errors(w, h, blocks) / energy)
             covered[ids] = True
         self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered)
@@ -111,7 +142,8 @@ class OBSPA(Criterion):
         if scored is None or scored.analysis is not getattr(analysis, "graph_analysis", analysis):
             self.prepare(getattr(analysis, "graph_analysis", analysis), None, None)
             scored = self._scored
-        return reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping)
+        return reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping,
+                           self.recalibrate)
 
     @property
     def skipped(self) -> list[str]:

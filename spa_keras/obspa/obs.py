@@ -26,30 +26,44 @@ from __future__ import annotations
 
 import numpy as np
 
+# Hessians up to this many columns are factorised in float64; wider ones (damped, so well conditioned) in float32,
+# which halves the time of the largest solves (a ResNet50 stage-4 3x3 conv has 4,608 columns)
+FLOAT64_UP_TO = 2048
+
+
+def _dtype(d: int):
+    import tensorflow as tf
+
+    return tf.float64 if d <= FLOAT64_UP_TO else tf.float32
+
 
 def damped(gram: np.ndarray, rows: int, damping: float) -> np.ndarray:
     """E[x xᵀ] from a sum over `rows` rows, with dead columns (never non-zero) set to 1 on the diagonal and
     `damping` · mean(diag) added to it (keeps the solves well conditioned)."""
     h = gram / max(rows, 1)
-    diag = np.diag(h).copy()
-    dead = diag <= 0
-    h[dead, dead] = 1.0
-    return h + damping * max(float(np.mean(np.diag(h))), 1e-12) * np.eye(len(h))
+    diag = np.einsum("ii->i", h)  # a writable view of the diagonal
+    diag[diag <= 0] = 1.0
+    diag += damping * max(float(np.mean(diag)), 1e-12)
+    return h
 
 
 def block_errors(w: np.ndarray, h: np.ndarray, blocks: list[np.ndarray]) -> np.ndarray:
     """ΔE of removing each block of columns (one channel's) alone, with the optimal compensation."""
     import tensorflow as tf
 
-    h_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(tf.constant(h, tf.float64)), tf.eye(len(h), dtype=tf.float64))
-    w = tf.constant(w, tf.float64)
+    # H⁻¹ = L⁻ᵀ L⁻¹, so a diagonal block of H⁻¹ is (L⁻¹)_{:,Q}ᵀ (L⁻¹)_{:,Q}: no full inverse is formed
+    dtype = _dtype(len(h))
+    chol = tf.linalg.cholesky(tf.constant(h, dtype))
+    l_inv = tf.linalg.triangular_solve(chol, tf.eye(len(h), dtype=dtype), lower=True)
+    w = tf.constant(w, dtype)
     out = np.zeros(len(blocks))
     by_size: dict[int, list[int]] = {}
     for i, block in enumerate(blocks):
         by_size.setdefault(len(block), []).append(i)
     for size, which in by_size.items():  # blocks of one size in one batched solve
         index = tf.constant(np.stack([blocks[i] for i in which]), tf.int32)  # [n, q]
-        inv_qq = tf.gather(tf.gather(h_inv, index), index, axis=2, batch_dims=1)  # [n, q, q]
+        cols = tf.transpose(tf.gather(l_inv, index, axis=1), [1, 0, 2])  # [n, d, q]
+        inv_qq = tf.matmul(cols, cols, transpose_a=True)  # [n, q, q]
         w_q = tf.transpose(tf.gather(w, index, axis=1), [1, 2, 0])  # [n, q, d_out]
         z = tf.linalg.triangular_solve(tf.linalg.cholesky(inv_qq), w_q, lower=True)
         out[which] = tf.reduce_sum(z * z, axis=[1, 2]).numpy()
@@ -62,9 +76,10 @@ def refit(w: np.ndarray, cross: np.ndarray, h: np.ndarray, keep: np.ndarray) -> 
     import tensorflow as tf
 
     k = np.flatnonzero(keep)
-    h_kk = tf.constant(h[np.ix_(k, k)], tf.float64)
-    rhs = tf.constant((w @ cross[:, k]).T, tf.float64)  # [d_K, d_out]
-    fit = tf.linalg.cholesky_solve(tf.linalg.cholesky(h_kk), rhs).numpy().T
+    dtype = _dtype(len(k))
+    h_kk = tf.constant(h[np.ix_(k, k)], dtype)
+    rhs = tf.constant((w @ cross[:, k]).T, dtype)  # [d_K, d_out]
+    fit = tf.linalg.cholesky_solve(tf.linalg.cholesky(h_kk), rhs).numpy().astype(np.float64).T
     out = np.zeros_like(w, dtype=np.float64)
     out[:, k] = fit
     return out

@@ -1,12 +1,14 @@
 """OBSPA's two passes over the network: Hessians on the original for the scores, then the sequential refit.
 
 `measure_hessians` runs the original model once over the provider's batches and accumulates every consumer's
-E[x xᵀ] (in chunks of consumers whose Hessians fit `HESSIAN_BYTES`). `reconstruct` visits the consumers in graph
-order, in stages of consumers that do not feed each other; for each stage it runs the original and the current
-pruned network (removed channels zeroed, earlier stages already refit) on the same batches, accumulates
-E[x_d x_pᵀ] and E[x_p x_pᵀ] with a constant column for the bias, refits the kept columns (`obs.refit`) and writes
-them into the pruned network before the next stage. The result is the plan's `updates`: new full-size values of
-the consumers' weights and of the biases (or BatchNorm running means) that take the mean shift.
+E[x xᵀ] (in chunks of consumers whose Hessians fit `HESSIAN_BYTES`). `reconstruct` refits the consumers in graph
+order on inputs from the already-pruned network: it accumulates E[x_d x_pᵀ] and E[x_p x_pᵀ] (x_d the original
+network's input of the consumer, x_p the pruned network's, a constant column for the bias), refits the kept
+columns (`obs.refit`) and writes them into the pruned network (removed channels zeroed) before what follows runs.
+A Keras model does it in one pass, the original and the pruned copy side by side (`lockstep.py`), BatchNorm
+statistics recalibrated on the way; an ONNX model in stages of consumers that do not feed each other, each stage
+one onnxruntime run of both models. The result is the plan's `updates`: new full-size values of the consumers'
+weights, of the biases (or BatchNorm running means) that take the mean shift, and of recalibrated statistics.
 
 Example:
 
@@ -23,7 +25,7 @@ from spa_keras.obspa.consumers import Consumer
 from spa_keras.obspa.obs import damped, refit
 
 # Hessians of the scoring pass held at once (float64): more consumers than fit are measured in several passes
-HESSIAN_BYTES = 1 << 30
+HESSIAN_BYTES = 1 << 28
 
 
 def _reader(model, consumers: list[Consumer]):
@@ -42,17 +44,17 @@ def _chunks(consumers: list[Consumer]) -> list[list[Consumer]]:
     return out
 
 
-def measure_hessians(model, consumers: list[Consumer], batches: list, damping: float) -> list[np.ndarray]:
-    """E[x xᵀ] (damped) of every consumer's input columns on the original model."""
-    hessians = []
+def measure_hessians(model, consumers: list[Consumer], batches: list, damping: float):
+    """(consumer, E[x xᵀ] damped) of every consumer's input columns on the original model, a chunk of consumers
+    at a time (only one chunk's Hessians are held)."""
     for part in _chunks(consumers):
         reader = _reader(model, part)
         moments = [Moments(c.matrix.shape[1]) for c in part]
         for batch in track(batches, f"OBSPA: Hessians of {len(part)} layers"):
             for m, c, x in zip(moments, part, reader(batch)):
                 m.accumulate(c, x)
-        hessians += [damped(m.gram, m.rows, damping) for m in moments]
-    return hessians
+        for c, m in zip(part, moments):
+            yield c, damped(m.gram, m.rows, damping)
 
 
 def stages(graph, consumers: list[Consumer]) -> list[list[Consumer]]:
@@ -158,13 +160,74 @@ def _refit_one(graph, consumer: Consumer, m: Moments, removed: np.ndarray, dampi
     return out
 
 
-def reconstruct(analysis, consumers: list[Consumer], removed: np.ndarray, batches: list,
-                damping: float = 0.01) -> dict[str, np.ndarray]:
-    """New values of the consumers' kept weights (and biases) after removing `removed` channels."""
-    if not removed.any() or not consumers or not batches:
-        return {}
+def _statistics(x, axis: int):
+    """Per-channel mean and variance of a channels-last activation over every other axis (float64)."""
+    x = np.asarray(x, np.float64)
+    x = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
+    return x.mean(axis=0), x.var(axis=0)
+
+
+def batchnorm_statistics(layer, dense_input, pruned_input, mode: str):
+    """New running (mean, variance) of a Keras BatchNormalization after pruning upstream of it.
+
+    'reestimate': the pruned network's own statistics on the inputs. 'correct': the original statistics moved so
+    that the pruned network's normalised output has the mean and spread the original's has on the same inputs
+    (σ' = σ·σ_p/σ_d, μ' = μ_p − (μ_d − μ)·σ_p/σ_d): only what pruning changed is corrected."""
+    axis = int(np.atleast_1d(layer.axis)[0]) % len(pruned_input.shape)
+    mean_p, var_p = _statistics(pruned_input, axis)
+    if mode == "reestimate":
+        return mean_p, var_p
+    mean_d, var_d = _statistics(dense_input, axis)
+    mean, var = layer.moving_mean.numpy().astype(np.float64), layer.moving_variance.numpy().astype(np.float64)
+    live = var_d > 1e-12
+    ratio = np.sqrt(np.where(live, var_p, 1.0) / np.where(live, var_d, 1.0))
+    new_mean = np.where(live, mean_p - (mean_d - mean) * ratio, mean)
+    new_var = np.where(live, np.maximum((var + layer.epsilon) * ratio ** 2 - layer.epsilon, 0.0), var)
+    return new_mean, new_var
+
+
+def _stacked(batches):
+    """All batches as one (per model input)."""
+    first = batches[0]
+    if isinstance(first, (list, tuple)):
+        return [np.concatenate([b[i] for b in batches]) for i in range(len(first))]
+    if isinstance(first, dict):
+        return {k: np.concatenate([b[k] for b in batches]) for k in first}
+    return np.concatenate([np.asarray(b) for b in batches])
+
+
+def _reconstruct_keras(analysis, network, consumers, removed, batches, damping, recalibrate):
+    """One pass of the original and the pruned copy side by side: each consumer is refit, and each BatchNorm
+    recalibrated, just before it runs on the pruned copy."""
+    import keras
+
+    from spa_keras.console import progress_bar
+    from spa_keras.obspa.lockstep import run_side_by_side
+
     graph = analysis.graph
-    network = PrunedNetwork(analysis, removed)
+    by_layer = {c.source.name: c for c in consumers}
+    with progress_bar(len(consumers), "OBSPA: reconstructing") as advance:
+        def hook(operation, args, twin_args):
+            consumer = by_layer.get(operation.name)
+            if consumer is not None:
+                moments = Moments(consumer.matrix.shape[1], cross=True)
+                moments.accumulate(consumer, twin_args[0], reference=args[0])
+                for param, value in _refit_one(graph, consumer, moments, removed, damping).items():
+                    network.write(param, value)
+                advance()
+            if recalibrate and isinstance(operation, keras.layers.BatchNormalization):
+                params = (operation.moving_mean.path, operation.moving_variance.path)
+                if all(p in graph.params for p in params):
+                    stats = batchnorm_statistics(operation, args[0], twin_args[0], recalibrate)
+                    for param, value in zip(params, stats):
+                        network.write(param, value.astype(np.float32))
+
+        run_side_by_side(graph.source, network.model, _stacked(batches), hook)
+
+
+def _reconstruct_onnx(analysis, network, consumers, removed, batches, damping):
+    """Stage by stage: the original and the current pruned ONNX model run in onnxruntime on every batch."""
+    graph = analysis.graph
     for stage in track(stages(graph, consumers), "OBSPA: reconstructing"):
         dense, pruned = _reader(graph.source, stage), network.reader(stage)
         moments = [Moments(c.matrix.shape[1], cross=True) for c in stage]
@@ -174,4 +237,17 @@ def reconstruct(analysis, consumers: list[Consumer], removed: np.ndarray, batche
         for c, m in zip(stage, moments):
             for param, value in _refit_one(graph, c, m, removed, damping).items():
                 network.write(param, value)
+
+
+def reconstruct(analysis, consumers: list[Consumer], removed: np.ndarray, batches: list, damping: float = 0.01,
+                recalibrate: str | None = None) -> dict[str, np.ndarray]:
+    """New values of the consumers' kept weights (and biases), and with `recalibrate` ('correct' or
+    'reestimate') of the BatchNorm statistics of a Keras model, after removing the `removed` channels."""
+    if not removed.any() or not batches:
+        return {}
+    network = PrunedNetwork(analysis, removed)
+    if network.keras:
+        _reconstruct_keras(analysis, network, consumers, removed, batches, damping, recalibrate)
+    else:
+        _reconstruct_onnx(analysis, network, consumers, removed, batches, damping)
     return network.updates
