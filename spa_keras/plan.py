@@ -203,11 +203,12 @@ def _achieved(analysis, kind, ignore):
 def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: float | None = None,
               params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int = 1, ignore=(),
               max_per_group: float = 0.9, scores=None, data=None, loss=None,
-              removable: dict[str, int] | None = None) -> PruningPlan:
+              removable: dict[str, int] | None = None, removed: np.ndarray | None = None) -> PruningPlan:
     """Choose the channels to remove; return a `PruningPlan`.
 
     `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
-    relative to the original model). When no layout within 2% of the target exists under `round_to`,
+    relative to the original model). `removed` (bool per global channel) are channels already gone (training with
+    growing masks): they stay in the plan. When no layout within 2% of the target exists under `round_to`,
     `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
     """
     kind, amount = _target(ratio, flops, params)
@@ -224,8 +225,12 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
     if kind == "ratio":  # a whole number of channels
         prunable = max(prunable_channels(analysis, ignore), 1)
         goal = round(amount * prunable) / prunable
-    search = BlockSearch(analysis.groups, _offsets(analysis), score, eligible, round_to, global_ranking)
+    if removed is not None:  # channels already gone rank first
+        score = np.where(removed & eligible, -np.inf, score)
+    search = BlockSearch(analysis.groups, _offsets(analysis), score, eligible, round_to, global_ranking, removed)
     mask = search.search(achieved, goal)
+    if removed is not None:
+        mask = mask | removed
     reached = achieved(mask)
     if amount and abs(reached - amount) > LANDING:
         warnings.warn(f"{kind}={amount:g}: the plan removes {reached:.1%}; no layout closer to the target was found "

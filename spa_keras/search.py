@@ -55,11 +55,14 @@ class BlockSearch:
         eligible: per global channel, whether it may go (unblocked, not ignored, within the group's cap).
         round_to: channel counts of pruned groups stay multiples of this.
         global_ranking: rank blocks by score across groups, or remove the same fraction from each group.
+        forced: per global channel, already removed (training with growing masks): their blocks go first and are
+            never given back.
     """
 
     def __init__(self, groups, offsets, score: np.ndarray, eligible: np.ndarray, round_to: int,
-                 global_ranking: bool):
+                 global_ranking: bool, forced: np.ndarray | None = None):
         self.n = len(score)
+        self.floor = np.zeros(len(groups), int)  # blocks of each group that must stay taken
         self.ids: list[np.ndarray] = []  # per group: its removable channels in the order they go
         self.ends: list[np.ndarray] = []  # per group: channels removed after each of its blocks
         keys = []  # (priority, tie-break, group, block index)
@@ -67,6 +70,8 @@ class BlockSearch:
             ids = offsets[g.id] + np.flatnonzero(eligible[offsets[g.id]:offsets[g.id] + g.channels])
             ids = ids[np.argsort(score[ids], kind="stable")]
             blocks = group_blocks(ids, g.channels, round_to)
+            if forced is not None:
+                self.floor[g.id] = sum(1 for _ in _leading(blocks, forced))
             self.ids.append(ids)
             self.ends.append(np.cumsum([len(b) for b in blocks], dtype=int))
             free = max(g.prunable, 1)
@@ -104,11 +109,14 @@ class BlockSearch:
             return self.mask(self.taken(hi))
         while lo < hi:
             mid = (lo + hi) // 2
-            if value(self.taken(mid)) >= amount:
+            if value(self._at_least_floor(mid)) >= amount:
                 hi = mid
             else:
                 lo = mid + 1
-        return self.mask(self._refine(self.taken(hi), value, amount))
+        return self.mask(self._refine(self._at_least_floor(hi), value, amount))
+
+    def _at_least_floor(self, k: int) -> np.ndarray:
+        return np.maximum(self.taken(k), self.floor)
 
     def _refine(self, taken: np.ndarray, value, amount: float) -> np.ndarray:
         """Trade blocks between groups while the landing gets closer to `amount` (from either side)."""
@@ -140,7 +148,7 @@ class BlockSearch:
         """Give one block back or take one; or give one back and take blocks of another group until the target is
         reached again."""
         groups = range(len(taken))
-        can_give = [g for g in groups if taken[g] > 0]
+        can_give = [g for g in groups if taken[g] > self.floor[g]]
         can_take = [g for g in groups if taken[g] < len(self.ends[g])]
         for g in can_give:
             yield _step(taken, g, -1)
@@ -159,6 +167,14 @@ class BlockSearch:
                 yield move
             if budget[0] <= 0:
                 return
+
+
+def _leading(blocks, forced):
+    """The leading blocks whose channels are all forced."""
+    for block in blocks:
+        if not forced[block].all():
+            return
+        yield block
 
 
 def _step(taken: np.ndarray, group: int, by: int) -> np.ndarray:

@@ -53,7 +53,8 @@ class OBSPA(Criterion):
         batch_size: inputs per forward pass (None: as many as fit in about 1 GB of activations).
         damping: λ in H + λ·mean(diag H)·I.
         steps: optimisation steps of the 'batchnorm' inputs.
-        budget: seconds the 'batchnorm' inputs may take to make (fewer steps on large models, said in a warning).
+        budget: seconds the 'batchnorm' inputs may take to make (fewer steps on large models, said in a warning;
+            None: no limit).
         recalibrate: after the refit, BatchNorm statistics of a Keras model 'correct'ed for what pruning changed,
             'reestimate'd on the inputs, or left alone (None).
         agg, norm: how consumers combine and groups rescale (see `spa_keras.importance.scoring`).

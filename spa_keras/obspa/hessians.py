@@ -173,16 +173,17 @@ class BatchNormInputs(InputProvider):
         samples: how many inputs to make at most.
         steps: Adam steps of the optimisation of each batch (a forward and backward pass each).
         learning_rate: Adam's learning rate on the inputs.
-        budget: seconds the optimisation may take in all; fewer samples (or steps) are made, and a warning says
-            so, when the model is too large for all of them in that time.
+        budget: seconds the optimisation may take in all (None: no limit); fewer samples (or steps) are made,
+            and a warning says so, when the model is too large for all of them in that time.
     """
 
     name = "batchnorm"
 
     def __init__(self, samples: int = 128, batch_size: int | None = None, seed: int = 0, steps: int = 200,
-                 learning_rate: float = 0.1, budget: float = 30.0):
+                 learning_rate: float = 0.1, budget: float | None = 30.0):
         super().__init__(samples, batch_size, seed)
-        self.steps, self.learning_rate, self.budget = int(steps), float(learning_rate), float(budget)
+        self.steps, self.learning_rate = int(steps), float(learning_rate)
+        self.budget = None if budget is None else float(budget)
 
     def batches(self, analysis):
         import warnings
@@ -196,9 +197,9 @@ class BatchNormInputs(InputProvider):
             return noise
         import time
 
-        out, start = [], time.perf_counter()
+        out, start, budget = [], time.perf_counter(), float("inf") if self.budget is None else self.budget
         for x in track(noise, "OBSPA: synthetic inputs"):
-            left = self.budget - (time.perf_counter() - start)
+            left = budget - (time.perf_counter() - start)
             if out and left < (time.perf_counter() - start) / len(out):  # another batch would not fit
                 break
             inputs, steps = _distil(source, norms, x, self.steps, self.learning_rate, left)
@@ -206,7 +207,7 @@ class BatchNormInputs(InputProvider):
         made = sum(len(b) for b in out)
         if made < self.samples or steps < self.steps:
             warnings.warn(f"OBSPA: {made} of {self.samples} synthetic inputs, {steps} of {self.steps} optimisation "
-                          f"steps, within budget={self.budget:g} s; raise budget= for better Hessians, or give "
+                          f"steps, within budget={budget:g} s; raise budget= for better Hessians, or give "
                           "calibration= data", stacklevel=2)
         return out
 
