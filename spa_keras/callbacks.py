@@ -9,8 +9,9 @@ the trained values of the kept channels, compiled like the original), with `.pla
 
 When to prune (`when=`):
 
-- `"before"`: at the start of training, on the initial weights (data-free criteria, or `data=` for SNIP, GraSP or
-  CroP); the masks then stay fixed for the whole `fit`. To make training itself cheaper, prune first and train the
+- `"before"`: at the start of training, on the initial weights; the masks then stay fixed for the whole `fit`.
+  Data-driven criteria (SNIP, GraSP, CroP, Taylor) score on the first batches `fit` trains on (arrays and
+  tf.data datasets; give `data=` for a Python generator). To make training itself cheaper, prune first and train the
   slim model instead: `slim = spa.prune(model, flops=0.5, criterion="snip", data=(x, y)).model`, then `slim.fit`.
 - `"during"` (default): gradual pruning along a schedule (`spa_keras.schedules`, default: `PolynomialDecay` over
   the first half of training, 20 pruning steps); at each pruning step the criterion rescores the current weights
@@ -43,6 +44,8 @@ except ImportError:  # pragma: no cover
 WHEN = ("before", "during", "after")
 # the default schedule prunes in this many steps over the first half of training
 DEFAULT_PRUNING_STEPS = 20
+# training batches a data-driven criterion (SNIP, Taylor, ...) scores on when no data= is given
+FIT_BATCHES = 8
 
 
 class SPACallback(_Callback):
@@ -168,13 +171,26 @@ class SPACallback(_Callback):
         ga = self._analysis.graph_analysis
         if fraction <= 0:
             return
-        scores = score_groups(self.criterion, ga, data=self.data, loss=self.loss or getattr(self.model, "loss",
-                                                                                             None))
+        scores = score_groups(self.criterion, ga, data=self._data(), loss=self.loss or getattr(self.model, "loss",
+                                                                                                None))
         with warnings.catch_warnings():  # a step that lands off its fraction is no news; the end result is said
             warnings.simplefilter("ignore", UserWarning)
             plan = make_plan(ga, **{self.kind: min(fraction, self.amount)}, scores=scores, removed=self._removed,
                              **self.options)  # the masks only grow
         self._adopt(self._removed | plan.mask(ga))
+
+    def _data(self):
+        """`data=`, or for a data-driven criterion the batches `fit` trains on (read afresh from its data adapter,
+        so training is not disturbed)."""
+        from spa_keras.importance import get_criterion
+
+        if self.data is not None or not getattr(get_criterion(self.criterion), "needs_data", False):
+            return self.data
+        batches = _fit_batches(FIT_BATCHES)
+        if not batches:
+            raise InputError(f"SPACallback: criterion {self.criterion!r} needs training batches, and the ones fit "
+                             "reads cannot be read twice (a Python generator?): give SPACallback(..., data=(x, y))")
+        return batches
 
     def _zero_channels(self):
         """Channels whose every member slice is exactly zero: removed by an earlier (interrupted) run."""
@@ -262,6 +278,29 @@ class SPACallback(_Callback):
                   **({"schedule": repr(self._schedule)} if self._schedule is not None else {}), **self.options}
         target["ignore"] = list(target["ignore"]) if not isinstance(target["ignore"], str) else [target["ignore"]]
         return PruningPlan(removed, {g.key: g.channels for g in ga.groups}, target)
+
+
+def _fit_batches(count):
+    """Up to `count` (x, y) batches of the data the running `fit` trains on, from a fresh pass of its data adapter
+    (arrays and tf.data datasets; None for data that cannot be read twice)."""
+    import inspect
+
+    frame = inspect.currentframe()
+    adapter = None
+    while frame is not None and adapter is None:
+        iterator = frame.f_locals.get("epoch_iterator")
+        adapter = getattr(iterator, "data_adapter", None)
+        frame = frame.f_back
+    del frame
+    if type(adapter).__name__ not in ("ArrayDataAdapter", "TFDatasetAdapter"):
+        return None
+    batches = []
+    for element in adapter.get_numpy_iterator():
+        if isinstance(element, (tuple, list)) and len(element) >= 2:
+            batches.append((element[0], element[1]))
+        if len(batches) == count:
+            break
+    return batches
 
 
 def _optimizer_slots(model):

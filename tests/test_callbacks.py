@@ -207,3 +207,25 @@ def test_an_interrupted_fit_resumes_to_the_same_plan(tmp_path):
         fit(tmp_path / "b", Interrupt())
     resumed = fit(tmp_path / "b").result.plan.removed
     assert straight and resumed == straight
+
+
+@pytest.mark.parametrize("criterion", ["snip", "taylor"])
+def test_data_driven_criteria_score_on_the_batches_fit_trains_on(criterion):
+    """No data= needed: SNIP before training and Taylor during it read the batches fit trains on; the same plan
+    comes out as from spa.prune on those batches."""
+    model = compiled(models.small_cnn())
+    x, y = data()
+    when = "before" if criterion == "snip" else "after"
+    callback = spa.SPACallback(flops=0.3, criterion=criterion, when=when)
+    if when == "before":
+        import keras
+
+        twin = keras.models.clone_model(model)
+        twin.set_weights(model.get_weights())
+        twin.compile(loss=model.loss)
+    model.fit(x, y, epochs=1, batch_size=16, shuffle=False, callbacks=[callback], verbose=0)
+    assert callback.result.plan.removed
+    if when == "before":
+        expected = spa.prune(twin, flops=0.3, criterion=criterion, data=[(x[i:i + 16], y[i:i + 16])
+                                                                         for i in range(0, 96, 16)])
+        assert callback.result.plan.removed == expected.plan.removed
