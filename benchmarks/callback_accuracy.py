@@ -27,14 +27,15 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
 from spa_keras.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
+from tables import print_rows, summary  # noqa: E402
 
 ROWS = ("dense", "during", "before", "after + 1 epoch")
 
@@ -104,32 +105,16 @@ def main():
     print_table(report, args.markdown)
 
 
-def _summary(values, scale=100.0, digits=2):
-    mean = scale * statistics.mean(values)
-    return f"{mean:.{digits}f}" if len(values) < 2 else f"{mean:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
-
-
 def print_table(report, markdown=False):
     header = ["run", "test accuracy %", "MFLOPs", "training time (s)"]
     rows = []
     for row in ROWS:
         runs = [r for r in report["runs"] if r["row"] == row]
         if runs:
-            rows.append([row, _summary([r["accuracy"] for r in runs]),
+            rows.append([row, summary([r["accuracy"] for r in runs]),
                          f"{statistics.mean(r['flops'] for r in runs) / 1e6:.1f}",
-                         _summary([r["seconds"] for r in runs], 1.0, 0)])
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for r in rows:
-            print("| " + " | ".join(r) + " |")
-        return
-    table = Table(title="SPACallback on Fashion-MNIST (demo ResNet from scratch, -50% FLOPs)")
-    for col in header:
-        table.add_column(col)
-    for r in rows:
-        table.add_row(*r)
-    Console().print(table)
+                         summary([r["seconds"] for r in runs], 1.0, 0)])
+    print_rows("SPACallback on Fashion-MNIST (demo ResNet from scratch, -50% FLOPs)", header, rows, markdown)
 
 
 if __name__ == "__main__":

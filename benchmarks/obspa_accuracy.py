@@ -13,7 +13,9 @@ fine-tuning, by:
 - `obspa:<provider>`: OBSPA with its data-free Hessian providers (`batchnorm`, `gaussian`, `identity`); the
   `batchnorm` inputs get all their 200 optimisation steps (`budget=None`: the default 30 s budget cuts them short
   on a loaded machine, which would make the table depend on what else ran);
-- `obspa:calibration`: OBSPA on 1,024 training images.
+- `obspa:calibration`: OBSPA on 1,024 training images;
+- `obspa:batchnorm round_to=16`: data-free OBSPA keeping channel counts multiples of 16, the block onnxruntime's
+  CPU convolutions work in (other counts are padded and re-laid out, and run slower).
 
 The reference rows are the unpruned model and the unpruned model with its BatchNorm statistics re-estimated on the
 same 1,024 training images (the trained model's running statistics are not those of the final weights). For every
@@ -34,21 +36,23 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
 from spa_keras.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
+from tables import print_rows, summary  # noqa: E402
 
 FULL = dict(train=None, test=None, calibration=1024, epochs=3, batch=128, reductions=(0.3, 0.5, 0.7), seeds=(0, 1),
             models=("resnet", "mobilenet"), runs=30)
 # quick: small batches, so that BatchNorm's moving statistics (momentum 0.99) settle within one short epoch
 QUICK = dict(train=8000, test=2000, calibration=256, epochs=1, batch=16, reductions=(0.5,), seeds=(0,),
              models=("resnet",), runs=5)
-METHODS = ("l1", "l1+bn", "obspa:batchnorm", "obspa:gaussian", "obspa:identity", "obspa:calibration")
+METHODS = ("l1", "l1+bn", "obspa:batchnorm", "obspa:gaussian", "obspa:identity", "obspa:calibration",
+           "obspa:batchnorm round_to=16")
 
 
 def build_mobilenet():
@@ -136,10 +140,11 @@ def speedup(original, slim, runs):
 
 
 def prune(model, method, reduction, calibration, synthetic):
+    name, _, option = method.partition(" round_to=")
     criterion = {"l1": "l1", "l1+bn": "l1",
                  "obspa:calibration": spa.importance.OBSPA(calibration=calibration, samples=len(calibration))}.get(
-        method) or spa.importance.OBSPA(hessian=method.split(":")[1], budget=None)
-    result = spa.prune(model, flops=reduction, criterion=criterion)
+        name) or spa.importance.OBSPA(hessian=name.split(":")[1], budget=None)
+    result = spa.prune(model, flops=reduction, criterion=criterion, round_to=int(option or 1))
     slim = result.model
     if method == "l1+bn":
         recalibrate(slim, synthetic)
@@ -231,13 +236,6 @@ def main():
     print_table(report, args.markdown)
 
 
-def _summary(values, scale=100.0, digits=2):
-    if not values:
-        return "-"
-    mean = scale * statistics.mean(values)
-    return f"{mean:.{digits}f}" if len(values) < 2 else f"{mean:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
-
-
 def print_table(report, markdown=False):
     cells = report["cells"]
     models = sorted({c["model"] for c in cells}, key=lambda m: list(BUILDERS).index(m))
@@ -251,22 +249,10 @@ def print_table(report, markdown=False):
             for r in reductions:
                 sel = [c for c in cells if c["model"] == name and c["method"] == method and
                        (c["reduction"] == r or method.startswith("unpruned"))]
-                row.append(f"{_summary([c['accuracy'] for c in sel])} | "
-                           f"{_summary([c['speedup'] for c in sel], 1.0)}x" if sel else "-")
+                row.append(f"{summary([c['accuracy'] for c in sel])} | {summary([c['speedup'] for c in sel], 1.0)}x"
+                           if sel else "-")
             rows.append(row)
-        if markdown:
-            print(f"\n{name}\n")
-            print("| " + " | ".join(header) + " |")
-            print("|" + "---|" * len(header))
-            for row in rows:
-                print("| " + " | ".join(row) + " |")
-        else:
-            table = Table(title=f"{name}: test accuracy % (mean ± std over seeds), onnxruntime speed-up")
-            for col in header:
-                table.add_column(col)
-            for row in rows:
-                table.add_row(*row)
-            Console().print(table)
+        print_rows(f"{name}: test accuracy % (mean ± std over seeds), onnxruntime speed-up", header, rows, markdown)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""What the benchmark scripts share: mean ± std cells and a table printed with rich or as Markdown (the README's)."""
+
+import statistics
+
+from rich.console import Console
+from rich.table import Table
+
+
+def summary(values, scale=100.0, digits=2):
+    """'mean ± std' of `values` times `scale` (just the mean for one value, '-' for none)."""
+    if not values:
+        return "-"
+    mean = scale * statistics.mean(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {scale * statistics.stdev(values):.{digits}f}"
+
+
+def print_rows(title, header, rows, markdown=False):
+    """A table of string cells: a rich table on the terminal, or Markdown."""
+    if markdown:
+        print(f"\n{title}\n")
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
