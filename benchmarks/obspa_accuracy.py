@@ -242,15 +242,17 @@ def print_table(report, markdown=False):
     reductions = sorted({c["reduction"] for c in cells if c["reduction"] > 0})
     methods = ["unpruned", "unpruned+bn(real)"] + list(METHODS)
     for name in models:
-        header = ["method"] + [f"-{int(round(100 * r))}% FLOPs: accuracy | speed-up" for r in reductions]
+        header = ["method"]
+        for r in reductions:
+            header += [f"-{int(round(100 * r))}% FLOPs: accuracy %", "speed-up"]
         rows = []
         for method in methods:
             row = [method]
             for r in reductions:
                 sel = [c for c in cells if c["model"] == name and c["method"] == method and
                        (c["reduction"] == r or method.startswith("unpruned"))]
-                row.append(f"{summary([c['accuracy'] for c in sel])} | {summary([c['speedup'] for c in sel], 1.0)}x"
-                           if sel else "-")
+                row += [summary([c["accuracy"] for c in sel]), summary([c["speedup"] for c in sel], 1.0) + "x"
+                        if sel else "-"]
             rows.append(row)
         print_rows(f"{name}: test accuracy % (mean ± std over seeds), onnxruntime speed-up", header, rows, markdown)
 
