@@ -116,7 +116,8 @@ class SPACallback(_Callback):
         self._synced = True
         self._epoch = epoch
         optimizer = getattr(self.model, "optimizer", None)
-        self._step = int(optimizer.iterations.numpy()) if optimizer is not None else 0
+        resumed = epoch > 0 and optimizer is not None  # a fresh fit starts its schedule at 0 whatever came before
+        self._step = int(optimizer.iterations.numpy()) if resumed else 0
         self._adopt(self._zero_channels())
         if self.when == "before":
             self._prune_to(self.amount)
@@ -154,10 +155,15 @@ class SPACallback(_Callback):
     # ---- pruning ------------------------------------------------------------------------------------------------
 
     def _default_schedule(self):
-        total = int((self.params or {}).get("steps") or 1) * int((self.params or {}).get("epochs") or 1)
-        end = max(1, total // 2)
-        frequency = max(1, end // DEFAULT_PRUNING_STEPS)
-        return PolynomialDecay(0.0, self.amount, begin_step=0, end_step=end, frequency=frequency)
+        """From nothing to the target over the first half of training, in about `DEFAULT_PRUNING_STEPS` steps (by
+        epochs when the steps per epoch are unknown, as for a dataset of unknown length)."""
+        steps, epochs = (self.params or {}).get("steps"), int((self.params or {}).get("epochs") or 1)
+        if not steps:
+            return PolynomialDecay(0.0, self.amount, begin_step=0, end_step=max(1, epochs // 2), frequency=1,
+                                   unit="epoch")
+        end = max(1, int(steps) * epochs // 2)
+        return PolynomialDecay(0.0, self.amount, begin_step=0, end_step=end,
+                               frequency=max(1, end // DEFAULT_PRUNING_STEPS))
 
     def _prunes_now(self, unit, position):
         schedule = self._schedule

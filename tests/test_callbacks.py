@@ -157,6 +157,19 @@ with strategy.scope():
     model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 x, y = data()
+# Keras 3.15's own fit fails under MultiWorkerMirroredStrategy before any callback runs (keras-team/keras#20585):
+# it reduces a whole (x, y) batch across workers before its symbolic build, and reduces scalar logs along axis 0.
+# Work around both so that the callback itself is what this test checks.
+from keras.src.backend.tensorflow import trainer
+with strategy.scope():
+    model._symbolic_build(data_batch=(x[:8], y[:8]))
+model._maybe_symbolic_build = lambda *args, **kwargs: None
+reduce_per_replica = trainer.reduce_per_replica
+def scalar_safe(values, strategy, reduction):
+    if reduction in ("auto", "mean"):
+        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+    return reduce_per_replica(values, strategy, reduction)
+trainer.reduce_per_replica = scalar_safe
 callback = spa.SPACallback(flops=0.4, when="during")
 model.fit(x, y, epochs=2, batch_size=16, callbacks=[callback], verbose=0, shuffle=False)
 print(json.dumps(callback.result.plan.removed))
@@ -229,3 +242,63 @@ def test_data_driven_criteria_score_on_the_batches_fit_trains_on(criterion):
         expected = spa.prune(twin, flops=0.3, criterion=criterion, data=[(x[i:i + 16], y[i:i + 16])
                                                                          for i in range(0, 96, 16)])
         assert callback.result.plan.removed == expected.plan.removed
+
+
+MULTI_WORKER = """
+import json, os, sys
+os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": sys.argv[2].split(",")},
+                                      "task": {"type": "worker", "index": int(sys.argv[1])}})
+import tensorflow as tf
+import keras
+import spa_keras as spa
+from tests import models
+from tests.test_callbacks import data
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+keras.utils.set_random_seed(0)
+with strategy.scope():
+    model = models.small_cnn()
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x, y = data()
+# Keras 3.15's own fit fails under MultiWorkerMirroredStrategy before any callback runs (keras-team/keras#20585):
+# it reduces a whole (x, y) batch across workers before its symbolic build, and reduces scalar logs along axis 0.
+# Work around both so that the callback itself is what this test checks.
+from keras.src.backend.tensorflow import trainer
+with strategy.scope():
+    model._symbolic_build(data_batch=(x[:8], y[:8]))
+model._maybe_symbolic_build = lambda *args, **kwargs: None
+reduce_per_replica = trainer.reduce_per_replica
+def scalar_safe(values, strategy, reduction):
+    if reduction in ("auto", "mean"):
+        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+    return reduce_per_replica(values, strategy, reduction)
+trainer.reduce_per_replica = scalar_safe
+callback = spa.SPACallback(flops=0.4, when="during")
+model.fit(x, y, epochs=2, batch_size=16, callbacks=[callback], verbose=0, shuffle=False)
+print(json.dumps(callback.result.plan.removed))
+"""
+
+
+def test_multi_worker_mirrored_strategy_gives_every_worker_the_same_plan():
+    """Two worker processes on localhost under tf.distribute.MultiWorkerMirroredStrategy: each one's callback
+    masks its copy of the synchronised variables and both end with the same plan."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            ports.append(s.getsockname()[1])
+    cluster = ",".join(f"localhost:{p}" for p in ports)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    workers = [subprocess.Popen([sys.executable, "-c", MULTI_WORKER, str(i), cluster], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for w, (out, err) in zip(workers, outputs):
+        assert w.returncode == 0, err[-2000:]
+    plans = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    assert plans[0] and plans[0] == plans[1]
