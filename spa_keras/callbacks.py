@@ -57,15 +57,15 @@ class SPACallback(_Callback):
         criterion: a criterion name or instance (`spa_keras.importance`); data-driven ones need `data`.
         when: "before", "during" or "after" training (see the module docstring).
         schedule: for "during", a `spa_keras.schedules.Schedule` (its final fraction is the target).
-        global_ranking, round_to, ignore, max_per_group: as in `spa.prune`.
+        global_ranking, round_to, runtime, ignore, max_per_group: as in `spa.prune`.
         data, loss: batches for data-driven criteria (arrays (x, y), a tf.data.Dataset, a generator) and their
             loss (default: the model's compiled loss).
         input_shape: fills free input dimensions for the FLOP counts, as in `spa.analyze`.
     """
 
     def __init__(self, *, ratio=None, flops=None, params=None, criterion="l1", when="during", schedule=None,
-                 global_ranking=True, round_to=1, ignore=(), max_per_group=0.9, data=None, loss=None,
-                 input_shape=None):
+                 global_ranking=True, round_to="auto", runtime=None, ignore=(), max_per_group=0.9, data=None,
+                 loss=None, input_shape=None):
         super().__init__()
         targets = {k: v for k, v in (("ratio", ratio), ("flops", flops), ("params", params)) if v is not None}
         if len(targets) != 1:
@@ -84,7 +84,7 @@ class SPACallback(_Callback):
         self.when = when
         self.schedule = None if schedule is None else schedule.resolved(self.amount)
         self.criterion, self.data, self.loss, self.input_shape = criterion, data, loss, input_shape
-        self.options = dict(global_ranking=global_ranking, round_to=round_to, ignore=ignore,
+        self.options = dict(global_ranking=global_ranking, round_to=round_to, runtime=runtime, ignore=ignore,
                             max_per_group=max_per_group)
         self.result = None
 

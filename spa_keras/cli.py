@@ -19,6 +19,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from spa_keras.console import console, err_console, print_check  # noqa: E402
 from spa_keras.errors import SpaError, first_line  # noqa: E402
+from spa_keras.runtimes import RUNTIMES, runtime_of_path  # noqa: E402
 
 
 class _Group(click.Group):
@@ -62,6 +63,31 @@ def _fraction(ctx, param, value):
     """A fraction removed, in [0, 1): checked while parsing, before TensorFlow loads."""
     if value is not None and not 0 <= value < 1:
         raise click.BadParameter(f"{param.name}={value:g}: a fraction removed, in [0, 1)")
+    return value
+
+
+def _round_to(ctx, param, value):
+    """'auto' or a whole number of at least 1."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"{value!r}: 'auto' or a whole number of at least 1")
+    return number
+
+
+def _plot_path(ctx, param, value):
+    """A picture file in an existing directory, checked before any work."""
+    if value is None:
+        return None
+    if not value.lower().endswith((".png", ".svg", ".pdf")):
+        raise click.BadParameter(f"{value}: give a .png, .svg or .pdf file")
+    folder = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"{value}: the folder {folder} does not exist")
     return value
 
 
@@ -154,7 +180,8 @@ def convert(source, output, epoch, input_shape, precision, tolerance):
 @click.argument("model")
 @click.option("--input-shape", help="Fill free input dimensions (needed for FLOP counts): 1,3,224,224.")
 @click.option("--limit", type=click.IntRange(min=1), help="Show only the first N groups.")
-def analyze(model, input_shape, limit):
+@click.option("--plot", callback=_plot_path, help="Also draw channels per group and FLOPs per layer (.png/.svg/.pdf).")
+def analyze(model, input_shape, limit, plot):
     """Show MODEL's channel groups, what blocks them, and their share of parameters and FLOPs."""
     from spa_keras import files
     from spa_keras.pruning import analyze as run_analyze
@@ -164,6 +191,10 @@ def analyze(model, input_shape, limit):
     with console.status("analysing"):
         analysis = run_analyze(model, input_shape)
     analysis.print(limit)
+    if plot:
+        from spa_keras.plots import plot_widths
+
+        console.print(f"wrote {plot_widths(analysis.graph_analysis, plot)}", soft_wrap=True)
 
 
 @cli.command()
@@ -173,14 +204,19 @@ def analyze(model, input_shape, limit):
 @click.option("--ratio", type=float, callback=_fraction, help="Fraction of prunable channels to remove.")
 @click.option("--flops", type=float, callback=_fraction, help="Fraction of FLOPs to remove.")
 @click.option("--params", type=float, callback=_fraction, help="Fraction of parameters to remove.")
+@click.option("--latency", type=float, callback=_fraction, help="Fraction of the latency measured on --runtime "
+              "(this machine) to remove; a few rounds of prune, convert and time.")
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
 @click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False), default="l1",
               show_default=True, help="Importance criterion. The data-driven ones (taylor, snip, grasp, crop, obd) "
               "need training data: use spa.prune(..., criterion=, data=, loss=) in Python.")
 @click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Keep channel counts multiples of N.")
+@click.option("--round-to", callback=_round_to, default="auto", show_default=True,
+              help="Keep pruned channel counts multiples of N, or 'auto': counts the runtime runs fast on this CPU "
+              "(multiples of 8, or 16 with AVX-512; smaller when the target needs it).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), help="The runtime --round-to auto and --latency aim at "
+              "[default: from OUTPUT: .tflite tflite, .onnx onnxruntime, Keras and SavedModel tensorflow].")
 @click.option("--ignore", multiple=True, help="Leave groups touching these node/parameter names (regex) alone.")
 @click.option("--max-per-group", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Largest fraction of one group's channels that may go.")
@@ -188,8 +224,10 @@ def analyze(model, input_shape, limit):
 @click.option("--steps", type=click.IntRange(min=1), default=1, show_default=True,
               help="Prune iteratively: N rounds of score, prune, rescore on the slimmer model.")
 @click.option("--via", type=click.Choice(["onnx"]), help="Prune a Keras model through its tf2onnx export.")
-def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, local_ranking, round_to, ignore,
-          max_per_group, input_shape, steps, via):
+@click.option("--plot", callback=_plot_path, help="Also draw channels per group and FLOPs per layer, before and "
+              "after (.png/.svg/.pdf).")
+def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, criterion, local_ranking, round_to,
+          runtime, ignore, max_per_group, input_shape, steps, via, plot):
     """Prune MODEL (.keras, .h5 or .onnx) and write the slim model to OUTPUT, verified before it is written."""
     from spa_keras.convert import convert as run_convert
     from spa_keras.pruning import prune as run_prune
@@ -198,8 +236,10 @@ def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, loc
     _check_prune_paths(model, output, plan_in, plan_out, via)
     _import_frameworks()
     with console.status("pruning"):
-        result = run_prune(model, ratio=ratio, flops=flops, params=params, plan=plan_in, criterion=criterion,
-                           global_ranking=not local_ranking, round_to=round_to, ignore=ignore,
+        result = run_prune(model, ratio=ratio, flops=flops, params=params, latency=latency, plan=plan_in,
+                           criterion=criterion,
+                           global_ranking=not local_ranking, round_to=round_to,
+                           runtime=runtime or runtime_of_path(output), ignore=ignore,
                            max_per_group=max_per_group, input_shape=input_shape, steps=steps, via=via)
         shapes = _analysed_shapes(result.analysis)
         check = _verify_pruned(result, shapes)
@@ -213,6 +253,10 @@ def prune(model, output, ratio, flops, params, plan_in, plan_out, criterion, loc
     if plan_out:
         result.plan.save(plan_out)
         console.print(f"wrote plan {plan_out}", soft_wrap=True)
+    if plot:
+        from spa_keras.plots import plot_widths
+
+        console.print(f"wrote {plot_widths(result.analysis.graph_analysis, plot, result.plan)}", soft_wrap=True)
 
 
 def _analysed_shapes(analysis):

@@ -65,11 +65,28 @@ def print_check(check, what=""):
     console.print(f"{tag} {what}{check}", soft_wrap=True)
 
 
+def say(line):
+    """A line of progress: on the terminal's status, or as a plain line on stderr when output is not a terminal."""
+    if console.is_terminal:
+        console.print(f"[dim]{line}[/dim]", soft_wrap=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
 def track(items, what):
     """`items`, with a transient progress bar on a terminal (long passes over large models)."""
     from rich.progress import track as rich_track
 
-    return rich_track(items, description=what, console=console, transient=True, disable=not console.is_terminal)
+    if console.is_terminal:
+        return rich_track(items, description=what, console=console, transient=True)
+    return _plain_track(items, what)
+
+
+def _plain_track(items, what):
+    progress = _PlainProgress(len(items) if hasattr(items, "__len__") else "?", what)
+    for item in items:
+        yield item
+        progress.advance()
 
 
 @contextlib.contextmanager
@@ -77,6 +94,29 @@ def progress_bar(total, what):
     """A transient progress bar on a terminal; yields `advance()`, to call once per finished step."""
     from rich.progress import Progress
 
-    with Progress(console=console, transient=True, disable=not console.is_terminal) as progress:
+    if not console.is_terminal:  # logs and CI: a plain line now and then, once the work has taken a while
+        yield _PlainProgress(total, what).advance
+        return
+    with Progress(console=console, transient=True) as progress:
         task = progress.add_task(what, total=total)
         yield lambda: progress.advance(task)
+
+
+class _PlainProgress:
+    """'what: k/total' on stderr, at most every `EVERY` seconds and only after the first `QUIET` seconds."""
+
+    QUIET, EVERY = 2.0, 10.0
+
+    def __init__(self, total, what):
+        import time
+
+        self.clock = time.monotonic
+        self.total, self.what, self.done = total, what, 0
+        self.start = self.last = self.clock()
+
+    def advance(self):
+        self.done += 1
+        now = self.clock()
+        if now - self.start >= self.QUIET and (now - self.last >= self.EVERY or self.done == self.total):
+            self.last = now
+            print(f"{self.what}: {self.done}/{self.total} ({now - self.start:.0f} s)", file=sys.stderr, flush=True)

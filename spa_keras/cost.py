@@ -56,6 +56,12 @@ class CostModel:
             new[name] = tuple(shape)
         return new
 
+    def node_flops(self, removed: np.ndarray) -> dict[str, int]:
+        """FLOPs of each Conv, ConvTranspose, Gemm and MatMul node without the `removed` channels."""
+        new = self.shapes(removed)
+        shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
+        return {n.name: 2 * GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear}
+
     def counts(self, removed: np.ndarray) -> Counts:
         """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
         new = self.shapes(removed)

@@ -32,6 +32,7 @@ from spa_keras.groups import GraphAnalysis
 from spa_keras.errors import InputError, first_line
 from spa_keras.importance import Criterion, score_groups
 from spa_keras.importance.registry import criterion_name, get_criterion
+from spa_keras.runtimes import AUTO, channel_multiple, check_runtime, group_multiples
 from spa_keras.search import BlockSearch
 
 # a plan that lands further than this from its target (absolute fraction) says so
@@ -157,10 +158,36 @@ def prunable_channels(analysis: GraphAnalysis, ignore=()) -> int:
                    if not skip))
 
 
-def _round_to(round_to) -> int:
-    if isinstance(round_to, bool) or not float(round_to).is_integer() or int(round_to) < 1:
-        raise InputError(f"round_to={round_to!r}: channel counts stay multiples of this whole number, at least 1")
+def _round_to(round_to) -> int | str:
+    if round_to == AUTO:
+        return AUTO
+    try:
+        whole = not isinstance(round_to, bool) and float(round_to).is_integer() and int(round_to) >= 1
+    except (TypeError, ValueError):
+        whole = False
+    if not whole:
+        raise InputError(f"round_to={round_to!r}: 'auto' (channel counts the runtime runs fast) or a whole number "
+                         "of at least 1 that kept channel counts stay multiples of")
     return int(round_to)
+
+
+def _said(round_to, multiple) -> str:
+    return f"'auto' (multiples of {multiple})" if round_to == AUTO else str(multiple)
+
+
+def _search(analysis, score, eligible, round_to, runtime, global_ranking, removed, achieved, goal):
+    """(removed-channel mask, the channel multiple used). For "auto", the runtime's multiple, halved until a layout
+    lands within `LANDING` of the goal (a multiple of 1 always may)."""
+    multiple = channel_multiple(runtime) if round_to == AUTO else round_to
+    while True:
+        rounds = group_multiples([g.channels for g in analysis.groups], multiple) if round_to == AUTO else multiple
+        search = BlockSearch(analysis.groups, _offsets(analysis), score, eligible, rounds, global_ranking, removed)
+        mask = search.search(achieved, goal)
+        if removed is not None:
+            mask = mask | removed
+        if round_to != AUTO or multiple == 1 or not goal or abs(achieved(mask) - goal) <= LANDING:
+            return mask, multiple
+        multiple //= 2
 
 
 def _target(ratio, flops, params) -> tuple[str, float]:
@@ -201,20 +228,24 @@ def _achieved(analysis, kind, ignore):
 
 
 def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: float | None = None,
-              params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int = 1, ignore=(),
-              max_per_group: float = 0.9, scores=None, data=None, loss=None,
-              removable: dict[str, int] | None = None, removed: np.ndarray | None = None) -> PruningPlan:
+              params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int | str = "auto",
+              ignore=(), max_per_group: float = 0.9, scores=None, data=None, loss=None,
+              removable: dict[str, int] | None = None, removed: np.ndarray | None = None,
+              runtime: str | None = None, reconstruct: bool = True) -> PruningPlan:
     """Choose the channels to remove; return a `PruningPlan`.
 
     `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
     relative to the original model). `removed` (bool per global channel) are channels already gone (training with
-    growing masks): they stay in the plan. When no layout within 2% of the target exists under `round_to`,
+    growing masks): they stay in the plan. `reconstruct=False` leaves out a criterion's new weight values (OBSPA). `round_to="auto"` keeps pruned groups at channel counts `runtime` runs
+    fast (`spa_keras.runtimes`), a smaller multiple when that one cannot land within 2% of the target; the plan
+    records the multiple used. When no layout within 2% of the target exists under `round_to`,
     `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
     """
     kind, amount = _target(ratio, flops, params)
     if not 0 < max_per_group <= 1:
         raise InputError(f"max_per_group={max_per_group}: a fraction in (0, 1]")
     round_to = _round_to(round_to)
+    check_runtime(runtime)
     given = criterion
     if scores is None:
         criterion = get_criterion(criterion)  # one instance scores and, for OBSPA, reconstructs
@@ -227,16 +258,14 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
         goal = round(amount * prunable) / prunable
     if removed is not None:  # channels already gone rank first
         score = np.where(removed & eligible, -np.inf, score)
-    search = BlockSearch(analysis.groups, _offsets(analysis), score, eligible, round_to, global_ranking, removed)
-    mask = search.search(achieved, goal)
-    if removed is not None:
-        mask = mask | removed
+    mask, multiple = _search(analysis, score, eligible, round_to, runtime, global_ranking, removed, achieved, goal)
     reached = achieved(mask)
     if amount and abs(reached - amount) > LANDING:
         warnings.warn(f"{kind}={amount:g}: the plan removes {reached:.1%}; no layout closer to the target was found "
-                      f"with round_to={round_to}, max_per_group={max_per_group:g} and the model's barriers",
+                      f"with round_to={_said(round_to, multiple)}, max_per_group={max_per_group:g} and the model's "
+                      "barriers",
                       stacklevel=2)
-    updates = criterion.updates(analysis, mask) if hasattr(criterion, "updates") else {}
+    updates = criterion.updates(analysis, mask) if reconstruct and hasattr(criterion, "updates") else {}
     removed = {}
     offsets = _offsets(analysis)
     for g in analysis.groups:
@@ -250,5 +279,6 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
                         **({"criterion_options": repr(criterion)} if options else {}),
                         **({"reconstructed": "kept weights of the layers after removed channels were refit "
                                              "(their new values are in the plan's .weights.npz)"} if updates else {}),
-                        "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group},
+                        "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group,
+                        **({"channel_multiple": multiple, "runtime": runtime or "any"} if round_to == AUTO else {})},
                        updates)

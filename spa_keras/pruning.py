@@ -35,8 +35,9 @@ def input_shapes(input_shape):
     return {None: tuple(int(d) for d in input_shape)}
 
 
-def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l1", global_ranking=True, round_to=1,
-          ignore=(), max_per_group=0.9, input_shape=None, via=None, analysis=None, data=None, loss=None, steps=1):
+def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None, criterion="l1",
+          global_ranking=True, round_to="auto", runtime=None, ignore=(), max_per_group=0.9, input_shape=None,
+          via=None, analysis=None, data=None, loss=None, steps=1):
     """Prune `model`; return a `PruneResult` (the slim model, the plan, counts before/after).
 
     A Keras model gives a keras.Model (same layer classes and names, trainable, saveable), or with `via="onnx"` an
@@ -47,6 +48,12 @@ def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l
     (taylor, snip, grasp, crop, obd) take `data` ((x, y) arrays, a tf.data.Dataset or a generator of batches) and
     `loss` (default: the model's compiled loss). `steps=N` prunes iteratively: N rounds of score, prune, rescore on
     the slimmer model, each reaching a further 1/N of the target; the result's plan applies to the original model.
+    `round_to="auto"` keeps pruned layers at channel counts that `runtime` ("onnxruntime", "tflite", "tensorflow";
+    None: any of them) runs fast on this CPU (multiples of 8, or 16 with AVX-512; see `spa_keras.runtimes`);
+    `round_to=1` lets every channel count through, `round_to=N` keeps multiples of N.
+
+    `latency=0.5` removes half of the latency measured on `runtime` on this machine (default: onnxruntime for ONNX
+    models, tensorflow for Keras models), at the analysed input shapes (batch included): see `spa_keras.latency`.
     """
     from spa_keras.importance import Batches, get_criterion
 
@@ -55,26 +62,61 @@ def prune(model, *, ratio=None, flops=None, params=None, plan=None, criterion="l
     steps = int(steps)
     if steps < 1:
         raise InputError(f"steps={steps}: at least 1")
+    targets = (ratio, flops, params, latency)
     if plan is not None:
-        if any(v is not None for v in (ratio, flops, params)):
+        if any(v is not None for v in targets):
             raise InputError("give either a plan or a target (ratio/flops/params), not both")
         if steps > 1:
             raise InputError("steps= prunes towards a target; a given plan is applied in one step")
         plan = plan if isinstance(plan, PruningPlan) else PruningPlan.load(plan)
     else:
-        if all(v is None for v in (ratio, flops, params)):
-            raise InputError("give a target: ratio=, flops= or params= (fractions removed), or a plan")
+        if all(v is None for v in targets):
+            raise InputError("give a target: ratio=, flops=, params= or latency= (fractions removed), or a plan")
         data = None if data is None else Batches.of(data)  # a generator is read once, for every step
         if steps > 1 and hasattr(get_criterion(criterion), "updates"):
             raise InputError("steps= rescores between steps, but a criterion that rewrites kept weights (obspa) "
                              "prunes in one step: give steps=1")
-        options = dict(criterion=criterion, global_ranking=global_ranking, round_to=round_to, ignore=ignore,
-                       max_per_group=max_per_group, data=data, loss=loss)
-        if steps == 1:
+        options = dict(criterion=criterion, global_ranking=global_ranking, round_to=round_to, runtime=runtime,
+                       ignore=ignore, max_per_group=max_per_group, data=data, loss=loss)
+        if latency is not None:
+            if sum(v is not None for v in targets) > 1 or steps > 1:
+                raise InputError("latency= is a target of its own: give it without ratio/flops/params and steps")
+            plan = _latency_plan(analysis, latency, options)
+        elif steps == 1:
             plan = make_plan(ga, ratio=ratio, flops=flops, params=params, **options)
         else:
             plan = _iterative_plan(analysis, ratio, flops, params, steps, analysis.input_shapes, **options)
     return apply_plan(analysis, plan)
+
+
+def _latency_plan(analysis, latency, options):
+    """Measure and search (`spa_keras.latency`): the criterion scores once; rounds plan FLOPs fractions without
+    reconstruction (latency does not depend on weight values); the chosen plan gets the criterion's new weights."""
+    from spa_keras.console import say
+    from spa_keras.importance import get_criterion, score_groups
+    from spa_keras.latency import latency_plan, measured_speedup
+    from spa_keras.plan import _fraction
+
+    ga = analysis.graph_analysis
+    latency = _fraction("latency", latency)
+    keras_source = hasattr(ga.graph.source, "layers")
+    runtime = options.pop("runtime") or ("tensorflow" if keras_source else "onnxruntime")
+    options["runtime"] = runtime
+    criterion = get_criterion(options.pop("criterion"))
+    scores = score_groups(criterion, ga, data=options.pop("data"), loss=options.pop("loss"))
+    plan_at = lambda f: make_plan(ga, flops=f, scores=scores, criterion=criterion, reconstruct=False,  # noqa: E731
+                                  **options)
+    speedup_of = measured_speedup(ga.graph.source, runtime, _batched(analysis.input_shapes))
+    measure = lambda p: speedup_of(apply_plan(analysis, p).model)  # noqa: E731
+    plan = latency_plan(latency, plan_at, measure, say=say, what=f" on {runtime}")
+    if hasattr(criterion, "updates"):
+        plan.updates = criterion.updates(ga, plan.mask(ga))
+    return plan
+
+
+def _batched(shapes):
+    """Input shapes with free (None) sizes as 1, for timing."""
+    return {name: tuple(1 if d is None else int(d) for d in shape) for name, shape in shapes.items()}
 
 
 def _iterative_plan(analysis, ratio, flops, params, steps, input_shapes, **options):

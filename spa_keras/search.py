@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,14 +53,15 @@ class BlockSearch:
         offsets: first global channel id of each group.
         score: per global channel, its score (higher keeps).
         eligible: per global channel, whether it may go (unblocked, not ignored, within the group's cap).
-        round_to: channel counts of pruned groups stay multiples of this.
+        round_to: channel counts of pruned groups stay multiples of this (one number, or one per group).
         global_ranking: rank blocks by score across groups, or remove the same fraction from each group.
         forced: per global channel, already removed (training with growing masks): their blocks go first and are
             never given back.
     """
 
-    def __init__(self, groups, offsets, score: np.ndarray, eligible: np.ndarray, round_to: int,
+    def __init__(self, groups, offsets, score: np.ndarray, eligible: np.ndarray, round_to: int | Sequence[int],
                  global_ranking: bool, forced: np.ndarray | None = None):
+        rounds = [round_to] * len(groups) if isinstance(round_to, int) else list(round_to)
         self.n = len(score)
         self.floor = np.zeros(len(groups), int)  # blocks of each group that must stay taken
         self.ids: list[np.ndarray] = []  # per group: its removable channels in the order they go
@@ -69,7 +70,7 @@ class BlockSearch:
         for g in groups:
             ids = offsets[g.id] + np.flatnonzero(eligible[offsets[g.id]:offsets[g.id] + g.channels])
             ids = ids[np.argsort(score[ids], kind="stable")]
-            blocks = group_blocks(ids, g.channels, round_to)
+            blocks = group_blocks(ids, g.channels, rounds[g.id])
             if forced is not None:
                 self.floor[g.id] = sum(1 for _ in _leading(blocks, forced))
             self.ids.append(ids)

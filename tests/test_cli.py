@@ -133,3 +133,22 @@ def test_debug_shows_traceback(tmp_path):
 def test_help(args):
     proc = spa(*args)
     assert proc.returncode == 0 and "Usage:" in proc.stdout
+
+
+def test_progress_is_plain_lines_on_stderr_when_not_a_terminal(capsys, monkeypatch):
+    """Long work reports progress as 'what: k/total (s)' lines on stderr in logs and CI (no terminal), and stays
+    silent for work that ends quickly."""
+    from spa_keras import console
+
+    with console.progress_bar(3, "quick") as advance:
+        for _ in range(3):
+            advance()
+    assert "quick" not in capsys.readouterr().err
+    monkeypatch.setattr(console._PlainProgress, "QUIET", 0.0)
+    with console.progress_bar(3, "reconstructing") as advance:  # lines at most every EVERY seconds, and the last
+        for _ in range(3):
+            advance()
+    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == ["reconstructing: 3/3"]
+    monkeypatch.setattr(console._PlainProgress, "EVERY", 0.0)
+    assert list(console.track([1, 2], "scoring")) == [1, 2]
+    assert [line.split(" (")[0] for line in capsys.readouterr().err.splitlines()] == ["scoring: 1/2", "scoring: 2/2"]

@@ -148,7 +148,11 @@ def test_argument_mistakes_are_one_line_and_come_before_tensorflow(tmp_path):
              (["prune", tmp_path / "x.pt", "-o", tmp_path / "b.onnx", "--ratio", "0.2"], "torch.onnx.export"),
              (["prune", tmp_path / "r.onnx", "-o", tmp_path / "b.keras", "--ratio", "0.2"], "from an ONNX model"),
              (["prune", src, "-o", src, "--ratio", "0.2"], "also the input model"),
-             (["analyze", tmp_path / "x.pt"], "spa analyze reads")]
+             (["analyze", tmp_path / "x.pt"], "spa analyze reads"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--round-to", "eight"], "'auto' or a whole"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--runtime", "coreml"], "--runtime"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--plot", tmp_path / "w.txt"], ".png"),
+             (["analyze", src, "--plot", tmp_path / "no" / "w.png"], "does not exist")]
     script = ("import sys\nfrom spa_keras.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
               "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
     for args, fragment in cases:
@@ -207,3 +211,27 @@ def test_prune_with_obspa_writes_the_new_weights_beside_the_plan(tmp_path):
     (tmp_path / "plan.weights.npz").unlink()
     result = invoke("prune", src, "-o", tmp_path / "third.keras", "--plan", plan)
     assert result.exit_code == 2 and "weights.npz" in result.output
+
+
+def test_plots_and_the_runtime_the_output_implies(tmp_path):
+    """--plot draws a PNG (read back with Pillow) for analyze and prune; `--round-to auto` (the default) aims at
+    the runtime of the output file (.onnx: onnxruntime) unless --runtime says otherwise, and the plan says so."""
+    from PIL import Image
+
+    from tests import models
+
+    src = tmp_path / "small.keras"
+    models.small_cnn().save(src)
+    picture, plan = tmp_path / "widths.png", tmp_path / "plan.json"
+    result = invoke("prune", src, "-o", tmp_path / "slim.onnx", "--flops", "0.3", "--plot", picture,
+                    "--plan-out", plan)
+    assert result.exit_code == 0, result.output
+    target = json.loads(plan.read_text())["target"]
+    assert (target["round_to"], target["runtime"]) == ("auto", "onnxruntime") and target["channel_multiple"] >= 1
+    with Image.open(picture) as image:
+        assert image.format == "PNG" and min(image.size) > 300
+    result = invoke("prune", src, "-o", tmp_path / "slim2.onnx", "--flops", "0.3", "--runtime", "tflite",
+                    "--plan-out", plan)
+    assert result.exit_code == 0 and json.loads(plan.read_text())["target"]["runtime"] == "tflite"
+    result = invoke("analyze", src, "--plot", tmp_path / "analysis.svg")
+    assert result.exit_code == 0 and (tmp_path / "analysis.svg").read_text().lstrip().startswith("<?xml")

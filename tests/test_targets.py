@@ -139,3 +139,56 @@ def test_round_to_lands_within_two_percent_where_a_layout_exists(widths):
             assert abs(reached - target) <= 0.02, (widths, target, kept, reached)
         else:
             assert any(f"removes {reached:.1%}" in str(w.message) for w in caught), (widths, target, reached)
+
+
+def kept_layouts(widths, multiple, max_per_group=0.9):
+    """Every kept-channel layout of `conv_chain(widths)` that `round_to="auto"` allows with `multiple`: groups at
+    least twice as wide as it keep multiples of it (or stay whole), narrower ones any count; at least the
+    max_per_group floor stays."""
+    import itertools
+
+    choices = []
+    for w in widths:
+        step = multiple if w >= 2 * multiple else 1
+        floor = w - min(math.floor(max_per_group * w), w - 1)
+        choices.append([k for k in range(1, w + 1) if k >= floor and (k == w or k % step == 0)])
+    return list(itertools.product(*choices))
+
+
+@pytest.mark.parametrize("widths,target", [((64, 128, 256), 0.5), ((48, 96, 96), 0.3), ((16, 32), 0.3), ((16, 16), 0.4),
+                                           ((16, 24, 16), 0.62)])
+def test_round_to_auto_keeps_the_runtime_multiple_or_the_largest_that_lands(widths, target):
+    """The default `round_to="auto"`: pruned groups keep multiples of `channel_multiple()` (8, or 16 with AVX-512);
+    when no such layout lies within ±2% of the target (enumerated by hand), the largest halved multiple that has
+    one is used and recorded in the plan, and the plan lands within ±2%."""
+    from spa_keras.runtimes import channel_multiple
+
+    model = conv_chain(widths, seed=1)
+    result = spa.prune(model, flops=target)
+    kept = [layer.filters for layer in result.model.layers if type(layer).__name__ == "Conv2D"]
+    base = chain_macs(widths, widths)
+    reached = 1 - chain_macs(widths, kept) / base
+    assert abs(reached - target) <= 0.02, (widths, kept, reached)
+    used = result.plan.target["channel_multiple"]
+    assert result.plan.target["round_to"] == "auto"
+    assert tuple(kept) in kept_layouts(widths, used)
+    lands = lambda m: any(abs(1 - chain_macs(widths, k) / base - target) <= 0.02  # noqa: E731
+                          for k in kept_layouts(widths, m))
+    multiple = channel_multiple()
+    larger = [m for m in (multiple, multiple // 2, multiple // 4, multiple // 8) if m > used]
+    assert not any(lands(m) for m in larger), (widths, used)
+    if widths == (64, 128, 256):
+        assert used == multiple
+
+
+def test_runtimes_pick_multiples_and_refuse_unknown_runtimes():
+    from spa_keras.errors import InputError
+    from spa_keras.runtimes import channel_multiple, runtime_of_path
+
+    assert channel_multiple("tflite") >= channel_multiple("onnxruntime") >= 8
+    assert [runtime_of_path(p) for p in ("a.tflite", "b.ONNX", "c.keras", "d.h5", "saved_dir", None)] == \
+        ["tflite", "onnxruntime", "tensorflow", "tensorflow", "tensorflow", None]
+    with pytest.raises(InputError, match="runtime='coreml'"):
+        spa.prune(conv_chain((16, 32), seed=0), flops=0.3, runtime="coreml")
+    with pytest.raises(InputError, match="round_to='eight'"):
+        spa.prune(conv_chain((16, 32), seed=0), flops=0.3, round_to="eight")

@@ -1,0 +1,258 @@
+"""Do slim models run faster? Latency of original and pruned models on onnxruntime, TFLite (XNNPACK) and TensorFlow.
+
+    python benchmarks/latency.py [--models ResNet50,MobileNetV2] [--targets 0.3,0.5,0.7] [--round-to 1,8,16,auto]
+                                 [--runtimes onnxruntime,tflite,tensorflow] [--batches 1,16] [--runs 20]
+    python benchmarks/latency.py --table benchmarks/reference/latency.json [--markdown] [--plot latency.png]
+
+Models: Keras applications with random weights (`tests.models.randomize_keras`: random BatchNorm statistics, so
+channels differ), at 224x224 (`ResNet50`, `MobileNetV2`, `EfficientNetB0`), a small ViT built here (`ViT`: 16x16
+patches, 4 blocks of keras.layers.MultiHeadAttention) and the demo's Fashion-MNIST ResNet (`demo`). Each is pruned
+with `spa.prune(model, flops=target, round_to=...)` (L1), `round_to="auto"` with `runtime=` the runtime measured.
+Each model is converted the way `spa convert` does (tf2onnx for onnxruntime, the TFLite converter for TFLite; a
+`tf.function` for TensorFlow, which uses every core) and timed with 2 threads, original and slim interleaved, after 3 warm-up runs; the
+table shows lower quartiles (other work on the machine disturbs them less than medians; the JSON has medians and
+spreads too), the speed-up (original / slim), the FLOPs ratio (original / slim, the limit a speed-up could
+reach) and the efficiency (speed-up / FLOPs ratio). Results go to benchmarks/results/latency.json after every cell.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+from tables import print_rows  # noqa: E402
+
+THREADS = 2
+OUT = os.path.join(HERE, "results", "latency.json")
+
+
+def build(name):
+    """A model with random weights (and random BatchNorm statistics)."""
+    import keras
+
+    from tests.models import randomize_keras
+
+    keras.utils.set_random_seed(0)
+    if name == "demo":
+        from spa_keras.demo import build_demo_model
+
+        return build_demo_model()
+    if name == "ViT":
+        return randomize_keras(vit())
+    return randomize_keras(getattr(keras.applications, name)(weights=None))
+
+
+def vit(size=224, patch=16, width=192, heads=3, blocks=4, mlp=768, classes=1000):
+    """A small ViT (DeiT-Tiny widths, 4 blocks): patch embedding, pre-norm MultiHeadAttention and MLP blocks."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((size, size, 3))
+    x = layers.Conv2D(width, patch, strides=patch, name="patches")(inputs)
+    x = layers.Reshape(((size // patch) ** 2, width))(x)
+    for i in range(blocks):
+        y = layers.LayerNormalization(name=f"ln{i}a")(x)
+        y = layers.MultiHeadAttention(heads, width // heads, name=f"attention{i}")(y, y)
+        x = layers.Add()([x, y])
+        y = layers.LayerNormalization(name=f"ln{i}b")(x)
+        y = layers.Dense(mlp, activation="gelu", name=f"mlp{i}a")(y)
+        x = layers.Add()([x, layers.Dense(width, name=f"mlp{i}b")(y)])
+    x = layers.GlobalAveragePooling1D()(layers.LayerNormalization(name="ln")(x))
+    return keras.Model(inputs, layers.Dense(classes, name="head")(x), name="vit")
+
+
+class Runner:
+    """One model compiled for one runtime at one batch size: `run()` does one inference."""
+
+    def __init__(self, model, runtime, batch):
+        shape = (batch, *model.inputs[0].shape[1:])
+        self.x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
+        self.run = getattr(self, f"_{runtime}")(model)
+
+    def _onnxruntime(self, model):
+        import onnxruntime as ort
+
+        from spa_keras.bridges.keras_to_onnx import keras_to_onnx
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        session = ort.InferenceSession(keras_to_onnx(model).SerializeToString(), opts,
+                                       providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: self.x}
+        return lambda: session.run(None, feed)
+
+    def _tflite(self, model):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from spa_keras.bridges.keras_to_tf import keras_to_tflite
+
+        interpreter = Interpreter(model_content=keras_to_tflite(model), num_threads=THREADS)
+        index = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(index, self.x.shape)
+        interpreter.allocate_tensors()
+
+        def run():
+            interpreter.set_tensor(index, self.x)
+            interpreter.invoke()
+        return run
+
+    def _tensorflow(self, model):
+        import tensorflow as tf
+
+        call = tf.function(lambda x: model(x, training=False))
+        x = tf.constant(self.x)
+        return lambda: call(x).numpy()
+
+
+def interleaved(original, slim, runs, warmup=3):
+    """Median and spread (interquartile range) of each, timed in turns."""
+    times = [[], []]
+    for _ in range(warmup):
+        original.run()
+        slim.run()
+    for _ in range(runs):
+        for i, runner in enumerate((original, slim)):
+            start = time.perf_counter()
+            runner.run()
+            times[i].append(time.perf_counter() - start)
+    out = []
+    for t in times:
+        q1, median, q3 = statistics.quantiles(t, n=4)
+        out.append({"q1_ms": 1e3 * q1, "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1)})
+    return out
+
+
+def slim_models(model, targets, roundings, runtimes):
+    """{(target, round_to, runtime): (slim model, FLOPs ratio, channel multiple used)}; "auto" is pruned for each
+    runtime, the fixed multiples once for all."""
+    import warnings
+
+    import spa_keras as spa
+
+    analysis = spa.analyze(model)
+    out = {}
+    for target in targets:
+        for rounding in roundings:
+            for runtime in runtimes:
+                fixed = rounding != "auto"
+                if fixed and (target, rounding, runtimes[0]) in out:
+                    out[(target, rounding, runtime)] = out[(target, rounding, runtimes[0])]
+                    continue
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    result = spa.prune(model, flops=target, round_to=int(rounding) if fixed else "auto",
+                                       runtime=None if fixed else runtime, analysis=analysis)
+                out[(target, rounding, runtime)] = (result.model, result.before.flops / result.after.flops,
+                                                    result.plan.target.get("channel_multiple", rounding))
+    return out
+
+
+def measure(args):
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} threads", "runs": args.runs,
+              "cells": []}
+    if args.append and os.path.exists(args.out):
+        with open(args.out) as f:
+            report["cells"] = json.load(f)["cells"]
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    for name in args.models:
+        model = build(name)
+        slims = slim_models(model, args.targets, args.round_to, args.runtimes)
+        for runtime in args.runtimes:
+            for batch in args.batches:
+                original = Runner(model, runtime, batch)
+                for (target, rounding, rt), (slim, ratio, multiple) in slims.items():
+                    if rt != runtime:
+                        continue
+                    a, b = interleaved(original, Runner(slim, runtime, batch), args.runs)
+                    cell = {"model": name, "runtime": runtime, "batch": batch, "flops": target,
+                            "round_to": rounding, "multiple": multiple, "original": a, "slim": b,
+                            "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"]}
+                    cell["efficiency"] = cell["speedup"] / ratio
+                    report["cells"].append(cell)
+                    print(f"{name} {runtime} b{batch} -{target:.0%} round_to={rounding}: "
+                          f"{a['q1_ms']:.2f} -> {b['q1_ms']:.2f} ms, {cell['speedup']:.2f}x of "
+                          f"{ratio:.2f}x ({cell['efficiency']:.2f})", flush=True)
+                    with open(args.out + ".tmp", "w") as f:
+                        json.dump(report, f, indent=1)
+                    os.replace(args.out + ".tmp", args.out)
+    return report
+
+
+def print_table(report, markdown=False):
+    header = ["model", "FLOPs removed", "round_to", "runtime", "batch", "original ms", "slim ms", "speed-up",
+              "FLOPs ratio", "efficiency"]
+    rows = []
+    for c in report["cells"]:
+        rounding = f"auto ({c['multiple']})" if c["round_to"] == "auto" else str(c["round_to"])
+        rows.append([c["model"], f"{c['flops']:.0%}", rounding, c["runtime"], str(c["batch"]),
+                     f"{c['original']['q1_ms']:.1f}", f"{c['slim']['q1_ms']:.1f}",
+                     f"{c['speedup']:.2f}x", f"{c['flops_ratio']:.2f}x", f"{c['efficiency']:.2f}"])
+    print_rows(f"Latency, lower quartiles of {report['runs']} interleaved runs ({report['machine']})", header, rows,
+               markdown)
+
+
+def plot(report, path):
+    """Speed-up against the FLOPs ratio per runtime, with the limit line (speed-up = FLOPs ratio)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    top = max([c["flops_ratio"] for c in report["cells"]] + [2.0])
+    ax.plot([1, top], [1, top], "k--", lw=1, label="limit (speed-up = FLOPs ratio)")
+    ax.axhline(1, color="grey", lw=0.5)
+    markers = {"onnxruntime": "o", "tflite": "s", "tensorflow": "^"}
+    for runtime, marker in markers.items():
+        for auto in (True, False):
+            cells = [c for c in report["cells"] if c["runtime"] == runtime and (c["round_to"] == "auto") == auto]
+            if cells:
+                ax.scatter([c["flops_ratio"] for c in cells], [c["speedup"] for c in cells], marker=marker,
+                           facecolors=None if auto else "none", edgecolors="C0" if auto else "C3",
+                           label=f"{runtime}, {'round_to=auto' if auto else 'fixed round_to'}")
+    ax.set_xlabel("FLOPs ratio (original / slim)")
+    ax.set_ylabel("measured speed-up (original / slim)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    split = lambda cast: lambda s: [cast(v) for v in s.split(",")]  # noqa: E731
+    parser.add_argument("--models", type=split(str), default=["ResNet50", "MobileNetV2", "EfficientNetB0", "ViT",
+                                                               "demo"])
+    parser.add_argument("--targets", type=split(float), default=[0.3, 0.5, 0.7])
+    parser.add_argument("--round-to", type=split(str), default=["1", "8", "16", "auto"])
+    parser.add_argument("--runtimes", type=split(str), default=["onnxruntime", "tflite", "tensorflow"])
+    parser.add_argument("--batches", type=split(int), default=[1, 16])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--out", default=OUT, help="results JSON (default: benchmarks/results/latency.json)")
+    parser.add_argument("--append", action="store_true", help="add to the cells already in --out")
+    parser.add_argument("--table", help="print the table of a results JSON instead of measuring")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--plot", help="write a speed-up vs FLOPs ratio plot (PNG)")
+    args = parser.parse_args()
+    if args.table:
+        with open(args.table) as f:
+            report = json.load(f)
+    else:
+        report = measure(args)
+    print_table(report, args.markdown)
+    if args.plot:
+        plot(report, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+"""Latency targets: a plan that removes a fraction of the latency *measured* on a runtime, on this machine.
+
+FLOPs predict latency poorly (memory-bound layers, kernel blocking, fused ops), so `spa.prune(model, latency=0.5,
+runtime="onnxruntime")` measures: it plans a FLOPs reduction, builds the slim model, compiles it for the runtime and
+times it against the original (interleaved runs, lower quartiles), then adjusts the FLOPs reduction by interpolating the
+measured latencies until the slim model's latency is within `tolerance` of the goal (a few rounds; each shown as a
+line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the landing is
+checked on the quantity itself; the price is one conversion per round (seconds for small models, ~20 s for a
+ResNet50 through tf2onnx). Timings depend on the machine and its load: plan on the machine you deploy on.
+
+Runtimes: "onnxruntime" (Keras models through tf2onnx, ONNX models as they are), "tflite" (XNNPACK; Keras
+models) and "tensorflow" (a `tf.function` of the Keras model).
+
+Example:
+
+>>> result = spa.prune(model, latency=0.5, runtime="onnxruntime")     # doctest: +SKIP
+>>> result.plan.target["measured_speedup"]                             # doctest: +SKIP
+1.97
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+
+from spa_keras.errors import InputError
+from spa_keras.runtimes import RUNTIMES
+
+THREADS = 2
+RUNS = 20
+ROUNDS = 6
+TOLERANCE = 0.04  # a measured latency within this fraction of the goal ends the search
+MAX_FLOPS = 0.95
+
+
+class Timer:
+    """One model compiled for one runtime at fixed inputs; calling it runs one inference."""
+
+    def __init__(self, model, runtime: str, input_shapes: dict):
+        if runtime not in RUNTIMES:
+            raise InputError(f"runtime={runtime!r}: one of {', '.join(RUNTIMES)}")
+        rng = np.random.default_rng(0)
+        self.feeds = [rng.uniform(0, 1, tuple(shape)).astype("float32") for shape in input_shapes.values()]
+        keras_model = hasattr(model, "layers")
+        if runtime != "onnxruntime" and not keras_model:
+            raise InputError(f"latency target on {runtime}: timing runs Keras models there; an ONNX model is timed "
+                             "on onnxruntime (runtime='onnxruntime')")
+        self.run = getattr(self, f"_{runtime}")(model)
+
+    def __call__(self):
+        return self.run()
+
+    def _onnxruntime(self, model):
+        import onnxruntime as ort
+
+        if hasattr(model, "layers"):
+            from spa_keras.bridges.keras_to_onnx import keras_to_onnx
+
+            model = keras_to_onnx(model)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        opts.log_severity_level = 4
+        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = {i.name: x for i, x in zip(session.get_inputs(), self.feeds)}
+        return lambda: session.run(None, feed)
+
+    def _tflite(self, model):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from spa_keras.bridges.keras_to_tf import keras_to_tflite
+
+        interpreter = Interpreter(model_content=keras_to_tflite(model), num_threads=THREADS)
+        details = interpreter.get_input_details()
+        for d, x in zip(details, self.feeds):
+            interpreter.resize_tensor_input(d["index"], x.shape)
+        interpreter.allocate_tensors()
+
+        def run():
+            for d, x in zip(details, self.feeds):
+                interpreter.set_tensor(d["index"], x)
+            interpreter.invoke()
+        return run
+
+    def _tensorflow(self, model):
+        import tensorflow as tf
+
+        call = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
+        feeds = [tf.constant(x) for x in self.feeds]
+        return lambda: tf.nest.map_structure(lambda t: t.numpy(), call(*feeds))
+
+
+def speedup(original: Timer, slim: Timer, runs: int = RUNS, warmup: int = 5) -> float:
+    """Latency of `original` over latency of `slim`, timed in turns (load changes hit both); each latency is the
+    lower quartile of its runs, which other work on the machine disturbs less than the median."""
+    times: list[list[float]] = [[], []]
+    for _ in range(warmup):
+        original()
+        slim()
+    for _ in range(runs):
+        for t, timer in zip(times, (original, slim)):
+            start = time.perf_counter()
+            timer()
+            t.append(time.perf_counter() - start)
+    quartile = lambda t: statistics.quantiles(t, n=4)[0]  # noqa: E731
+    return quartile(times[0]) / quartile(times[1])
+
+
+def next_flops(points: list[tuple[float, float]], goal: float) -> float:
+    """The FLOPs fraction to try next: linear interpolation of the measured latency fractions (1 / speed-up) at
+    the two points that bracket `goal`, or extrapolation from the last two when none lies beyond it.
+
+    >>> next_flops([(0.0, 1.0), (0.5, 0.6)], goal=0.5)     # 0.5 of FLOPs gave 0.6 of latency: go further
+    0.625
+    >>> next_flops([(0.0, 1.0), (0.5, 0.6), (0.7, 0.4)], goal=0.5)
+    0.6
+    """
+    pts = sorted(points)
+    above = [p for p in pts if p[1] <= goal]  # latency low enough
+    hi = above[0] if above else None
+    below = [p for p in pts if p[1] > goal and (hi is None or p[0] < hi[0])]  # latency still too high, before hi
+    a, b = (below[-1], hi) if below and hi else (pts[-2], pts[-1]) if len(pts) > 1 else (pts[0], pts[0])
+    if b[1] == a[1]:
+        f = (a[0] + b[0]) / 2 if hi else min(a[0] + 0.1, MAX_FLOPS)
+    else:
+        f = a[0] + (goal - a[1]) * (b[0] - a[0]) / (b[1] - a[1])
+    lo, top = (below[-1][0] if below else 0.0), (hi[0] if hi else MAX_FLOPS)
+    if not lo < f < top:  # outside the bracket (noisy timings, or extrapolation too far): bisect it
+        f = (lo + top) / 2
+    return round(min(max(f, 0.0), MAX_FLOPS), 4)
+
+
+def measured_speedup(original, runtime: str, input_shapes: dict, runs: int = RUNS) -> Callable:
+    """`measure(slim_model) -> speed-up` against `original`, compiled once, on `runtime`."""
+    base = Timer(original, runtime, input_shapes)
+    return lambda slim: speedup(base, Timer(slim, runtime, input_shapes), runs)
+
+
+def latency_plan(amount: float, plan_at: Callable, measure: Callable, rounds: int = ROUNDS,
+                 tolerance: float = TOLERANCE, say=None, what: str = ""):
+    """The plan whose measured speed-up is closest to removing `amount` of the latency.
+
+    `plan_at(flops_fraction)` makes a plan; `measure(plan)` is the speed-up of its slim model; `say(line)` reports
+    each round. The plan's target records the rounds, the FLOPs removed and the measured speed-up.
+    """
+    goal = 1.0 - amount
+    say = say or (lambda line: None)
+    points, measured, plans = [(0.0, 1.0)], [], []
+    flops = amount
+    for k in range(rounds):
+        plan = plan_at(flops)
+        plans.append(plan)
+        reached = plan.target["reached"]
+        ratio = measure(plan)
+        measured.append({"flops": round(reached, 4), "speedup": round(ratio, 4)})
+        say(f"latency target {amount:.0%}{what}: round {k + 1}: FLOPs -{reached:.1%} -> {ratio:.2f}x "
+            f"(aim {1 / goal:.2f}x)")
+        points.append((reached, 1 / ratio))
+        if abs(1 / ratio - goal) <= tolerance * goal:
+            break
+        following = next_flops(points, goal)
+        if any(abs(following - f) < 0.002 for f, _ in points):
+            break
+        flops = following
+    best = min(range(len(measured)), key=lambda i: abs(1 / measured[i]["speedup"] - goal))
+    plan = plans[best]
+    plan.target.update(kind="latency", amount=amount, flops_removed=measured[best]["flops"],
+                       reached=round(1 - 1 / measured[best]["speedup"], 6),
+                       measured_speedup=measured[best]["speedup"], rounds=measured)
+    return plan

@@ -1,0 +1,81 @@
+"""Latency targets (`spa.prune(model, latency=...)`): the search over measured speed-ups, with an analytic latency
+oracle (so the landing can be checked exactly), and end to end on real runtimes (structure only: timings on a
+shared 2-core machine are not a test oracle)."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+import spa_keras as spa
+from spa_keras.latency import latency_plan, next_flops
+from tests.test_engine_invariants import resnet_block_model
+from tests.test_targets import conv_chain
+
+
+def test_search_lands_on_an_analytic_latency_model():
+    """With latency = FLOPs ** 0.7 (memory-bound layers make latency fall slower than FLOPs), the plan chosen
+    removes the asked latency within the tolerance, and the record lists every round with its FLOPs."""
+    model = conv_chain((32, 64, 128), seed=0)
+    analysis = spa.analyze(model).graph_analysis
+    plan_at = lambda f: spa.plan.make_plan(analysis, flops=f, round_to=1)  # noqa: E731
+    measure = lambda p: 1 / (1 - p.target["reached"]) ** 0.7  # noqa: E731
+    for amount in (0.3, 0.5):
+        plan = latency_plan(amount, plan_at, measure, tolerance=0.02)
+        assert abs((1 - 1 / plan.target["measured_speedup"]) - amount) <= 0.02 * (1 - amount) + 1e-9
+        flops = plan.target["flops_removed"]
+        assert flops > amount  # FLOPs must fall further than latency under this model
+        assert abs(1 - (1 - flops) ** 0.7 - plan.target["reached"]) < 1e-3
+        assert [r["flops"] for r in plan.target["rounds"]][0] == pytest.approx(amount, abs=0.02)
+
+
+def test_next_flops_stays_inside_the_bracket():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        points = [(0.0, 1.0)] + [(f, l) for f, l in zip(rng.uniform(0, 0.9, 3), rng.uniform(0.2, 1, 3))]
+        goal = rng.uniform(0.3, 0.8)
+        f = next_flops(points, goal)
+        top = min([p[0] for p in points if p[1] <= goal], default=0.95)  # the least FLOPs known to be enough
+        low = max([p[0] for p in points if p[1] > goal and p[0] < top], default=0.0)
+        assert low - 1e-4 <= f <= top + 1e-4  # f is rounded to 4 decimals
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "tensorflow"])
+def test_latency_target_end_to_end_on_a_keras_model(runtime):
+    """A real search: every round measured on the runtime; the result's plan is the round closest to the goal,
+    its model is that plan's slim model (FLOPs agree), and the plan replays."""
+    model = conv_chain((32, 64, 128), seed=0)
+    result = spa.prune(model, latency=0.4, runtime=runtime)
+    target = result.plan.target
+    assert target["kind"] == "latency" and target["runtime"] == runtime and 1 <= len(target["rounds"]) <= 6
+    chosen = min(target["rounds"], key=lambda r: abs(1 / r["speedup"] - 0.6))
+    assert target["measured_speedup"] == chosen["speedup"]
+    assert 1 - result.after.flops / result.before.flops == pytest.approx(target["flops_removed"], abs=1e-4)
+    again = spa.prune(model, plan=spa.PruningPlan.from_json(result.plan.to_json()))
+    assert again.after == result.after
+
+
+def test_latency_target_from_the_cli_on_onnx(tmp_path):
+    from click.testing import CliRunner
+
+    from spa_keras.cli import cli
+
+    path = tmp_path / "resnet.onnx"
+    onnx.save(resnet_block_model(), path)
+    plan = tmp_path / "plan.json"
+    result = CliRunner().invoke(cli, ["prune", str(path), "-o", str(tmp_path / "slim.onnx"), "--latency", "0.3",
+                                      "--plan-out", str(plan)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    target = json.loads(plan.read_text())["target"]
+    assert target["kind"] == "latency" and target["runtime"] == "onnxruntime" and target["rounds"]
+
+
+def test_latency_target_mistakes():
+    model = conv_chain((16, 32), seed=0)
+    with pytest.raises(spa.errors.InputError, match="latency= is a target of its own"):
+        spa.prune(model, latency=0.3, flops=0.2)
+    with pytest.raises(spa.errors.InputError, match="latency=1.5"):
+        spa.prune(model, latency=1.5)
+    with pytest.raises(spa.errors.InputError, match="an ONNX model is timed on onnxruntime"):
+        spa.prune(resnet_block_model(), latency=0.3, runtime="tflite")
