@@ -21,7 +21,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -114,19 +113,12 @@ class Runner:
         return lambda: call(x).numpy()
 
 
-def interleaved(original, slim, runs, warmup=3):
-    """Median and spread (interquartile range) of each, timed in turns."""
-    times = [[], []]
-    for _ in range(warmup):
-        original.run()
-        slim.run()
-    for _ in range(runs):
-        for i, runner in enumerate((original, slim)):
-            start = time.perf_counter()
-            runner.run()
-            times[i].append(time.perf_counter() - start)
+def timed(original, slim, runs):
+    """Lower quartile, median and spread (interquartile range) of each, in ms, timed in turns."""
+    from spa_keras.latency import interleaved
+
     out = []
-    for t in times:
+    for t in interleaved((original.run, slim.run), runs, warmup=3):
         q1, median, q3 = statistics.quantiles(t, n=4)
         out.append({"q1_ms": 1e3 * q1, "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1)})
     return out
@@ -166,14 +158,17 @@ def measure(args):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     for name in args.models:
         model = build(name)
-        slims = slim_models(model, args.targets, args.round_to, args.runtimes)
+        slims = {} if args.latency_only else slim_models(model, args.targets, args.round_to, args.runtimes)
         for runtime in args.runtimes:
             for batch in args.batches:
                 original = Runner(model, runtime, batch)
+                if args.latency:
+                    report["cells"].append(latency_cell(name, model, original, runtime, batch, args))
+                    save(report, args.out)
                 for (target, rounding, rt), (slim, ratio, multiple) in slims.items():
                     if rt != runtime:
                         continue
-                    a, b = interleaved(original, Runner(slim, runtime, batch), args.runs)
+                    a, b = timed(original, Runner(slim, runtime, batch), args.runs)
                     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": target,
                             "round_to": rounding, "multiple": multiple, "original": a, "slim": b,
                             "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"]}
@@ -182,10 +177,38 @@ def measure(args):
                     print(f"{name} {runtime} b{batch} -{target:.0%} round_to={rounding}: "
                           f"{a['q1_ms']:.2f} -> {b['q1_ms']:.2f} ms, {cell['speedup']:.2f}x of "
                           f"{ratio:.2f}x ({cell['efficiency']:.2f})", flush=True)
-                    with open(args.out + ".tmp", "w") as f:
-                        json.dump(report, f, indent=1)
-                    os.replace(args.out + ".tmp", args.out)
+                    save(report, args.out)
     return report
+
+
+def save(report, path):
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def latency_cell(name, model, original, runtime, batch, args):
+    """`spa.prune(model, latency=..., runtime=...)` at this batch, then its speed-up measured again, apart from the
+    search (fresh compilations, fresh interleaved runs): does the plan land where it says?"""
+    import warnings
+
+    import spa_keras as spa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = spa.prune(model, latency=args.latency, runtime=runtime,
+                           input_shape=(batch, *model.inputs[0].shape[1:]))
+    a, b = timed(original, Runner(result.model, runtime, batch), args.runs)
+    ratio = result.before.flops / result.after.flops
+    cell = {"model": name, "runtime": runtime, "batch": batch, "flops": 1 - 1 / ratio,
+            "round_to": f"latency={args.latency:g}", "multiple": result.plan.target.get("channel_multiple"),
+            "original": a, "slim": b, "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"],
+            "planned_speedup": result.plan.target["measured_speedup"], "rounds": result.plan.target["rounds"]}
+    cell["efficiency"] = cell["speedup"] / ratio
+    print(f"{name} {runtime} b{batch} latency={args.latency:g}: FLOPs -{cell['flops']:.0%}, planned "
+          f"{cell['planned_speedup']:.2f}x, measured again {cell['speedup']:.2f}x (aim {1 / (1 - args.latency):.2f}x)",
+          flush=True)
+    return cell
 
 
 def print_table(report, markdown=False):
@@ -199,6 +222,30 @@ def print_table(report, markdown=False):
                      f"{c['speedup']:.2f}x", f"{c['flops_ratio']:.2f}x", f"{c['efficiency']:.2f}"])
     print_rows(f"Latency, lower quartiles of {report['runs']} interleaved runs ({report['machine']})", header, rows,
                markdown)
+
+
+def print_pivot(report, markdown=False, round_to=None):
+    """One row per model, FLOPs target and round_to; one column per runtime and batch: 'speed-up (efficiency)'.
+    The last measurement of a cell wins."""
+    columns = sorted({(c["runtime"], c["batch"]) for c in report["cells"]},
+                     key=lambda rb: (["onnxruntime", "tflite", "tensorflow"].index(rb[0]), rb[1]))
+    table = {}
+    for c in report["cells"]:
+        if round_to is not None and str(c["round_to"]) != round_to and "planned_speedup" not in c:
+            continue
+        rounding = f"auto ({c['multiple']})" if c["round_to"] == "auto" else str(c["round_to"])
+        if "planned_speedup" in c:  # a latency target: FLOPs differ per cell; say what it removed and measured
+            key = (c["model"], None, rounding)
+            text = f"{c['speedup']:.2f}x (−{c['flops']:.0%} FLOPs)"
+        else:
+            key = (c["model"], c["flops"], rounding if round_to is None else str(c["round_to"]))
+            text = f"{c['speedup']:.2f}x ({c['efficiency']:.2f})"
+        table.setdefault(key, {})[(c["runtime"], c["batch"])] = text
+    header = ["model", "FLOPs removed", "round_to"] + [f"{r} b{b}" for r, b in columns]
+    rows = [[m, "-" if f is None else f"{f:.0%}", r] + [cells.get(col, "-") for col in columns]
+            for (m, f, r), cells in table.items()]
+    print_rows(f"Speed-up (efficiency = speed-up / FLOPs ratio), lower quartiles of {report['runs']} interleaved runs "
+               f"({report['machine']})", header, rows, markdown)
 
 
 def plot(report, path):
@@ -215,11 +262,16 @@ def plot(report, path):
     markers = {"onnxruntime": "o", "tflite": "s", "tensorflow": "^"}
     for runtime, marker in markers.items():
         for auto in (True, False):
-            cells = [c for c in report["cells"] if c["runtime"] == runtime and (c["round_to"] == "auto") == auto]
+            cells = [c for c in report["cells"] if c["runtime"] == runtime and (c["round_to"] == "auto") == auto
+                     and "planned_speedup" not in c]
             if cells:
                 ax.scatter([c["flops_ratio"] for c in cells], [c["speedup"] for c in cells], marker=marker,
                            facecolors=None if auto else "none", edgecolors="C0" if auto else "C3",
                            label=f"{runtime}, {'round_to=auto' if auto else 'fixed round_to'}")
+    targets = [c for c in report["cells"] if "planned_speedup" in c]
+    if targets:
+        ax.scatter([c["flops_ratio"] for c in targets], [c["speedup"] for c in targets], marker="x", color="k",
+                   label="latency target, measured again")
     ax.set_xlabel("FLOPs ratio (original / slim)")
     ax.set_ylabel("measured speed-up (original / slim)")
     ax.legend(fontsize=7)
@@ -238,18 +290,28 @@ def main():
     parser.add_argument("--runtimes", type=split(str), default=["onnxruntime", "tflite", "tensorflow"])
     parser.add_argument("--batches", type=split(int), default=[1, 16])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--latency", type=float, help="also prune to this latency target on each runtime and batch "
+                        "and measure the speed-up again")
+    parser.add_argument("--latency-only", action="store_true", help="only the --latency cells")
     parser.add_argument("--out", default=OUT, help="results JSON (default: benchmarks/results/latency.json)")
     parser.add_argument("--append", action="store_true", help="add to the cells already in --out")
     parser.add_argument("--table", help="print the table of a results JSON instead of measuring")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--pivot", help="one row per model and target, one column per runtime and batch: 'all', or "
+                        "only one round_to ('auto', '1', ...)")
     parser.add_argument("--plot", help="write a speed-up vs FLOPs ratio plot (PNG)")
     args = parser.parse_args()
+    if args.latency_only and not args.latency:
+        parser.error("--latency-only needs --latency")
     if args.table:
         with open(args.table) as f:
             report = json.load(f)
     else:
         report = measure(args)
-    print_table(report, args.markdown)
+    if args.pivot:
+        print_pivot(report, args.markdown, None if args.pivot == "all" else args.pivot)
+    else:
+        print_table(report, args.markdown)
     if args.plot:
         plot(report, args.plot)
 

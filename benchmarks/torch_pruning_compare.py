@@ -17,9 +17,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -136,18 +134,11 @@ def torch_onnx(model, batch):
     return buffer.getvalue()
 
 
-def timed_pair(run_a, run_b, runs, warmup=3):
-    times = [[], []]
-    for _ in range(warmup):
-        run_a()
-        run_b()
-    for _ in range(runs):
-        for t, run in zip(times, (run_a, run_b)):
-            start = time.perf_counter()
-            run()
-            t.append(time.perf_counter() - start)
-    quartile = lambda t: statistics.quantiles(t, n=4)[0]  # noqa: E731
-    return 1e3 * quartile(times[0]), 1e3 * quartile(times[1])
+def timed_pair(run_a, run_b, runs):
+    """Lower quartiles (ms) of interleaved runs, as spa's latency targets measure."""
+    from spa_keras.latency import interleaved, lower_quartile
+
+    return tuple(1e3 * lower_quartile(t) for t in interleaved((run_a, run_b), runs, warmup=3))
 
 
 def main():

@@ -214,7 +214,7 @@ def analyze(model, input_shape, limit, plot):
 @click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
 @click.option("--round-to", callback=_round_to, default="auto", show_default=True,
               help="Keep pruned channel counts multiples of N, or 'auto': counts the runtime runs fast on this CPU "
-              "(multiples of 8, or 16 with AVX-512; smaller when the target needs it).")
+              "(multiples of 16 on x86, 8 on ARM; smaller when the target needs it).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), help="The runtime --round-to auto and --latency aim at "
               "[default: from OUTPUT: .tflite tflite, .onnx onnxruntime, Keras and SavedModel tensorflow].")
 @click.option("--ignore", multiple=True, help="Leave groups touching these node/parameter names (regex) alone.")

@@ -92,20 +92,30 @@ class Timer:
         return lambda: tf.nest.map_structure(lambda t: t.numpy(), call(*feeds))
 
 
-def speedup(original: Timer, slim: Timer, runs: int = RUNS, warmup: int = 5) -> float:
-    """Latency of `original` over latency of `slim`, timed in turns (load changes hit both); each latency is the
-    lower quartile of its runs, which other work on the machine disturbs less than the median."""
-    times: list[list[float]] = [[], []]
+def interleaved(runs_of: tuple, runs: int = RUNS, warmup: int = 5) -> list[list[float]]:
+    """Seconds of each callable in `runs_of` over `runs` turns (one run of each per turn, so load changes hit all
+    alike), after `warmup` turns."""
     for _ in range(warmup):
-        original()
-        slim()
+        for run in runs_of:
+            run()
+    times: list[list[float]] = [[] for _ in runs_of]
     for _ in range(runs):
-        for t, timer in zip(times, (original, slim)):
+        for t, run in zip(times, runs_of):
             start = time.perf_counter()
-            timer()
+            run()
             t.append(time.perf_counter() - start)
-    quartile = lambda t: statistics.quantiles(t, n=4)[0]  # noqa: E731
-    return quartile(times[0]) / quartile(times[1])
+    return times
+
+
+def lower_quartile(times: list[float]) -> float:
+    """The statistic latencies are compared by: other work on the machine disturbs it less than the median."""
+    return statistics.quantiles(times, n=4)[0]
+
+
+def speedup(original: Timer, slim: Timer, runs: int = RUNS) -> float:
+    """Latency of `original` over latency of `slim` (lower quartiles of interleaved runs)."""
+    a, b = interleaved((original, slim), runs)
+    return lower_quartile(a) / lower_quartile(b)
 
 
 def next_flops(points: list[tuple[float, float]], goal: float) -> float:

@@ -49,7 +49,7 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     `loss` (default: the model's compiled loss). `steps=N` prunes iteratively: N rounds of score, prune, rescore on
     the slimmer model, each reaching a further 1/N of the target; the result's plan applies to the original model.
     `round_to="auto"` keeps pruned layers at channel counts that `runtime` ("onnxruntime", "tflite", "tensorflow";
-    None: any of them) runs fast on this CPU (multiples of 8, or 16 with AVX-512; see `spa_keras.runtimes`);
+    None: any of them) runs fast on this CPU (multiples of 16 on x86, 8 on ARM; see `spa_keras.runtimes`);
     `round_to=1` lets every channel count through, `round_to=N` keeps multiples of N.
 
     `latency=0.5` removes half of the latency measured on `runtime` on this machine (default: onnxruntime for ONNX

@@ -138,6 +138,35 @@ def test_mistakes_are_refused_before_training():
         flat.fit(x, y, epochs=1, callbacks=[spa.SPACallback(flops=0.3)], verbose=0)
 
 
+TRAIN = """
+with strategy.scope():
+    model = models.small_cnn()
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+x, y = data()
+prepare(model, x, y)
+callback = spa.SPACallback(flops=0.4, when="during")
+model.fit(x, y, epochs=2, batch_size=16, callbacks=[callback], verbose=0, shuffle=False)
+print(json.dumps(callback.result.plan.removed))
+"""
+# Keras 3.15's own fit fails under MultiWorkerMirroredStrategy before any callback runs (keras-team/keras#20585):
+# it reduces a whole (x, y) batch across workers before its symbolic build, and reduces scalar logs along axis 0.
+# Work around both so that the callback itself is what the multi-worker test checks.
+MULTI_WORKER_FIX = """
+from keras.src.backend.tensorflow import trainer
+def prepare(model, x, y):
+    with strategy.scope():
+        model._symbolic_build(data_batch=(x[:8], y[:8]))
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+reduce_per_replica = trainer.reduce_per_replica
+def scalar_safe(values, strategy, reduction):
+    if reduction in ("auto", "mean"):
+        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+    return reduce_per_replica(values, strategy, reduction)
+trainer.reduce_per_replica = scalar_safe
+"""
+
+
 MIRRORED = """
 import json, sys
 import tensorflow as tf
@@ -152,28 +181,8 @@ from tests.test_callbacks import data
 keras.utils.set_random_seed(0)
 strategy = (tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)]) if devices > 1
             else tf.distribute.get_strategy())
-with strategy.scope():
-    model = models.small_cnn()
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-x, y = data()
-# Keras 3.15's own fit fails under MultiWorkerMirroredStrategy before any callback runs (keras-team/keras#20585):
-# it reduces a whole (x, y) batch across workers before its symbolic build, and reduces scalar logs along axis 0.
-# Work around both so that the callback itself is what this test checks.
-from keras.src.backend.tensorflow import trainer
-with strategy.scope():
-    model._symbolic_build(data_batch=(x[:8], y[:8]))
-model._maybe_symbolic_build = lambda *args, **kwargs: None
-reduce_per_replica = trainer.reduce_per_replica
-def scalar_safe(values, strategy, reduction):
-    if reduction in ("auto", "mean"):
-        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-    return reduce_per_replica(values, strategy, reduction)
-trainer.reduce_per_replica = scalar_safe
-callback = spa.SPACallback(flops=0.4, when="during")
-model.fit(x, y, epochs=2, batch_size=16, callbacks=[callback], verbose=0, shuffle=False)
-print(json.dumps(callback.result.plan.removed))
-"""
+prepare = lambda model, x, y: None
+""" + TRAIN
 
 
 def test_mirrored_strategy_on_two_devices_gives_the_plan_of_one():
@@ -255,28 +264,7 @@ from tests import models
 from tests.test_callbacks import data
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 keras.utils.set_random_seed(0)
-with strategy.scope():
-    model = models.small_cnn()
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-x, y = data()
-# Keras 3.15's own fit fails under MultiWorkerMirroredStrategy before any callback runs (keras-team/keras#20585):
-# it reduces a whole (x, y) batch across workers before its symbolic build, and reduces scalar logs along axis 0.
-# Work around both so that the callback itself is what this test checks.
-from keras.src.backend.tensorflow import trainer
-with strategy.scope():
-    model._symbolic_build(data_batch=(x[:8], y[:8]))
-model._maybe_symbolic_build = lambda *args, **kwargs: None
-reduce_per_replica = trainer.reduce_per_replica
-def scalar_safe(values, strategy, reduction):
-    if reduction in ("auto", "mean"):
-        return tf.nest.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-    return reduce_per_replica(values, strategy, reduction)
-trainer.reduce_per_replica = scalar_safe
-callback = spa.SPACallback(flops=0.4, when="during")
-model.fit(x, y, epochs=2, batch_size=16, callbacks=[callback], verbose=0, shuffle=False)
-print(json.dumps(callback.result.plan.removed))
-"""
+""" + MULTI_WORKER_FIX + TRAIN
 
 
 def test_multi_worker_mirrored_strategy_gives_every_worker_the_same_plan():
