@@ -81,14 +81,13 @@ def _round_to(ctx, param, value):
 
 def _plot_path(ctx, param, value):
     """A picture file in an existing directory, checked before any work."""
-    if value is None:
-        return None
-    if not value.lower().endswith((".png", ".svg", ".pdf")):
-        raise click.BadParameter(f"{value}: give a .png, .svg or .pdf file")
-    folder = os.path.dirname(os.path.abspath(value))
-    if not os.path.isdir(folder):
-        raise click.BadParameter(f"{value}: the folder {folder} does not exist")
-    return value
+    from spa_keras.errors import InputError
+    from spa_keras.files import check_picture_path
+
+    try:
+        return None if value is None else check_picture_path(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 # the models `spa analyze` and `spa prune` read, and what `spa prune` writes from each

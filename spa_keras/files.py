@@ -39,6 +39,19 @@ FOREIGN = {".pt": "a PyTorch file: export the model to ONNX (torch.onnx.export) 
            ".tflite": "TFLite is a deployment format: use the model it was made from (.keras, .onnx, SavedModel)"}
 
 
+PICTURES = (".png", ".svg", ".pdf")
+
+
+def check_picture_path(path) -> str:
+    """A picture file (.png/.svg/.pdf) in an existing folder, checked before any work."""
+    if not str(path).lower().endswith(PICTURES):
+        raise InputError(f"{path}: give a .png, .svg or .pdf file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise InputError(f"{path}: the folder {folder} does not exist")
+    return str(path)
+
+
 def describe(kinds) -> str:
     """'.keras', '.h5' or '.onnx': the kinds in words, for messages."""
     words = [DESCRIPTIONS[k] for k in kinds]

@@ -236,9 +236,9 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
 
     `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
     relative to the original model). `removed` (bool per global channel) are channels already gone (training with
-    growing masks): they stay in the plan. `reconstruct=False` leaves out a criterion's new weight values (OBSPA). `round_to="auto"` keeps pruned groups at channel counts `runtime` runs
-    fast (`spa_keras.runtimes`), a smaller multiple when that one cannot land within 2% of the target; the plan
-    records the multiple used. When no layout within 2% of the target exists under `round_to`,
+    growing masks): they stay in the plan. `reconstruct=False` leaves out a criterion's new weight values (OBSPA).
+    `round_to="auto"` keeps pruned groups at channel counts `runtime` runs fast (`spa_keras.runtimes`), a smaller
+    multiple when that one cannot land within 2% of the target; the plan records the multiple used. When no layout within 2% of the target exists under `round_to`,
     `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
     """
     kind, amount = _target(ratio, flops, params)

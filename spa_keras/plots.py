@@ -13,24 +13,23 @@ from __future__ import annotations
 import numpy as np
 
 from spa_keras.cost import CostModel
-from spa_keras.errors import InputError
+from spa_keras.files import check_picture_path
+from spa_keras.plan import _offsets
 
 
 def plot_widths(analysis, path: str, plan=None) -> str:
-    """Write a PNG with two panels: channels of every group (kept and removed when a `plan` is given), and FLOPs
+    """Write a picture (.png/.svg/.pdf) with two panels: channels of every group (kept and removed when a `plan` is given), and FLOPs
     of every Conv/Gemm/MatMul layer before and after, in graph order. Returns `path`."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    if not str(path).lower().endswith((".png", ".svg", ".pdf")):
-        raise InputError(f"--plot {path}: give a .png, .svg or .pdf file")
+    check_picture_path(path)
     removed = plan.mask(analysis) if plan is not None else np.zeros(len(analysis.group_of_channel), bool)
     cost = CostModel(analysis)
     groups = analysis.groups
-    offsets = np.cumsum([0] + [g.channels for g in groups])
-    gone = np.array([removed[offsets[i]:offsets[i + 1]].sum() for i in range(len(groups))])
+    gone = np.array([removed[o:o + g.channels].sum() for g, o in zip(groups, _offsets(analysis))])
     channels = np.array([g.channels for g in groups])
     before = cost.node_flops(np.zeros_like(removed))
     after = cost.node_flops(removed)

@@ -65,7 +65,7 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     targets = (ratio, flops, params, latency)
     if plan is not None:
         if any(v is not None for v in targets):
-            raise InputError("give either a plan or a target (ratio/flops/params), not both")
+            raise InputError("give either a plan or a target (ratio/flops/params/latency), not both")
         if steps > 1:
             raise InputError("steps= prunes towards a target; a given plan is applied in one step")
         plan = plan if isinstance(plan, PruningPlan) else PruningPlan.load(plan)
