@@ -9,9 +9,10 @@ channels differ), at 224x224 (`ResNet50`, `MobileNetV2`, `EfficientNetB0`), a sm
 patches, 4 blocks of keras.layers.MultiHeadAttention) and the demo's Fashion-MNIST ResNet (`demo`). Each is pruned
 with `spa.prune(model, flops=target, round_to=...)` (L1), `round_to="auto"` with `runtime=` the runtime measured.
 Each model is converted the way `spa convert` does (tf2onnx for onnxruntime, the TFLite converter for TFLite; a
-`tf.function` for TensorFlow, which uses every core) and timed with 2 threads, original and slim interleaved, after 3 warm-up runs; the
-table shows lower quartiles (other work on the machine disturbs them less than medians; the JSON has medians and
-spreads too), the speed-up (original / slim), the FLOPs ratio (original / slim, the limit a speed-up could
+`tf.function` for TensorFlow, which uses every core) and timed with 2 threads (`spa_keras.latency.Timer`, as
+latency targets time them), original and slim interleaved, after 3 warm-up runs; the table shows lower
+quartiles (other work on the machine disturbs them less than medians; the JSON has medians and spreads too), the
+speed-up (original / slim), the FLOPs ratio (original / slim, the limit a speed-up could
 reach) and the efficiency (speed-up / FLOPs ratio). Results go to benchmarks/results/latency.json after every cell.
 """
 
@@ -27,11 +28,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import numpy as np  # noqa: E402
-
 from tables import print_rows  # noqa: E402
 
-THREADS = 2
 OUT = os.path.join(HERE, "results", "latency.json")
 
 
@@ -70,47 +68,11 @@ def vit(size=224, patch=16, width=192, heads=3, blocks=4, mlp=768, classes=1000)
     return keras.Model(inputs, layers.Dense(classes, name="head")(x), name="vit")
 
 
-class Runner:
-    """One model compiled for one runtime at one batch size: `run()` does one inference."""
+def runner(model, runtime, batch):
+    """The model compiled for the runtime at this batch size, as latency targets time it (`spa_keras.latency`)."""
+    from spa_keras.latency import Timer
 
-    def __init__(self, model, runtime, batch):
-        shape = (batch, *model.inputs[0].shape[1:])
-        self.x = np.random.default_rng(0).uniform(0, 1, shape).astype("float32")
-        self.run = getattr(self, f"_{runtime}")(model)
-
-    def _onnxruntime(self, model):
-        import onnxruntime as ort
-
-        from spa_keras.bridges.keras_to_onnx import keras_to_onnx
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
-        session = ort.InferenceSession(keras_to_onnx(model).SerializeToString(), opts,
-                                       providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: self.x}
-        return lambda: session.run(None, feed)
-
-    def _tflite(self, model):
-        from ai_edge_litert.interpreter import Interpreter
-
-        from spa_keras.bridges.keras_to_tf import keras_to_tflite
-
-        interpreter = Interpreter(model_content=keras_to_tflite(model), num_threads=THREADS)
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, self.x.shape)
-        interpreter.allocate_tensors()
-
-        def run():
-            interpreter.set_tensor(index, self.x)
-            interpreter.invoke()
-        return run
-
-    def _tensorflow(self, model):
-        import tensorflow as tf
-
-        call = tf.function(lambda x: model(x, training=False))
-        x = tf.constant(self.x)
-        return lambda: call(x).numpy()
+    return Timer(model, runtime, {None: (batch, *model.inputs[0].shape[1:])})
 
 
 def timed(original, slim, runs):
@@ -150,6 +112,8 @@ def slim_models(model, targets, roundings, runtimes):
 
 
 def measure(args):
+    from spa_keras.latency import THREADS
+
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} threads", "runs": args.runs,
               "cells": []}
     if args.append and os.path.exists(args.out):
@@ -161,14 +125,14 @@ def measure(args):
         slims = {} if args.latency_only else slim_models(model, args.targets, args.round_to, args.runtimes)
         for runtime in args.runtimes:
             for batch in args.batches:
-                original = Runner(model, runtime, batch)
+                original = runner(model, runtime, batch)
                 if args.latency:
                     report["cells"].append(latency_cell(name, model, original, runtime, batch, args))
                     save(report, args.out)
                 for (target, rounding, rt), (slim, ratio, multiple) in slims.items():
                     if rt != runtime:
                         continue
-                    a, b = timed(original, Runner(slim, runtime, batch), args.runs)
+                    a, b = timed(original, runner(slim, runtime, batch), args.runs)
                     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": target,
                             "round_to": rounding, "multiple": multiple, "original": a, "slim": b,
                             "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"]}
@@ -198,7 +162,7 @@ def latency_cell(name, model, original, runtime, batch, args):
         warnings.simplefilter("ignore")
         result = spa.prune(model, latency=args.latency, runtime=runtime,
                            input_shape=(batch, *model.inputs[0].shape[1:]))
-    a, b = timed(original, Runner(result.model, runtime, batch), args.runs)
+    a, b = timed(original, runner(result.model, runtime, batch), args.runs)
     ratio = result.before.flops / result.after.flops
     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": 1 - 1 / ratio,
             "round_to": f"latency={args.latency:g}", "multiple": result.plan.target.get("channel_multiple"),

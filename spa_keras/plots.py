@@ -18,8 +18,8 @@ from spa_keras.plan import _offsets
 
 
 def plot_widths(analysis, path: str, plan=None) -> str:
-    """Write a picture (.png/.svg/.pdf) with two panels: channels of every group (kept and removed when a `plan` is given), and FLOPs
-    of every Conv/Gemm/MatMul layer before and after, in graph order. Returns `path`."""
+    """Write a picture (.png/.svg/.pdf) with two panels: channels of every group (kept and removed when a `plan`
+    is given), and FLOPs of every Conv/Gemm/MatMul layer before and after, in graph order. Returns `path`."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed

@@ -18,9 +18,9 @@ So `round_to="auto"` keeps the kept channel count of every pruned group at a mul
 and 8 on ARM. A group narrower than four times that multiple uses the largest power of two that fits four times
 in it (a 32-channel layer keeps multiples of 8, a 16-channel one multiples of 4): narrow layers never take odd
 counts (MobileNetV2's 16- and 24-channel layers run at 112x112 and 56x56, where an odd count costs most), and
-never lose half their channels in one block. When no layout within 2% of the target exists with that multiple, the search halves it
-until one does (the plan records the multiple used). The multiple is chosen for the CPU that prunes; give
-`round_to=N` when you deploy on another kind of CPU (8 suits ARM phones).
+never lose half their channels in one block. When no layout within 2% of the target exists with that multiple,
+the search halves it until one does (the plan records the multiple used). The multiple is chosen for the CPU
+that prunes; give `round_to=N` when you deploy on another kind of CPU (8 suits ARM phones).
 
 Example:
 
