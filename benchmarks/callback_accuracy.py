@@ -1,6 +1,6 @@
 """Pruning inside `model.fit` with `spa.SPACallback`: test accuracy and training time on Fashion-MNIST.
 
-    python benchmarks/callback_accuracy.py [--seeds 0,1] [--epochs 3] [--quick]
+    python benchmarks/callback_accuracy.py [--seeds 0,1] [--epochs 3] [--quick] [--resume]
     python benchmarks/callback_accuracy.py --table benchmarks/reference/callback_accuracy.json [--markdown]
 
 The demo's small ResNet (`spa_keras.demo.build_demo_model`) is trained from scratch on Fashion-MNIST with the same
@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
-from spa_keras.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
-from tables import print_rows, summary  # noqa: E402
+from spa_keras.demo import accuracy, build_demo_model  # noqa: E402
+from tables import fashion_mnist_or_exit, print_rows, summary, table_options  # noqa: E402
 
 ROWS = ("dense", "during", "before", "after + 1 epoch")
 
@@ -72,16 +72,14 @@ def main():
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="8,000 training images, 1 epoch, one seed")
-    parser.add_argument("--table", help="print the table of this JSON and exit")
-    parser.add_argument("--markdown", action="store_true")
+    table_options(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the runs already in the results JSON when its configuration matches")
     args = parser.parse_args()
     if args.table:
         print_table(json.load(open(args.table)), args.markdown)
         return
-    data = fashion_mnist()
-    if data is None:
-        sys.exit(f"Fashion-MNIST is not installed in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), (x_test, y_test) = fashion_mnist_or_exit()
     seeds, epochs, batch = [int(s) for s in args.seeds.split(",")], args.epochs, 128
     if args.quick:
         x_train, y_train, x_test, y_test = x_train[:8000], y_train[:8000], x_test[:2000], y_test[:2000]
@@ -91,9 +89,16 @@ def main():
     path = os.path.join(out_dir, "callback_accuracy_quick.json" if args.quick else "callback_accuracy.json")
     report = {"config": {"seeds": seeds, "epochs": epochs, "batch": batch, "flops": 0.5},
               "machine": {"python": platform.python_version(), "cpus": os.cpu_count()}, "runs": []}
+    if args.resume and os.path.exists(path):
+        previous = json.load(open(path))
+        if previous["config"] == report["config"]:
+            report["runs"] = previous["runs"]
+    done = {(r["row"], r["seed"]) for r in report["runs"]}
     console = Console()
     for seed in seeds:
         for row in ROWS:
+            if (row, seed) in done:
+                continue
             model, seconds, result = run(row, seed, x_train, y_train, epochs, batch)
             acc = accuracy(lambda xb: np.asarray(model(xb, training=False)), x_test, y_test)
             flops = spa.count(model).flops

@@ -43,8 +43,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
-from spa_keras.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
-from tables import print_rows, summary  # noqa: E402
+from spa_keras.demo import accuracy, build_demo_model  # noqa: E402
+from tables import fashion_mnist_or_exit, print_rows, summary, table_options  # noqa: E402
 
 FULL = dict(train=None, test=None, calibration=1024, epochs=3, batch=128, reductions=(0.3, 0.5, 0.7), seeds=(0, 1),
             models=("resnet", "mobilenet"), runs=30)
@@ -163,8 +163,7 @@ def main():
     parser.add_argument("--models", help="comma-separated: resnet, mobilenet")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--table", help="print the table of this JSON and exit")
-    parser.add_argument("--markdown", action="store_true")
+    table_options(parser)
     args = parser.parse_args()
     if args.table:
         print_table(json.load(open(args.table)), args.markdown)
@@ -174,10 +173,7 @@ def main():
         cfg["seeds"] = tuple(int(s) for s in args.seeds.split(","))
     if args.models:
         cfg["models"] = tuple(args.models.split(","))
-    data = fashion_mnist()
-    if data is None:
-        sys.exit(f"Fashion-MNIST is not installed in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    (x_train, y_train), (x_test, y_test) = data
+    (x_train, y_train), (x_test, y_test) = fashion_mnist_or_exit()
     x_train, y_train = x_train[:cfg["train"]], y_train[:cfg["train"]]
     x_test, y_test = x_test[:cfg["test"]], y_test[:cfg["test"]]
     out_dir = os.path.join(HERE, "results")

@@ -1,6 +1,7 @@
 """What the benchmark scripts share: mean ± std cells and a table printed with rich or as Markdown (the README's)."""
 
 import statistics
+import sys
 
 from rich.console import Console
 from rich.table import Table
@@ -31,3 +32,19 @@ def print_rows(title, header, rows, markdown=False):
     for row in rows:
         table.add_row(*row)
     Console().print(table)
+
+
+def table_options(parser):
+    """`--table FILE [--markdown]`: print the table of a results JSON instead of running."""
+    parser.add_argument("--table", help="print the table of this JSON and exit")
+    parser.add_argument("--markdown", action="store_true")
+
+
+def fashion_mnist_or_exit():
+    """Fashion-MNIST's ((x_train, y_train), (x_test, y_test)), or exit with the way to install it."""
+    from spa_keras.demo import FASHION_DIR, fashion_mnist
+
+    data = fashion_mnist()
+    if data is None:
+        sys.exit(f"Fashion-MNIST is not installed in {FASHION_DIR}: apt-get install dataset-fashion-mnist")
+    return data

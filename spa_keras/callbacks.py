@@ -33,6 +33,7 @@ import numpy as np
 
 from spa_keras.errors import InputError
 from spa_keras.schedules import PolynomialDecay, Schedule
+from spa_keras.plan import compile_ignore
 
 try:  # the base class is Keras's own; spa_keras imports without Keras too
     import keras
@@ -84,6 +85,7 @@ class SPACallback(_Callback):
         self.when = when
         self.schedule = None if schedule is None else schedule.resolved(self.amount)
         self.criterion, self.data, self.loss, self.input_shape = criterion, data, loss, input_shape
+        compile_ignore(ignore)  # a bad regular expression fails here, not after an epoch of training
         self.options = dict(global_ranking=global_ranking, round_to=round_to, runtime=runtime, ignore=ignore,
                             max_per_group=max_per_group)
         self.result = None
@@ -283,7 +285,7 @@ class SPACallback(_Callback):
                   "criterion": criterion_name(self.criterion), "when": self.when,
                   **({"schedule": repr(self._schedule)} if self._schedule is not None else {}), **self.options}
         target["ignore"] = list(target["ignore"]) if not isinstance(target["ignore"], str) else [target["ignore"]]
-        return PruningPlan(removed, {g.key: g.channels for g in ga.groups}, target)
+        return PruningPlan(removed, {g.key: g.channels for g in ga.groups}, target, fingerprint=ga.fingerprint)
 
 
 def _fit_batches(count):

@@ -5,9 +5,10 @@ batch (relative difference, see `spa_keras.verify`); nothing is written when it 
 
 Routes:
     Keras (.keras/.h5/keras.Model) → .onnx (tf2onnx), .tflite and SavedModel (TensorFlow), .keras/.h5
-    SavedModel                     → .onnx (tf2onnx), .tflite (TFLiteConverter)
-    ONNX (.onnx/ModelProto)        → .tflite and SavedModel (onnx2tf), .onnx
-    MXNet prefix or Gluon block    → .onnx (mxnet.onnx), and on through onnx2tf to .tflite and SavedModel
+    SavedModel                     → .onnx (tf2onnx), .tflite (TFLiteConverter), .keras (through ONNX)
+    ONNX (.onnx/ModelProto)        → .tflite and SavedModel (onnx2tf), .keras (native rebuild), .onnx
+    MXNet prefix, Checkpoint or    → MXNet checkpoint (PREFIX-symbol.json + PREFIX-0000.params), .onnx (mxnet.onnx),
+    Gluon block                      and on from ONNX to .tflite, SavedModel and .keras
 
 Example:
 
@@ -47,9 +48,9 @@ class ConversionReport:
         return "\n".join([f"{self.source} -> {self.output}"] + [f"  {c}" for c in self.checks])
 
 
-def load_source(source, epoch=0, input_shape=None):
+def load_source(source, epoch=0, input_shape=None, signature=None):
     """Load `source` (path or in-memory model) into a `Source`."""
-    from spa_keras.bridges import keras_io, onnx_io
+    from spa_keras.bridges import keras_io, mxnet_io, onnx_io
 
     if isinstance(source, (str, os.PathLike)):
         path = str(source)
@@ -64,11 +65,9 @@ def load_source(source, epoch=0, input_shape=None):
         if kind == files.SAVEDMODEL:
             from spa_keras.bridges import savedmodel_io
 
-            return Source(kind, path, path, savedmodel_io.input_specs(path),
-                          lambda f: savedmodel_io.run(path, f), "tensorflow")
+            return Source(kind, path, (path, signature), savedmodel_io.input_specs(path, signature),
+                          lambda f: savedmodel_io.run(path, f, signature), "tensorflow")
         if kind == files.MXNET:
-            from spa_keras.bridges import mxnet_io
-
             ckpt = mxnet_io.load(path, epoch)
             return _mxnet_source(ckpt, input_shape, path)
         raise InputError(f"{path}: TFLite is a deployment format and cannot be converted further; convert from "
@@ -80,15 +79,15 @@ def load_source(source, epoch=0, input_shape=None):
         sess = onnx_io.check(source, where="ONNX model")
         return Source(files.ONNX, "ONNX model", source, onnx_io.input_specs(source),
                       lambda f: onnx_io.run(sess, f), "onnxruntime")
+    if isinstance(source, mxnet_io.Checkpoint):
+        return _mxnet_source(source, input_shape, source.name)
     if hasattr(source, "hybridize"):
-        from spa_keras.bridges import mxnet_io
-
         if input_shape is None:
             raise InputError("a Gluon block needs input_shape, for example input_shape=(1, 3, 224, 224)")
         shape = input_shape if not isinstance(input_shape, dict) else next(iter(input_shape.values()))
         return _mxnet_source(mxnet_io.from_block(source, shape), input_shape, f"Gluon {type(source).__name__}")
-    raise InputError(f"cannot convert a {type(source).__name__}: give a path, a keras.Model, an onnx.ModelProto "
-                     "or a Gluon HybridBlock")
+    raise InputError(f"cannot convert a {type(source).__name__}: give a path, a keras.Model, an onnx.ModelProto, "
+                     "a Gluon HybridBlock or an mxnet_io.Checkpoint")
 
 
 def _mxnet_source(ckpt, input_shape, name):
@@ -110,27 +109,43 @@ def is_keras_model(obj):
     return isinstance(obj, keras.Model)
 
 
-def convert(source, output, *, epoch=0, input_shape=None, precision="float32", tolerance=None, progress=None):
-    """Convert `source` to `output` (kind by extension; no extension: SavedModel directory); return a report.
+def source_kind(source):
+    """The kind of a source model, path or in-memory (MXNET for Checkpoints and Gluon blocks)."""
+    if isinstance(source, (str, os.PathLike)):
+        return files.model_kind(str(source))
+    if is_keras_model(source):
+        return files.KERAS
+    if type(source).__name__ == "Checkpoint" or hasattr(source, "hybridize"):
+        return files.MXNET
+    return files.ONNX
 
+
+def convert(source, output, *, epoch=0, input_shape=None, precision="float32", tolerance=None, progress=None,
+            signature=None):
+    """Convert `source` to `output`; return a report.
+
+    The output's kind is its extension; `-symbol.json` is an MXNet checkpoint; a path without an extension is a
+    SavedModel directory, or from an MXNet source an MXNet prefix (end it with '/' for a SavedModel).
     `input_shape` fills free dimensions ('1,3,224,224' or a tuple); `precision` applies to TFLite outputs
     ('float32', 'float16' or dynamic-range 'int8'); `tolerance` bounds the relative difference (default by
-    precision: 1e-4, 2e-2, 2e-1).
+    precision: 1e-4, 2e-2, 2e-1); `signature` chooses a SavedModel's signature (default serving_default).
     """
     say = progress or (lambda message: None)
     output = str(output)
-    out_kind = files.model_kind(output, for_output=True)
+    kind_in = source_kind(source)
+    out_kind = files.model_kind(output, for_output=True, source_kind=kind_in)
     files.check_output_path(output)
     if isinstance(source, (str, os.PathLike)):
         files.refuse_same(output, ("the input model", source))
     if precision != "float32" and out_kind != files.TFLITE:
         raise InputError(f"--precision {precision} applies to .tflite outputs only, not to {output}")
-    if out_kind == files.MXNET:
-        raise InputError(f"{output}: spa convert does not write MXNet; write .onnx, .tflite, .keras or a SavedModel")
+    if out_kind == files.MXNET and kind_in != files.MXNET:
+        raise InputError(f"{output}: MXNet checkpoints are written from MXNet models only; write .onnx (MXNet "
+                         "imports it with mx.onnx.import_model) or .tflite, .keras, a SavedModel")
     shapes = parse_input_shape(input_shape) if isinstance(input_shape, str) else (
         {None: tuple(input_shape)} if isinstance(input_shape, (tuple, list)) else input_shape)
     say(f"loading {source if isinstance(source, (str, os.PathLike)) else type(source).__name__}")
-    src = load_source(source, epoch, shapes)
+    src = load_source(source, epoch, shapes, signature)
     feeds = random_batch(src.specs, shapes, batch=2)
     say(f"running {src.framework} on a random batch")
     reference = src.run(feeds)
@@ -144,6 +159,8 @@ def convert(source, output, *, epoch=0, input_shape=None, precision="float32", t
         _from_keras(src.model, output, out_kind, precision, feeds, verify, say)
     elif src.kind == files.SAVEDMODEL:
         _from_savedmodel(src.model, output, out_kind, precision, feeds, verify, say)
+    elif out_kind == files.MXNET:
+        _to_mxnet(src.model, output, feeds, verify, say)
     else:
         if src.kind == files.MXNET:
             from spa_keras.bridges import mxnet_io, onnx_io
@@ -186,22 +203,50 @@ def _from_keras(model, output, out_kind, precision, feeds, verify, say):
             verify(keras_io.run(keras_io.load(tmp), feeds), f"keras ({out_kind})")
 
 
-def _from_savedmodel(path, output, out_kind, precision, feeds, verify, say):
+def _from_savedmodel(source, output, out_kind, precision, feeds, verify, say):
     from spa_keras.bridges import onnx_io, savedmodel_io, tflite_io
     from spa_keras.bridges.keras_to_tf import savedmodel_to_tflite
 
-    if out_kind == files.ONNX:
-        say("converting with tf2onnx")
-        onnx_model = savedmodel_io.savedmodel_to_onnx(path)
-        verify(onnx_io.run(onnx_model, feeds), "onnxruntime")
-        onnx_io.save(onnx_model, output)
-    elif out_kind == files.TFLITE:
+    path, signature = source
+    if out_kind == files.TFLITE:
         say(f"converting to TFLite ({precision})")
-        flatbuffer = savedmodel_to_tflite(path, precision)
+        flatbuffer = savedmodel_to_tflite(path, precision, signature)
         verify(tflite_io.run(flatbuffer, feeds), f"tflite {precision}")
         _write_bytes(flatbuffer, output)
+        return
+    if out_kind == files.SAVEDMODEL:
+        raise InputError(f"{output}: the input is a SavedModel already; write .onnx, .tflite or .keras")
+    say("converting with tf2onnx")
+    onnx_model = savedmodel_io.savedmodel_to_onnx(path, signature=signature)
+    verify(onnx_io.run(onnx_model, feeds), "onnxruntime")
+    if out_kind == files.ONNX:
+        onnx_io.save(onnx_model, output)
     else:
-        raise InputError(f"{output}: a SavedModel converts to .onnx or .tflite")
+        _onnx_to_keras(onnx_model, output, out_kind, feeds, verify, say)
+
+
+def _to_mxnet(checkpoint, output, feeds, verify, say):
+    """Write an MXNet checkpoint (epoch 0) and check it by loading it back and running it with MXNet."""
+    from spa_keras.bridges import mxnet_io
+
+    say("writing the MXNet checkpoint")
+    with tempfile.TemporaryDirectory() as tmp:
+        written = mxnet_io.load(mxnet_io.save(checkpoint, os.path.join(tmp, "check"))[0])
+        verify(mxnet_io.run(written, feeds), "mxnet (written)")
+    mxnet_io.save(checkpoint, output)
+
+
+def _onnx_to_keras(model, output, out_kind, feeds, verify, say):
+    """The native ONNX → Keras 3 rebuild, checked before and after saving."""
+    from spa_keras.bridges import keras_io
+    from spa_keras.bridges.onnx_to_keras import onnx_to_keras
+
+    say("rebuilding as a Keras 3 model")
+    keras_model = onnx_to_keras(model, {name: array.shape for name, array in feeds.items()})
+    verify(keras_io.run(keras_model, feeds), "keras (rebuilt from ONNX)")
+    with files.atomic_output(output) as tmp:
+        keras_model.save(tmp)
+        verify(keras_io.run(keras_io.load(tmp), feeds), f"keras ({out_kind})")
 
 
 def _from_onnx(model, output, out_kind, precision, feeds, verify, say, verified=False):
@@ -213,9 +258,11 @@ def _from_onnx(model, output, out_kind, precision, feeds, verify, say, verified=
             verify(onnx_io.run(onnx_io.session(model, output, optimize=False), feeds), "onnxruntime")
         onnx_io.save(model, output)
         return
+    if out_kind in (files.KERAS, files.H5):
+        _onnx_to_keras(model, output, out_kind, feeds, verify, say)
+        return
     if out_kind not in (files.TFLITE, files.SAVEDMODEL):
-        raise InputError(f"{output}: an ONNX model converts to .tflite, a SavedModel directory or .onnx; for Keras "
-                         "use the Keras model itself")
+        raise InputError(f"{output}: an ONNX model converts to .tflite, .keras, a SavedModel directory or .onnx")
     workdir = tempfile.mkdtemp(prefix="spa-onnx2tf-")
     try:
         say("converting with onnx2tf")

@@ -39,10 +39,12 @@ SURGERIES = {
 class Analysis:
     """Channel groups of a model, its barriers and counts; `print()` shows the table."""
 
-    def __init__(self, graph_analysis: GraphAnalysis, source: str = "model", input_shapes: dict | None = None):
+    def __init__(self, graph_analysis: GraphAnalysis, source: str = "model", input_shapes: dict | None = None,
+                 origin: tuple | None = None):
         self.graph_analysis = graph_analysis
         self.source = source
         self.input_shapes = input_shapes or {}  # {input name: shape at batch 1} the model was analysed at
+        self.origin = origin  # ("mxnet" | "gluon", Checkpoint) when the graph is the ONNX export of an MXNet model
         self._cost = None
 
     @property
@@ -93,11 +95,13 @@ class PruneResult:
         return result_table(self.before, self.after, self.plan, self.analysis.graph_analysis)
 
 
-def analyse(model, input_shapes=None, via=None) -> Analysis:
+def analyse(model, input_shapes=None, via=None, epoch=0, signature=None) -> Analysis:
     """The `Analysis` of `model`: a keras.Model or .keras/.h5 file through the Keras front-end (or, with
-    `via="onnx"`, its tf2onnx export), an .onnx path or onnx.ModelProto through the ONNX front-end. `input_shapes`:
-    {input name or None: shape with batch}; free dimensions not given take defaults, each said in a warning
-    (`spa_keras.verify.resolve_input_shapes`)."""
+    `via="onnx"`, its tf2onnx export), an .onnx path or onnx.ModelProto through the ONNX front-end; a SavedModel
+    directory (its `signature`, default serving_default, through tf2onnx), an MXNet prefix (PREFIX-EPOCH.params with
+    `epoch`), an `mxnet_io.Checkpoint` or a Gluon HybridBlock through their ONNX export (`origin` remembers the MXNet
+    model, so plans come back to it). `input_shapes`: {input name or None: shape with batch}; free dimensions not
+    given take defaults, each said in a warning (`spa_keras.verify.resolve_input_shapes`)."""
     keras_model = _keras_model(model)
     if keras_model is not None:
         if via != "onnx":
@@ -106,17 +110,68 @@ def analyse(model, input_shapes=None, via=None) -> Analysis:
 
             require_graph(keras_model)
             shapes = _resolved(keras_io.input_specs(keras_model), input_shapes)
-            return Analysis(analyze_graph(from_keras(keras_model, shapes)), f"Keras model '{keras_model.name}'",
-                            shapes)
+            where = f"Keras model '{keras_model.name}'"
+            return Analysis(analyze_graph(_finite(from_keras(keras_model, shapes), where)), where, shapes)
         from spa_keras.bridges.keras_to_onnx import keras_to_onnx
 
         model = keras_to_onnx(keras_model, where=f"Keras model '{keras_model.name}'")
     from spa_keras.bridges import onnx_io
     from spa_keras.frontends.onnx import from_onnx  # imports onnx: only on the ONNX path
+    from spa_keras.verify import random_batch
 
-    proto, name = _load_onnx(model)
-    shapes = _resolved(onnx_io.input_specs(proto), input_shapes)
-    return Analysis(analyze_graph(from_onnx(proto, shapes)), name, shapes)
+    origin = _mxnet_origin(model, input_shapes, epoch)
+    if origin is not None:
+        from spa_keras.bridges import mxnet_io
+
+        proto, name = mxnet_io.to_onnx(origin[1], _mxnet_shape(input_shapes)), origin[1].name
+    else:
+        proto, name = _load_onnx(model, signature)
+    onnx_io.refuse_quantized(proto, name)
+    specs = onnx_io.input_specs(proto)
+    shapes = _resolved(specs, input_shapes)
+    # a model onnxruntime cannot run is the input's fault, said before the engine could stumble over it
+    onnx_io.require_runs(proto, random_batch(specs, shapes, batch=1), where=name)
+    return Analysis(analyze_graph(_finite(from_onnx(proto, shapes), name)), name, shapes, origin)
+
+
+def _finite(graph, name):
+    """The graph, when its weights are finite numbers; else an `InputError` that names the first bad one."""
+    for param in graph.params.values():
+        value = param.value
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            count = int((~np.isfinite(value)).sum())
+            raise InputError(f"{name}: weight {param.name} holds {count} NaN or infinite value(s); fix or retrain the "
+                             "model first")
+    return graph
+
+
+def _mxnet_origin(model, input_shapes, epoch):
+    """("mxnet", Checkpoint) for an MXNet prefix or Checkpoint, ("gluon", Checkpoint) for a Gluon block, else
+    None."""
+    from spa_keras.bridges import mxnet_io
+
+    if isinstance(model, (str, os.PathLike)):
+        from spa_keras import files
+
+        if files.model_kind(str(model)) != files.MXNET:
+            return None
+        return "mxnet", mxnet_io.load(str(model), epoch)
+    if isinstance(model, mxnet_io.Checkpoint):
+        return "mxnet", model
+    if hasattr(model, "hybridize") and hasattr(model, "collect_params"):
+        if input_shapes is None:
+            raise InputError("a Gluon block needs input_shape=, for example input_shape=(1, 3, 224, 224)")
+        checkpoint = mxnet_io.from_block(model, _mxnet_shape(input_shapes))
+        checkpoint.name = f"Gluon {type(model).__name__}"
+        return "gluon", checkpoint
+    return None
+
+
+def _mxnet_shape(input_shapes):
+    """MXNet symbols carry no shapes: one input's shape as a tuple, several as a dict, None when not given."""
+    if isinstance(input_shapes, dict) and set(input_shapes) == {None}:
+        return input_shapes[None]
+    return input_shapes
 
 
 def input_names(model) -> list[str]:
@@ -137,7 +192,7 @@ def _resolved(specs, input_shapes):
     return shapes
 
 
-def _load_onnx(model):
+def _load_onnx(model, signature=None):
     import onnx
 
     from spa_keras.bridges import onnx_io
@@ -148,13 +203,18 @@ def _load_onnx(model):
         from spa_keras import files
 
         kind = files.model_kind(str(model))
+        if kind == files.SAVEDMODEL:
+            from spa_keras.bridges import savedmodel_io
+
+            return savedmodel_io.savedmodel_to_onnx(str(model), signature=signature), str(model)
         if kind != files.ONNX:
-            raise InputError(f"{model}: the engine reads ONNX models here; convert first (spa convert {model} "
-                             "model.onnx)")
+            raise InputError(f"{model}: {files.DESCRIPTIONS[kind]} models cannot be pruned; prune the model it was "
+                             "made from (.keras, .onnx, a SavedModel or an MXNet checkpoint)")
         loaded = onnx_io.load(str(model))
         onnx_io.check(loaded, where=str(model))
         return loaded, str(model)
-    raise InputError(f"cannot analyse a {type(model).__name__}: give an .onnx path or an onnx.ModelProto")
+    raise InputError(f"cannot analyse a {type(model).__name__}: give a keras.Model, an onnx.ModelProto, a Gluon "
+                     "HybridBlock or a path (.keras, .h5, .onnx, SavedModel directory, MXNet prefix)")
 
 
 def _keras_model(model):
@@ -210,4 +270,22 @@ def apply_plan(analysis: Analysis, plan: PruningPlan) -> PruneResult:
     """Surgery for `plan` on the analysed model: the slim model with its counts before and after."""
     removed = plan.mask(analysis.graph_analysis)
     model = slim_model(analysis, removed, plan.updates)
+    if getattr(analysis, "origin", None) is not None:
+        model = _back_to_mxnet(analysis, removed, plan.updates, model)
     return PruneResult(model, plan, analysis.counts, analysis.cost.counts(removed), analysis)
+
+
+def _back_to_mxnet(analysis, removed, updates, slim_onnx):
+    """The plan applied to the MXNet model the graph was exported from (`spa_keras.surgery.mxnet`), checked by an
+    MXNet forward pass against the slim ONNX model: a slim Checkpoint, or a Gluon SymbolBlock for a block."""
+    from spa_keras.bridges import mxnet_io, onnx_io
+    from spa_keras.surgery.mxnet import prune_mxnet
+    from spa_keras.surgery.onnx.surgery import analysis_batch
+    from spa_keras.verify import compare
+
+    kind, checkpoint = analysis.origin
+    slim = prune_mxnet(checkpoint, channel_masks(analysis, removed), slim_onnx, updates)
+    feeds = analysis_batch(analysis.graph_analysis.graph, onnx_io.input_specs(slim_onnx))
+    compare(onnx_io.run(slim_onnx, feeds), mxnet_io.run(slim, feeds), source="slim ONNX",
+            target="slim MXNet").require()
+    return mxnet_io.to_block(slim) if kind == "gluon" else slim

@@ -13,11 +13,12 @@ Example:
 """
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 
-from spa_keras.errors import InputError
+from spa_keras.errors import InputError, first_line
 
 KERAS = "keras"
 H5 = "h5"
@@ -80,11 +81,16 @@ def accepted_kind(path, accept, command) -> str:
 
 def refuse_same(output, *others):
     """Refuse an output path that is one of the inputs (or another output): writing it would replace that file."""
-    target = os.path.realpath(str(output))
+    target = _same_key(output)
     for label, path in others:
-        if path is not None and os.path.realpath(str(path)) == target:
+        if path is not None and _same_key(path) == target:
             raise InputError(f"{output}: this is also {label}; writing it would replace that file. Choose another "
                              "path")
+
+
+def _same_key(path):
+    """What identifies the files behind `path`: its real path, an MXNet prefix for `PREFIX-symbol.json`."""
+    return os.path.realpath(mxnet_files(path)[0] if isinstance(path, (str, os.PathLike)) else str(path))
 
 
 def mxnet_files(prefix, epoch=0):
@@ -96,14 +102,18 @@ def mxnet_files(prefix, epoch=0):
     return prefix, f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"
 
 
-def model_kind(path, *, for_output=False):
+def model_kind(path, *, for_output=False, source_kind=None):
     """The kind of model at `path` (one of KERAS, H5, ONNX, TFLITE, SAVEDMODEL, MXNET).
 
-    Inputs are recognised by what exists; outputs by their suffix (a path without one is a SavedModel directory).
+    Inputs are recognised by what exists; outputs by their suffix: `-symbol.json` is MXNet; a path without a suffix
+    is a SavedModel directory, except from an MXNet source (`source_kind`), where it is the prefix of an MXNet
+    checkpoint unless it ends in '/' or is an existing directory.
     """
     path = str(path)
     suffix = os.path.splitext(path.rstrip("/"))[1].lower()
     if not for_output:
+        if os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+            raise InputError(f"{path}: not a regular file (a pipe or device); save the model to a file first")
         if os.path.isdir(path):
             if os.path.exists(os.path.join(path, "saved_model.pb")):
                 return SAVEDMODEL
@@ -122,29 +132,68 @@ def model_kind(path, *, for_output=False):
     if path.endswith("-symbol.json"):
         return MXNET
     if suffix == "":
-        return SAVEDMODEL
+        directory = path.endswith(("/", os.sep)) or os.path.isdir(path)
+        return MXNET if source_kind == MXNET and not directory else SAVEDMODEL
     raise InputError(f"{path}: unknown output kind '{suffix}'; expected {KNOWN}")
 
 
 def check_output_path(path):
-    """Fail early, before any work, when `path` cannot be written."""
-    parent = os.path.dirname(os.path.abspath(str(path)))
+    """Fail early, before any work, when `path` cannot be written (or would replace a directory of other files)."""
+    path = str(path)
+    parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise InputError(f"{path}: the output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise InputError(f"{path}: the output directory {parent} is not writable")
+    if os.path.isdir(path):
+        suffix = os.path.splitext(path.rstrip("/"))[1].lower()
+        if suffix in _SUFFIXES:
+            raise InputError(f"{path}: an existing directory; the {suffix} file cannot replace it. Choose another path")
+        if os.listdir(path) and not os.path.exists(os.path.join(path, "saved_model.pb")):
+            raise InputError(f"{path}: an existing directory that is not a SavedModel; writing the SavedModel would "
+                             "replace its files. Choose a new path")
+    elif os.path.exists(path) and not os.path.isfile(path):
+        raise InputError(f"{path}: exists and is not a regular file; choose another path")
+
+
+# what a failed write says when the disk (or a file-size limit) is the cause
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+_DISK_FULL_WORDS = ("No space left on device", "File too large", "Disk quota exceeded")
+
+
+def _disk_full(exc) -> bool:
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+        return True
+    return any(w in str(exc) for w in _DISK_FULL_WORDS)  # TensorFlow's writers raise their own error types
+
+
+def _workdir_prefix(name) -> str:
+    """The temporary folder's name fits the file system's limit whatever the length of `name`."""
+    return f".{name[:80]}."
 
 
 @contextlib.contextmanager
 def atomic_output(path):
-    """Yield a temporary path beside `path`; on success move it onto `path` (file or directory) in one step."""
+    """Yield a temporary path beside `path`; on success move it onto `path` (file or directory) in one step.
+
+    A failure, Ctrl-C or SIGTERM (the CLI turns it into an exception) removes the temporary files; a full disk is one
+    clear line."""
     path = os.path.abspath(str(path))
     check_output_path(path)
     parent, name = os.path.split(path)
-    workdir = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=parent)
+    try:
+        workdir = tempfile.mkdtemp(prefix=_workdir_prefix(name), suffix=".partial", dir=parent)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot write beside it ({first_line(exc)}); nothing was written") from exc
     tmp = os.path.join(workdir, name)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            if _disk_full(exc):
+                raise InputError(f"{path}: cannot write it ({first_line(exc)}); nothing was written. Free some space "
+                                 "or choose another disk") from exc
+            raise
         if not os.path.exists(tmp):
             raise RuntimeError(f"nothing was written to {tmp}")
         if os.path.isdir(tmp):

@@ -14,6 +14,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 
 import numpy as np
 
@@ -72,6 +74,20 @@ class GraphAnalysis:
     channel_of_root: np.ndarray  # label root -> global channel id (-1: not in any group)
     group_of_channel: np.ndarray  # global channel id -> group index
     index_in_group: np.ndarray  # global channel id -> channel index within its group
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """What a plan for this model depends on: its operators and their wiring, the parameter shapes, the groups.
+        Weight values and input sizes are left out, so a plan replays on the same model retrained or at another
+        resolution; 16 hex digits."""
+        graph = self.graph
+        ids = {name: f"in{i}" for i, name in enumerate(graph.inputs)}  # activations by position: Keras names its
+        for node in graph.nodes:                                      # tensors anew each time a model is built
+            ids.update((t, f"t{len(ids)}") for t in node.outputs if t not in ids)
+        parts = [f"{n.op_type}({','.join(ids.get(t, t) for t in n.inputs)})" for n in graph.nodes]
+        parts += [f"{name}:{tuple(p.value.shape)}" for name, p in sorted(graph.params.items())]
+        parts += [f"{g.key}={g.channels}" for g in self.groups]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
     @property
     def barriers(self) -> list[Barrier]:

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -53,10 +54,11 @@ class PruningPlan:
     channels: dict[str, int]  # group key -> channel count (a plan replays only on a model with the same groups)
     target: dict = dataclasses.field(default_factory=dict)
     updates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    fingerprint: str | None = None  # GraphAnalysis.fingerprint of the model the plan was made on
 
     def to_json(self) -> str:
-        data = {"format": "spa-keras plan 1", "target": self.target, "channels": self.channels,
-                "removed": self.removed}
+        data = {"format": "spa-keras plan 1", "fingerprint": self.fingerprint, "target": self.target,
+                "channels": self.channels, "removed": self.removed}
         if self.updates:
             data["updates"] = sorted(self.updates)  # kept weights whose values this plan changes
         return json.dumps(data, indent=1)
@@ -64,8 +66,9 @@ class PruningPlan:
     @classmethod
     def from_json(cls, text: str, updates: dict | None = None) -> "PruningPlan":
         data = json.loads(text)
-        if data.get("format") != "spa-keras plan 1":
+        if not isinstance(data, dict) or data.get("format") != "spa-keras plan 1":
             raise InputError("not a spa-keras pruning plan (missing 'format': 'spa-keras plan 1')")
+        _check_structure(data)
         changed = list(data.get("updates", []))
         missing = sorted(set(changed) - set(updates or {}))
         if missing:
@@ -73,7 +76,7 @@ class PruningPlan:
                              f"{' ...' if len(missing) > 3 else ''}) but their values were not given; without them "
                              "it would give another model (keep the plan's .weights.npz beside it)")
         return cls({k: list(map(int, v)) for k, v in data["removed"].items()}, data["channels"], data.get("target", {}),
-                   {k: np.asarray(updates[k]) for k in changed})
+                   {k: np.asarray(updates[k]) for k in changed}, data.get("fingerprint"))
 
     @staticmethod
     def weights_path(path) -> str:
@@ -81,16 +84,25 @@ class PruningPlan:
         return os.path.splitext(str(path))[0] + ".weights.npz"
 
     def save(self, path) -> str:
+        with self.staged(path):
+            pass
+        return path
+
+    @contextlib.contextmanager
+    def staged(self, path):
+        """Write the plan beside `path` now, move it into place when the block succeeds (`spa prune` writes the
+        model inside, so a failure leaves neither). The weight values land before the JSON that names them."""
         from spa_keras import files
 
-        if self.updates:  # the values first: a JSON on disk never names values that are not there
-            with files.atomic_output(self.weights_path(path)) as tmp:
-                with open(tmp, "wb") as f:
-                    np.savez(f, **self.updates)
-        with files.atomic_output(path) as tmp:
-            with open(tmp, "w") as f:
+        with files.atomic_output(path) as tmp_json:
+            with open(tmp_json, "w") as f:
                 f.write(self.to_json())
-        return path
+            with contextlib.ExitStack() as stack:
+                if self.updates:
+                    tmp = stack.enter_context(files.atomic_output(self.weights_path(path)))
+                    with open(tmp, "wb") as f:
+                        np.savez(f, **self.updates)
+                yield path
 
     @classmethod
     def load(cls, path) -> "PruningPlan":
@@ -113,6 +125,9 @@ class PruningPlan:
 
     def mask(self, analysis: GraphAnalysis) -> np.ndarray:
         """Global removed-channel mask for `analysis`; raises when the plan was made for another model."""
+        if self.fingerprint and self.fingerprint != analysis.fingerprint:
+            raise InputError(f"the plan was made on another model (fingerprint {self.fingerprint}, this model "
+                             f"{analysis.fingerprint}): make a plan for this model (--flops/--ratio/--params)")
         by_key = {g.key: g for g in analysis.groups}
         removed = np.zeros(len(analysis.group_of_channel), bool)
         offsets = _offsets(analysis)
@@ -124,8 +139,33 @@ class PruningPlan:
             idx = np.asarray(indices, int)
             if len(idx) and (idx.min() < 0 or idx.max() >= group.channels or group.blocked[idx].any()):
                 raise InputError(f"the plan removes invalid or blocked channels of group {key}")
+            if len(np.unique(idx)) >= group.channels:
+                raise InputError(f"the plan removes all {group.channels} channels of group {key}; a group keeps at "
+                                 "least one (edit the plan)")
             removed[offsets[group.id] + idx] = True
         return removed
+
+
+def _check_structure(data):
+    """A plan's JSON has the types replaying it needs; else one line that names the field."""
+    def fail(field, wants):
+        raise InputError(f"not a valid spa-keras pruning plan: '{field}' must be {wants}")
+
+    for field in ("removed", "channels"):
+        if not isinstance(data.get(field), dict):
+            fail(field, "an object {group key: ...}")
+    for key, idx in data["removed"].items():
+        if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            fail(f"removed.{key}", "a list of channel indices")
+    for key, count in data["channels"].items():
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            fail(f"channels.{key}", "a positive channel count")
+    if not isinstance(data.get("target", {}), dict):
+        fail("target", "an object")
+    if not isinstance(data.get("updates", []), list):
+        fail("updates", "a list of parameter names")
+    if not isinstance(data.get("fingerprint"), (str, type(None))):
+        fail("fingerprint", "a string")
 
 
 def _offsets(analysis: GraphAnalysis) -> list[int]:
@@ -145,9 +185,20 @@ def _fraction(name: str, value) -> float | None:
     return value
 
 
+def compile_ignore(ignore) -> list[re.Pattern]:
+    """The `ignore` regular expressions, compiled; a bad one is an `InputError` that names it."""
+    patterns = []
+    for text in [ignore] if isinstance(ignore, str) else list(ignore or ()):
+        try:
+            patterns.append(re.compile(text))
+        except re.error as exc:
+            raise InputError(f"ignore {text!r}: not a regular expression ({exc})") from exc
+    return patterns
+
+
 def ignored_groups(analysis: GraphAnalysis, ignore=()) -> list[bool]:
     """Per group: True when it touches a parameter or node matching one of the `ignore` regular expressions."""
-    patterns = [re.compile(p) for p in ([ignore] if isinstance(ignore, str) else list(ignore or ()))]
+    patterns = compile_ignore(ignore)
     return [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
             for g in analysis.groups]
 
@@ -281,4 +332,4 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
                                              "(their new values are in the plan's .weights.npz)"} if updates else {}),
                         "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group,
                         **({"channel_multiple": multiple, "runtime": runtime or "any"} if round_to == AUTO else {})},
-                       updates)
+                       updates, analysis.fingerprint)

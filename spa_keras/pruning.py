@@ -14,14 +14,16 @@ from spa_keras.errors import InputError
 from spa_keras.plan import PruningPlan, make_plan
 
 
-def analyze(model, input_shape=None, via=None) -> Analysis:
+def analyze(model, input_shape=None, via=None, epoch=0, signature=None) -> Analysis:
     """Analyse `model`: channel groups, barriers, counts.
 
     `model`: a keras.Model or .keras/.h5 file (Keras front-end; `via="onnx"` analyses its tf2onnx export instead),
-    an .onnx path or onnx.ModelProto. `input_shape` ('1,3,224,224' or {name: shape}, batch included) fills free
-    input dimensions other than the batch; free dimensions not given count as 1 in FLOPs.
+    an .onnx path or onnx.ModelProto, a SavedModel directory (`signature`, default serving_default), an MXNet prefix
+    (`epoch`: which PREFIX-EPOCH.params) or a Gluon HybridBlock (both need `input_shape`). `input_shape`
+    ('1,3,224,224' or {name: shape}, batch included) fills free input dimensions other than the batch; free
+    dimensions not given count as 1 in FLOPs.
     """
-    return analyse(model, input_shapes(input_shape), via)
+    return analyse(model, input_shapes(input_shape), via, epoch, signature)
 
 
 def input_shapes(input_shape):
@@ -37,11 +39,13 @@ def input_shapes(input_shape):
 
 def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None, criterion="l1",
           global_ranking=True, round_to="auto", runtime=None, ignore=(), max_per_group=0.9, input_shape=None,
-          via=None, analysis=None, data=None, loss=None, steps=1):
+          via=None, analysis=None, data=None, loss=None, steps=1, epoch=0, signature=None):
     """Prune `model`; return a `PruneResult` (the slim model, the plan, counts before/after).
 
     A Keras model gives a keras.Model (same layer classes and names, trainable, saveable), or with `via="onnx"` an
-    onnx.ModelProto; an ONNX model gives an onnx.ModelProto.
+    onnx.ModelProto; an ONNX model or a SavedModel directory (`signature`) gives an onnx.ModelProto; an MXNet prefix
+    (`epoch`) or `mxnet_io.Checkpoint` gives a slim Checkpoint (`spa.convert(result.model, "slim-symbol.json")`
+    writes it), a Gluon HybridBlock a trainable `gluon.SymbolBlock`; MXNet models need `input_shape`.
 
     Give one target (`ratio`, `flops` or `params`: fractions removed, of the original model) or a `plan`
     (PruningPlan or JSON path). `criterion`: a name or instance from `spa_keras.importance`; data-driven ones
@@ -57,7 +61,7 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     """
     from spa_keras.importance import Batches, get_criterion
 
-    analysis = analysis or analyze(model, input_shape, via)
+    analysis = analysis or analyze(model, input_shape, via, epoch, signature)
     ga = analysis.graph_analysis
     steps = int(steps)
     if steps < 1:
@@ -107,7 +111,7 @@ def _latency_plan(analysis, latency, options):
     plan_at = lambda f: make_plan(ga, flops=f, scores=scores, criterion=criterion, reconstruct=False,  # noqa: E731
                                   **options)
     speedup_of = measured_speedup(ga.graph.source, runtime, _batched(analysis.input_shapes))
-    measure = lambda p: speedup_of(apply_plan(analysis, p).model)  # noqa: E731
+    measure = lambda p: speedup_of(slim_model(ga, p.mask(ga)))  # noqa: E731
     plan = latency_plan(latency, plan_at, measure, say=say, what=f" on {runtime}")
     if hasattr(criterion, "updates"):
         plan.updates = criterion.updates(ga, plan.mask(ga))
@@ -162,7 +166,8 @@ def _iterative_plan(analysis, ratio, flops, params, steps, input_shapes, **optio
             current = analyze(slim, dict(zip(input_names(slim), input_shapes.values())))
     removed = {key: np.setdiff1d(np.arange(n), kept[key]).tolist() for key, n in original.items()
                if len(kept[key]) < n}
-    return PruningPlan(removed, original, dict(plan.target, amount=amount, steps=steps))
+    return PruningPlan(removed, original, dict(plan.target, amount=amount, steps=steps),
+                       fingerprint=analysis.graph_analysis.fingerprint)
 
 
 def _original_keys(ga, kept):

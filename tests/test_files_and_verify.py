@@ -53,12 +53,17 @@ def test_atomic_output_keeps_old_file_on_failure(tmp_path):
 def test_atomic_output_replaces_a_directory(tmp_path):
     target = tmp_path / "saved"
     target.mkdir()
-    (target / "old.txt").write_text("old")
+    (target / "saved_model.pb").write_text("old")  # an earlier SavedModel is replaced whole
     with files.atomic_output(target) as tmp:
         os.mkdir(tmp)
         open(os.path.join(tmp, "new.txt"), "w").write("new")
     assert sorted(os.listdir(target)) == ["new.txt"]
     assert sorted(os.listdir(tmp_path)) == ["saved"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a model")  # any other folder is not
+    with pytest.raises(InputError, match="not a SavedModel"):
+        with files.atomic_output(tmp_path / "mine"):
+            pass
 
 
 def test_output_directory_must_exist(tmp_path):

@@ -35,21 +35,49 @@ def _config_of(path):
         return None
 
 
+def _layer_configs(node):
+    """Every serialised object ({"class_name", "config", ...}) in a model config, nested ones included."""
+    if isinstance(node, dict):
+        if "class_name" in node:
+            yield node
+        for v in node.values():
+            yield from _layer_configs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _layer_configs(v)
+
+
 def _lambda_layers(config):
+    return [(c.get("config") or {}).get("name", "?") for c in _layer_configs(config) if c["class_name"] == "Lambda"]
+
+
+def _unregistered_classes(config):
+    """`[(class, layer name)]` of the custom (non-Keras) classes in a model config that Keras cannot find: not
+    registered in this process."""
+    import keras
+
     found = []
-
-    def walk(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "Lambda":
-                found.append(node.get("config", {}).get("name", "?"))
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(config)
+    for c in _layer_configs(config):
+        module = str(c.get("module") or "")
+        registered = c.get("registered_name") or c["class_name"]
+        if ("config" in c and module and not module.startswith("keras")
+                and keras.saving.get_registered_object(registered) is None):
+            found.append((registered, (c.get("config") or {}).get("name", "?")))
     return found
+
+
+def _not_a_model_file(path):
+    """Why `path` cannot be a Keras model file (empty, truncated, another format), or None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        return "the file is empty"
+    if path.lower().endswith(".keras") and not zipfile.is_zipfile(path):
+        return ("not a .keras file (a .keras file is a zip archive; this one is truncated or another format)"
+                if head[:2] == b"PK" else "not a .keras file (a .keras file is a zip archive; this is another format)")
+    if path.lower().endswith((".h5", ".hdf5")) and head != b"\x89HDF\r\n\x1a\n":
+        return "not an HDF5 file (.h5): truncated or another format"
+    return None
 
 
 def load(path):
@@ -61,7 +89,11 @@ def load(path):
     path = str(path)
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file")
-    lambdas = _lambda_layers(_config_of(path) or {})
+    why = _not_a_model_file(path)
+    if why:
+        raise InputError(f"{path}: {why}")
+    config = _config_of(path) or {}
+    lambdas = _lambda_layers(config)
     if lambdas:
         raise InputError(f"{path}: contains Lambda layer(s) {', '.join(lambdas)}; Keras safe_mode forbids running "
                          "their stored Python code and spa-keras will not execute it. Replace them with registered "
@@ -75,6 +107,12 @@ def load(path):
         try:
             return keras.models.load_model(path, compile=False, safe_mode=True)
         except Exception as exc:
+            missing = _unregistered_classes(config)
+            if missing:
+                listed = ", ".join(f"'{cls}' (layer '{name}')" for cls, name in missing[:3])
+                raise InputError(f"{path}: custom class {listed} is not registered: import the module that defines "
+                                 "it (decorated with @keras.saving.register_keras_serializable) before loading; with "
+                                 "the CLI, spa --import MODULE") from exc
             raise InputError(f"{path}: Keras cannot load this file: {first_line(exc)}") from exc
 
 

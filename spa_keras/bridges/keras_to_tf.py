@@ -77,11 +77,13 @@ def keras_to_tflite(model, precision="float32", where="Keras model"):
     return _convert(apply_precision(tf.lite.TFLiteConverter.from_keras_model(tf_safe(model)), precision), where)
 
 
-def savedmodel_to_tflite(path, precision="float32"):
-    """A TFLite flatbuffer (bytes) for a SavedModel directory."""
+def savedmodel_to_tflite(path, precision="float32", signature=None):
+    """A TFLite flatbuffer (bytes) for a SavedModel directory (its `signature`, default serving_default)."""
     import tensorflow as tf
 
-    return _convert(apply_precision(tf.lite.TFLiteConverter.from_saved_model(str(path)), precision), str(path))
+    keys = [signature] if signature else None
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(path), signature_keys=keys)
+    return _convert(apply_precision(converter, precision), str(path))
 
 
 def keras_to_savedmodel(model, directory, where="Keras model"):

@@ -7,13 +7,34 @@ Example:
 """
 
 import os
+import re
 
+import numpy as np
 import onnx
 from onnx import helper
 
 from spa_keras import files
 from spa_keras.errors import ConversionError, InputError, first_line
 from spa_keras.verify import TensorSpec
+
+
+# what onnx.checker and onnxruntime say, without their C++ source paths and signatures
+_NOISE = [(re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : "), ""),
+          (re.compile(r"Non-zero status code returned while running (\w+) node\. Name:'([^']*)' Status Message: "),
+           r"node \2 (\1): "),
+          (re.compile(r"/onnxruntime_src/\S+:\d+ "), ""),
+          (re.compile(r"onnxruntime::[\w:<>~]+\([^)]*\)(\s*const)?\s*(\[with [^\]]*\]\s*)?"), ""),
+          (re.compile(r"==> Context: Bad node spec for node\. Name: (\S*) OpType: (\S+)"), r"(node \1)"),
+          (re.compile(r"Exception during initialization: "), "")]
+
+
+def library_message(exc, limit=300) -> str:
+    """One line of what onnx or onnxruntime said: the node it names kept, source paths and C++ signatures
+    dropped."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    for pattern, replacement in _NOISE:
+        text = pattern.sub(replacement, text)
+    return text[:limit]
 
 
 def load(path):
@@ -25,8 +46,10 @@ def load(path):
         model = onnx.load(path)
     except Exception as exc:  # protobuf DecodeError, missing external data, ...
         raise InputError(f"{path}: not a readable ONNX file ({first_line(exc)}); is it truncated or another format?")
-    if model.ir_version == 0 or not model.graph.output or not model.opset_import:
-        raise InputError(f"{path}: not an ONNX model (no IR version, opset or graph outputs); is it another format?")
+    if model.ir_version == 0 or not model.opset_import:
+        raise InputError(f"{path}: not an ONNX model (no IR version or opset); is it another format?")
+    if not model.graph.output:
+        raise InputError(f"{path}: the model's graph has no outputs; nothing to prune")
     return model
 
 
@@ -46,6 +69,23 @@ def unknown_ops(model):
     return found
 
 
+# quantised graphs: their integer weights and per-channel scales would need slicing together with their channels
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearGlobalAveragePool",
+                 "QLinearSigmoid", "QLinearLeakyRelu", "QLinearAveragePool", "QGemm", "DynamicQuantizeMatMul",
+                 "MatMulIntegerToFloat", "QAttention", "QOrderedMatMul", "MatMulNBits"}
+
+
+def refuse_quantized(model, where="the model"):
+    """Quantised models (QDQ or QLinear/Integer ops) are refused with the way that works: prune the float model,
+    then quantise the slim one."""
+    for node in _all_nodes(model.graph):
+        if node.op_type in QUANTIZED_OPS:
+            raise InputError(f"{where}: a quantised model (node {node.name or '(unnamed)'}: {node.op_type}); spa-keras "
+                             "prunes float models: prune the model it was quantised from, then quantise the slim "
+                             "model (onnxruntime.quantization, or -o slim.tflite --precision int8)")
+
+
 def check(model, where="model"):
     """onnx.checker (full, with shape inference) plus an onnxruntime session; raise `ConversionError` on failure."""
     bad = unknown_ops(model)
@@ -59,7 +99,7 @@ def check(model, where="model"):
     try:
         onnx.checker.check_model(data if data is not None else model, full_check=data is not None)
     except Exception as exc:
-        raise ConversionError(f"{where}: onnx.checker rejects the model: {first_line(exc)}") from exc
+        raise ConversionError(f"{where}: onnx.checker rejects the model: {library_message(exc)}") from exc
     return session(data if data is not None else model, where, optimize=False)
 
 
@@ -78,7 +118,7 @@ def session(model, where="model", optimize=True):
     try:
         return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ConversionError(f"{where}: onnxruntime cannot load the model: {first_line(exc)}") from exc
+        raise ConversionError(f"{where}: onnxruntime cannot load the model: {library_message(exc)}") from exc
 
 
 def _dims(type_proto):
@@ -111,15 +151,34 @@ def _match_feeds(names, feeds):
 
 
 def require_runs(model, feeds, where="the input model"):
-    """Raise `InputError` when `model` does not run in onnxruntime on `feeds` (shapes it was not made for)."""
+    """Raise `InputError` when `model` does not run in onnxruntime on `feeds` (shapes it was not made for, or a
+    broken model), or gives NaN or infinity on them."""
+    shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in feeds.items())
     try:
-        run(session(model, where, optimize=False), feeds)
+        outputs = run(session(model, where, optimize=False), feeds)
     except (InputError, ConversionError):
         raise
     except Exception as exc:
-        shapes = ", ".join(f"{name} {tuple(v.shape)}" for name, v in feeds.items())
-        raise InputError(f"{where} does not run at input shape {shapes} ({first_line(exc)}); give --input-shape "
-                         "(input_shape=) with a size the model was made for") from exc
+        raise InputError(f"{where} does not run in onnxruntime at input shape {shapes}: {library_message(exc)} (fix "
+                         "the model, or the input shape if it is not one the model was made for)") from exc
+    bad = [name for name, v in outputs.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+    weight = _non_finite_weight(model) if bad else None  # (NaN from a random batch alone can be the data's fault)
+    if weight:
+        raise InputError(f"{where}: weight {weight} holds NaN or infinity (output {bad[0]} is NaN or infinite on a "
+                         "random batch); fix the model first")
+
+
+def _non_finite_weight(model):
+    """The name of the first initializer or Constant holding NaN or infinity, or None."""
+    from onnx import numpy_helper
+
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.name == "value"]
+    for tensor in tensors:
+        value = numpy_helper.to_array(tensor)
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return tensor.name or "(a Constant)"
+    return None
 
 
 def save(model, path):

@@ -16,7 +16,7 @@ from spa_keras.verify import TensorSpec, natural_key
 SIGNATURE = "serving_default"
 
 
-def _signature(path):
+def _signature(path, signature=None):
     import tensorflow as tf
 
     if not os.path.exists(os.path.join(str(path), "saved_model.pb")):
@@ -26,23 +26,27 @@ def _signature(path):
             loaded = tf.saved_model.load(str(path))
     except Exception as exc:
         raise InputError(f"{path}: TensorFlow cannot load this SavedModel: {first_line(exc, 300)}") from exc
-    if SIGNATURE not in loaded.signatures:
-        raise InputError(f"{path}: the SavedModel has no '{SIGNATURE}' signature (it has {list(loaded.signatures)}); "
-                         "export it with one, e.g. keras model.export(path)")
-    return loaded, loaded.signatures[SIGNATURE]
+    signature = signature or SIGNATURE
+    if signature not in loaded.signatures:
+        have = ", ".join(f"'{k}'" for k in loaded.signatures) or "none"
+        hint = "choose one with --signature (signature=)" if loaded.signatures else \
+            "export it with one, e.g. keras model.export(path) or tf.saved_model.save(module, path, signatures=...)"
+        raise InputError(f"{path}: the SavedModel has no '{signature}' signature (it has {have}); {hint}")
+    return loaded, loaded.signatures[signature]
 
 
-def input_specs(path):
-    """The serving signature's inputs as `TensorSpec`s."""
-    _, fn = _signature(path)
+def input_specs(path, signature=None):
+    """The signature's inputs (default serving_default) as `TensorSpec`s."""
+    _, fn = _signature(path, signature)
     _, kwargs = fn.structured_input_signature
     return [TensorSpec(name, tuple(spec.shape), spec.dtype.as_numpy_dtype().dtype.name)
             for name, spec in sorted(kwargs.items())]
 
 
-def run(path, feeds):
-    """Run the serving signature on `{input name: array}`; return `{output name: array}` (sorted by name)."""
-    _, fn = _signature(path)
+def run(path, feeds, signature=None):
+    """Run the signature (default serving_default) on `{input name: array}`; return `{output name: array}` (sorted
+    by name)."""
+    _, fn = _signature(path, signature)
     _, kwargs = fn.structured_input_signature
     names = sorted(kwargs)
     if set(names) <= set(feeds):
@@ -56,19 +60,20 @@ def run(path, feeds):
 
 
 
-def savedmodel_to_onnx(path, opset=17):
-    """Convert a SavedModel's serving signature to a checked ONNX model through tf2onnx."""
+def savedmodel_to_onnx(path, opset=17, signature=None):
+    """Convert a SavedModel's signature (default serving_default) to a checked ONNX model through tf2onnx."""
     from tf2onnx import tf_loader
     import tf2onnx
 
     from spa_keras.bridges import onnx_io
     from spa_keras.bridges.keras_to_onnx import CUSTOM_OP_HANDLERS, _quiet_tf2onnx
 
+    _signature(path, signature)  # a missing signature gets our message, which lists the ones there are
     _quiet_tf2onnx()
     try:
         with quiet():
             graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
-                str(path), None, None, signatures=[SIGNATURE], return_tensors_to_rename=True)
+                str(path), None, None, signatures=[signature or SIGNATURE], return_tensors_to_rename=True)
             model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
                                                       opset=opset, custom_op_handlers=CUSTOM_OP_HANDLERS,
                                                       tensors_to_rename=renames)

@@ -178,6 +178,20 @@ def _fold_reference(node, values):
 UNFOLDABLE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "If", "Loop", "Scan"}
 
 
+def _outer_scope_reads(node) -> list[str]:
+    """Names the subgraphs of `node` read without defining them (recursively)."""
+    reads = []
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+            for inner in graph.node:
+                for t in list(inner.input) + _outer_scope_reads(inner):
+                    if t and t not in defined and t not in reads:
+                        reads.append(t)
+                defined.update(inner.output)
+    return reads
+
+
 def from_onnx(model, input_shapes=None):
     """Build an `SPAGraph` from a ModelProto (nodes in topological order); `input_shapes` fills free dims."""
     params = {i.name: Param(i.name, numpy_helper.to_array(i), OnnxInitializer(i.name)) for i in model.graph.initializer}
@@ -195,8 +209,11 @@ def from_onnx(model, input_shapes=None):
             if value is not None:  # surgery replaces the node by an initializer when the value changes
                 params[n.output[0]] = Param(n.output[0], np.asarray(value), OnnxFolded(index))
                 continue
-        nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, list(n.input), list(n.output), attrs,
-                          n.domain, index))
+        # tensors a subgraph (If, Loop, Scan) reads from the outer scope count as inputs: rules see them as read by
+        # an op they do not know (a barrier), so no channel of theirs is cut under the subgraph's feet
+        inputs = list(n.input) + [t for t in _outer_scope_reads(n) if t not in n.input]
+        nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, inputs, list(n.output), attrs, n.domain,
+                          index))
     folded_inputs = {t for i, n in enumerate(model.graph.node) if params.get(n.output[0] if n.output else "")
                      and params[n.output[0]].handle == OnnxFolded(i) for t in n.input}
     consumed = {t for n in nodes for t in n.inputs}

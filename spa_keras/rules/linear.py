@@ -69,15 +69,22 @@ def matmul(ctx, node):
             labels[ry - 1] = bl[rb - 1]
     if ra - 2 in al:
         labels[ry - 2] = al[ra - 2]
-    # batch axes (heads): aligned from the right, merged where both operands span them
+    # batch axes (heads): aligned from the right, merged where both operands span them; channels on one side only
+    # meet an operand that keeps all of its (a head computed from a graph input, or over which a Softmax ran)
     for axis in range(ry - 2):
         la = al.get(axis - (ry - ra)) if axis - (ry - ra) >= 0 else None
         lb = None if ctx.is_param(b) else (bl.get(axis - (ry - rb)) if axis - (ry - rb) >= 0 else None)
         if la is not None and lb is not None:
             ctx.union(la, lb)
         found = la if la is not None else lb
-        if found is not None:
-            labels[axis] = found
+        if found is None:
+            continue
+        other, rank = (b, rb) if la is not None else (a, ra)
+        spans = axis - (ry - rank) >= 0 and (ctx.shape(other) or (None,) * rank)[axis - (ry - rank)] != 1
+        if (la is None or lb is None) and spans and not ctx.is_param(b):
+            ctx.freeze(f"MatMul batch axis {axis} with channels on one side only", [found])
+            continue
+        labels[axis] = found
     ctx.set(y, labels)
 
 

@@ -40,6 +40,7 @@ class OnnxSurgery:
                 self._uses[t] = self._uses.get(t, 0) + 1
         self._fresh = 0
         self._dropped = set()  # indices of nodes folded into constants
+        self._released = set()  # initializers a node stopped reading (it reads a new one): dead unless read elsewhere
 
     # ---- shapes ----------------------------------------------------------------------------------------------
     def old_shape(self, tensor):
@@ -67,6 +68,8 @@ class OnnxSurgery:
     def _write_param(self, name, value):
         handle = self.graph.params[name].handle
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        if isinstance(handle, OnnxFolded) and self._write_cast_source(name, handle, value):
+            return
         if isinstance(handle, OnnxFolded):  # the layout op on constants becomes the constant it computes
             self._dropped.add(handle.node_index)
             self._add_initializer(tensor)
@@ -81,6 +84,26 @@ class OnnxSurgery:
                     a.t.CopyFrom(tensor)
         else:
             raise ConversionError(f"ONNX surgery cannot write parameter {name} (a {type(handle).__name__})")
+
+    def _write_cast_source(self, name, handle, value):
+        """A weight stored in another dtype and read through Cast (int8, float16) keeps its dtype: the Cast stays
+        and reads a sliced copy of the stored values. Integers that new values (a reconstruction) made fractional
+        cannot be stored: refused."""
+        proto = self.model.graph.node[handle.node_index]
+        source = self.graph.params.get(proto.input[0]) if proto.op_type == "Cast" else None
+        if source is None or source.value.dtype == value.dtype:
+            return False
+        stored = value.astype(source.value.dtype)
+        if source.value.dtype.kind in "iub" and not np.array_equal(stored.astype(value.dtype), value):
+            raise InputError(f"weight {name} is stored as {source.value.dtype} and read through Cast "
+                             f"({proto.name or 'unnamed'}); its new values are not whole numbers, so they cannot be "
+                             "stored that way: prune without reconstruction, or prune the float model")
+        self._fresh += 1
+        fresh = f"{proto.input[0]}_spa{self._fresh}"
+        self._add_initializer(numpy_helper.from_array(np.ascontiguousarray(stored), fresh))
+        self._released.add(proto.input[0])
+        proto.input[0] = fresh
+        return True
 
     def _add_initializer(self, tensor):
         self.model.graph.initializer.append(tensor)
@@ -151,7 +174,7 @@ class OnnxSurgery:
         graph = self.model.graph
         nodes = [n for i, n in enumerate(graph.node) if i not in self._dropped]
         outputs = {o.name for o in graph.output}
-        used_before = {t for n in graph.node for t in n.input}
+        used_before = {t for n in graph.node for t in n.input} | self._released
         while True:
             used = {t for n in nodes for t in n.input} | outputs
             alive = [n for n in nodes if any(o in used for o in n.output)]
@@ -180,7 +203,7 @@ class OnnxSurgery:
         """The model with the removed channels zeroed in every member (shapes unchanged) and the new values
         written: what the slim model computes, in the original's shapes."""
         self._write_values(cut=False)
-        if self._dropped:
+        if self._dropped or self._released:
             self._drop_dead_constants()
         return self.model
 
@@ -190,7 +213,7 @@ class OnnxSurgery:
             rewrite = rewriter_for(node.op_type)
             if rewrite is not None and node.index >= 0 and self.old_shape(node.inputs[0]) is not None:
                 rewrite(self, node, self.model.graph.node[node.index])
-        if self._dropped:
+        if self._dropped or self._released:
             self._drop_dead_constants()
         del self.model.graph.value_info[:]
         return self.model
