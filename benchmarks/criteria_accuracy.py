@@ -117,6 +117,55 @@ def markdown_table(result):
     return "\n".join(lines)
 
 
+def _obspa_series(path):
+    """{method: {reduction: [accuracy per seed]}} of the ResNet rows of obspa_accuracy.py's JSON (no fine-tuning)."""
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        cells = json.load(f)["cells"]
+    series = {}
+    for c in cells:
+        if c["model"] == "resnet" and c["method"] == "obspa:batchnorm":
+            series.setdefault("obspa (data-free)", {}).setdefault(c["reduction"], []).append(c["accuracy"])
+    return series
+
+
+def plot(result, path, obspa_path=None):
+    """Test accuracy against FLOPs removed, one line per criterion (mean over seeds): pruned alone, and after one
+    epoch of fine-tuning; the unpruned model as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, key, title in ((axes[0], "pruned", "pruned, no fine-tuning"), (axes[1], "finetuned", "+ 1 epoch of "
+                                                                                               "fine-tuning")):
+        base = [b["accuracy" if key == "pruned" else "finetuned"] for b in result["baseline"].values()]
+        ax.axhline(100 * np.mean(base), color="k", ls="--", lw=1, label="unpruned")
+        for i, criterion in enumerate(sorted({c["criterion"] for c in result["cells"]})):
+            cells = sorted((c for c in result["cells"] if c["criterion"] == criterion), key=lambda c: c["flops"])
+            xs = [100 * c["flops"] for c in cells]
+            ys = [100 * np.mean([r[key] for r in c["runs"].values()]) for c in cells]
+            ax.plot(xs, ys, marker="os^vD"[i % 5], lw=1.2, color=plt.cm.tab20(i), label=criterion)
+        if key == "pruned":
+            for name, points in _obspa_series(obspa_path).items():
+                xs = sorted(points)
+                ax.plot([100 * x for x in xs], [100 * np.mean(points[x]) for x in xs], marker="s", lw=2.5, color="k",
+                        label=name)
+        ax.set_title(title)
+        ax.set_xlabel("FLOPs removed (%)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Fashion-MNIST test accuracy (%)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=7, loc="lower center")
+    fig.suptitle("The demo ResNet: accuracy against FLOPs removed, per criterion (mean of 2 seeds)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smoke run: one seed, small subsets, -50%% only")
@@ -127,11 +176,17 @@ def main():
     parser.add_argument("--table", metavar="JSON", help="only print the table of a (possibly partial) result file")
     parser.add_argument("--markdown", action="store_true", help="with --table: print it as Markdown (the README's)")
     parser.add_argument("--resume", action="store_true", help="go on with the result file of a run that stopped")
+    parser.add_argument("--plot", metavar="PNG", help="with --table: draw accuracy against FLOPs removed per "
+                        "criterion (OBSPA's ResNet rows too, from --obspa)")
+    parser.add_argument("--obspa", default=os.path.join(HERE, "reference", "obspa_accuracy.json"),
+                        help="obspa_accuracy.py's JSON for --plot")
     args = parser.parse_args()
     if args.table:
         with open(args.table) as f:
             result = json.load(f)
-        if args.markdown:
+        if args.plot:
+            print(f"wrote {plot(result, args.plot, args.obspa)}")
+        elif args.markdown:
             print(markdown_table(result))
         else:
             print_table(result, Console(width=200))

@@ -99,6 +99,7 @@ def test_embedding_prelu_text_model():
     np.testing.assert_allclose(np.asarray(slim(x)), np.asarray(masked(x)), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.zoo  # minutes of training: an accuracy goal (the demo prunes and fine-tunes in the default suite)
 def test_slim_model_keeps_training():
     """Issue 4, acceptance 3: the Fashion-MNIST ResNet trained here, pruned to -50% FLOPs and fine-tuned for one full
     epoch (60,000 images), lands within 2 points of the unpruned model's test accuracy."""

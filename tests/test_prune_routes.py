@@ -134,7 +134,7 @@ def test_routes_that_do_not_exist_say_what_works(savedmodels, tmp_path):
     assert same.exit_code == 2 and "from a SavedModel directory" in same.output
 
 
-@pytest.mark.parametrize("family", ["resnet18_v1", "mobilenetv2_0.25"])
+@pytest.mark.parametrize("family", ["resnet18_v1", pytest.param("mobilenetv2_0.25", marks=pytest.mark.zoo)])
 def test_gluon_onnx_pruned_to_keras_3_trains_and_matches(family, tmp_path):
     """The migration path: a legacy MXNet model through ONNX to a slim, trainable Keras 3 model."""
     import keras
