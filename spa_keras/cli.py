@@ -352,14 +352,14 @@ def _analysed_shapes(analysis):
 
 def _verify_pruned(result, shapes):
     """The slim model runs with the original's output shapes (values change by design)."""
-    from spa_keras.convert import load_source
+    from spa_keras.convert import load_source, reference_run
     from spa_keras.errors import VerificationError
-    from spa_keras.verify import compare, random_batch
+    from spa_keras.verify import compare
 
     original = load_source(result.analysis.graph_analysis.graph.source, input_shape=shapes)
     slim = load_source(result.model, input_shape=shapes)
-    feeds = random_batch(original.specs, shapes)
-    ref, out = original.run(feeds), slim.run(feeds)
+    feeds, ref = reference_run(original, shapes)
+    out = slim.run(feeds)
     if [v.shape for v in ref.values()] != [v.shape for v in out.values()]:
         raise VerificationError("the pruned model's output shapes differ from the original's; nothing was written")
     change = compare(ref, out, source="original", target="pruned", tolerance=float("inf")).rel

@@ -22,7 +22,7 @@ import shutil
 import tempfile
 
 from spa_keras import files
-from spa_keras.errors import InputError
+from spa_keras.errors import InputError, SpaError, first_line
 from spa_keras.verify import TOLERANCE, compare, parse_input_shape, random_batch
 
 
@@ -46,6 +46,24 @@ class ConversionReport:
 
     def __str__(self):
         return "\n".join([f"{self.source} -> {self.output}"] + [f"  {c}" for c in self.checks])
+
+
+def reference_run(src, shapes):
+    """(feeds, outputs) of `src` on a random batch of two, or of one for a model that declares a free batch but runs
+    at batch 1 only (a Reshape to a fixed size); a model that runs at neither is an `InputError`."""
+    try:
+        feeds = random_batch(src.specs, shapes, batch=2)
+        return feeds, src.run(feeds)
+    except SpaError:
+        raise
+    except Exception:
+        feeds = random_batch(src.specs, shapes, batch=1)
+    try:
+        return feeds, src.run(feeds)
+    except SpaError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{src.framework} cannot run the model on a random batch: {first_line(exc)}") from exc
 
 
 def load_source(source, epoch=0, input_shape=None, signature=None):
@@ -146,9 +164,8 @@ def convert(source, output, *, epoch=0, input_shape=None, precision="float32", t
         {None: tuple(input_shape)} if isinstance(input_shape, (tuple, list)) else input_shape)
     say(f"loading {source if isinstance(source, (str, os.PathLike)) else type(source).__name__}")
     src = load_source(source, epoch, shapes, signature)
-    feeds = random_batch(src.specs, shapes, batch=2)
     say(f"running {src.framework} on a random batch")
-    reference = src.run(feeds)
+    feeds, reference = reference_run(src, shapes)
     tol = TOLERANCE[precision] if tolerance is None else float(tolerance)
     checks = []
 

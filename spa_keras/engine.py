@@ -210,8 +210,7 @@ def _load_onnx(model, signature=None):
         if kind != files.ONNX:
             raise InputError(f"{model}: {files.DESCRIPTIONS[kind]} models cannot be pruned; prune the model it was "
                              "made from (.keras, .onnx, a SavedModel or an MXNet checkpoint)")
-        loaded = onnx_io.load(str(model))
-        onnx_io.check(loaded, where=str(model))
+        loaded, _ = onnx_io.repaired(onnx_io.load(str(model)), where=str(model))
         return loaded, str(model)
     raise InputError(f"cannot analyse a {type(model).__name__}: give a keras.Model, an onnx.ModelProto, a Gluon "
                      "HybridBlock or a path (.keras, .h5, .onnx, SavedModel directory, MXNet prefix)")

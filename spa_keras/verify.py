@@ -223,7 +223,7 @@ class Verification:
         """Raise `VerificationError` unless the difference is within tolerance."""
         if not self.ok:
             raise VerificationError(f"{self}; the {self.target} model does not reproduce {self.source}, nothing was "
-                                    "written (use --tolerance to accept a larger difference)")
+                                    "written (spa convert --tolerance accepts a larger difference)")
         return self
 
 
@@ -266,11 +266,15 @@ def compare(reference, outputs, *, source, target, tolerance=TOLERANCE["float32"
     for name, ref, out in _pairs(reference, outputs):
         ref = _align(name, ref, out).astype(np.float64)
         out = np.asarray(out, np.float64)
+        # NaN or infinity in the same place on both sides agree (a model that computes them on this batch); anywhere
+        # else they are a difference that must not compare away
+        same = (np.isnan(ref) & np.isnan(out)) | (np.isinf(ref) & (ref == out))
+        ref, out = np.where(same, 0.0, ref), np.where(same, 0.0, out)
         diff = float(np.max(np.abs(ref - out), initial=0.0))
-        max_abs = max(max_abs, diff if np.isfinite(diff) else float("inf"))  # NaN must not compare away
-        scale = max(scale, float(np.max(np.abs(ref), initial=0.0)))
+        max_abs = max(max_abs, diff if np.isfinite(diff) else float("inf"))
+        scale = max(scale, float(np.max(np.abs(ref), initial=0.0, where=np.isfinite(ref))))
         if ref.ndim and len(ref) > 1:  # how much the samples of the batch differ
-            spread = max(spread, float(np.max(np.abs(ref - ref[:1]), initial=0.0)))
+            spread = max(spread, float(np.max(np.abs(ref - ref[:1]), initial=0.0, where=np.isfinite(ref - ref[:1]))))
         else:
             spread = float("inf")
     return Verification(source, target, max_abs, scale, tolerance, spread)

@@ -393,3 +393,20 @@ def test_fuzz_subset_has_no_internal_errors_or_invalid_outputs(tmp_path):
     assert not failures, [(c["mutation"], c["stderr"]) for c in failures]
     assert summary["please_report_unrunnable"] == 0, summary["line"]
     assert {c["category"] for c in cases} >= {"clean error", "valid output"}  # both outcomes are exercised
+
+
+def test_what_onnxruntime_runs_but_the_checker_rejects_is_repaired(folder):
+    model = onnx.load(folder / "m.onnx")
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(nodes))  # not in topological order: onnxruntime sorts, onnx.checker refuses
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # a wrong declared output shape
+    onnx.save(model, folder / "unsorted.onnx")
+    spa(folder, "prune", "unsorted.onnx", "-o", "slim.onnx", "--ratio", "0.3")
+    slim = onnx.load(folder / "slim.onnx")
+    onnx.checker.check_model(slim, full_check=True)
+    assert slim.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 5
+    # a model onnxruntime cannot run as written is not repaired behind the user's back
+    model.graph.value_info.append(helper.make_tensor_value_info(nodes[0].output[0], TensorProto.INT32, [2]))
+    onnx.save(model, folder / "wrong_types.onnx")
+    spa(folder, "prune", "wrong_types.onnx", "-o", "slim2.onnx", "--ratio", "0.3", expect="wrong_types.onnx")

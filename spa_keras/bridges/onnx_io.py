@@ -103,6 +103,68 @@ def check(model, where="model"):
     return session(data if data is not None else model, where, optimize=False)
 
 
+def repaired(model, where="model"):
+    """A checked copy of `model` with what onnxruntime forgives and onnx.checker does not put right: nodes in
+    topological order, stale `value_info` dropped, graph outputs' declared types and shapes inferred anew. Raises
+    the checker's `ConversionError` when that is not enough (a model onnx.checker accepts comes back as it is)."""
+    try:
+        return model, check(model, where=where)
+    except ConversionError as first:
+        rejected = str(first).split(": ", 2)[-1][:120]
+        try:  # only what onnxruntime runs as written is repaired: anything else is the model's fault, said as such
+            session(model, where, optimize=False)
+        except ConversionError:
+            raise first from None
+        fixed = onnx.ModelProto()
+        fixed.CopyFrom(model)
+        del fixed.graph.value_info[:]
+        if not _sort_nodes(fixed.graph):
+            raise
+        _infer_outputs(fixed)
+        try:
+            session_ = check(fixed, where=where)
+        except ConversionError:
+            raise first from None
+    import warnings
+
+    warnings.warn(f"{where}: onnx.checker rejected the model as it was written ({rejected}); "
+                  "pruned with its nodes sorted and its declared shapes inferred anew", stacklevel=2)
+    return fixed, session_
+
+
+def _sort_nodes(graph) -> bool:
+    """Put `graph`'s nodes in topological order (Kahn); False when a node reads a tensor nothing makes, or a cycle."""
+    known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(t in known for t in n.input)]
+        if not ready:
+            return False
+        for n in ready:
+            known.update(n.output)
+        ordered += ready
+        pending = [n for n in pending if not any(n is r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return True
+
+
+def _infer_outputs(model):
+    """Replace the graph outputs' declared types by what shape inference finds (keeping the element type when
+    inference finds none)."""
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        return
+    types = {v.name: v.type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for out in model.graph.output:
+        found = types.get(out.name)
+        if found is not None and found.tensor_type.elem_type:
+            out.type.CopyFrom(found)
+
+
 def session(model, where="model", optimize=True):
     """An onnxruntime CPU session for a ModelProto, serialised bytes or a path (`optimize=False`: only load it,
     which is all a validity check needs, and faster)."""
