@@ -179,6 +179,8 @@ class SPACallback(_Callback):
         ga = self._analysis.graph_analysis
         if fraction <= 0:
             return
+        for param in ga.graph.params.values():  # score the weights as trained so far, not as they were first read
+            getattr(param, "forget", lambda: None)()
         scores = score_groups(self.criterion, ga, data=self._data(), loss=self.loss or getattr(self.model, "loss",
                                                                                                 None))
         with warnings.catch_warnings():  # a step that lands off its fraction is no news; the end result is said

@@ -290,3 +290,28 @@ def test_multi_worker_mirrored_strategy_gives_every_worker_the_same_plan():
         assert w.returncode == 0, err[-2000:]
     plans = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
     assert plans[0] and plans[0] == plans[1]
+
+
+def test_rescoring_reads_the_weights_as_trained_so_far():
+    """Pruning steps score the current weights: values the analysis read at the start of fit must not be reused."""
+    import keras
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    outputs = keras.layers.Conv2D(4, 3, padding="same", name="c2")(keras.layers.ReLU()(x))
+    model = models.randomize_keras(keras.Model(inputs, outputs))
+    callback = spa.SPACallback(ratio=0.5, round_to=1)
+    callback.set_model(model)
+    callback.on_train_begin()
+    ga = callback._analysis.graph_analysis
+    for param in ga.graph.params.values():  # as any check at the start of fit may do: every value read once
+        param.value
+    kernel, bias = model.get_layer("c1").get_weights()
+    keep = np.arange(16) % 2 == 0  # "training" makes the even channels large and the odd ones tiny
+    kernel[..., ~keep] *= 1e-3
+    kernel[..., keep] *= 1e3
+    model.get_layer("c1").set_weights([kernel, bias])
+    callback._prune_to(0.5)
+    group = next(g for g in ga.groups if g.channels == 16)
+    removed = np.flatnonzero(callback._removed[:16]) if ga.groups[0] is group else None
+    assert removed is not None and sorted(removed) == list(np.flatnonzero(~keep)), removed

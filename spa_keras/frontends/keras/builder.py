@@ -30,6 +30,10 @@ class KerasParam(Param):
     def shape(self):
         return self.handle.view_shape
 
+    def forget(self):
+        """Drop the value read: the variable changed (training goes on), the next use reads it again."""
+        self._value = None
+
     def __repr__(self):
         return f"KerasParam({self.name!r}, {self.shape})"
 
