@@ -376,12 +376,20 @@ def op_type(m, rng):
     return f"{node.name or '?'}: {old} -> {node.op_type}"
 
 
-def duplicate_output(m, rng):
+def _two_nodes(m, rng):
+    """Two distinct nodes in graph order, or None for a graph of one node."""
     nodes = list(m.graph.node)
     if len(nodes) < 2:
         return None
     i, j = sorted(int(k) for k in rng.choice(len(nodes), 2, replace=False))
-    a, b = nodes[i], nodes[j]
+    return nodes[i], nodes[j]
+
+
+def duplicate_output(m, rng):
+    pair = _two_nodes(m, rng)
+    if pair is None:
+        return None
+    a, b = pair
     old = b.output[0]
     b.output[0] = a.output[0]
     rewired = bool(rng.random() < 0.5)
@@ -417,11 +425,10 @@ def dangling_input(m, rng):
 
 
 def cycle(m, rng):
-    nodes = list(m.graph.node)
-    if len(nodes) < 2:
+    pair = _two_nodes(m, rng)
+    if pair is None:
         return None
-    i, j = sorted(int(k) for k in rng.choice(len(nodes), 2, replace=False))
-    a, b = nodes[i], nodes[j]
+    a, b = pair
     slots = [k for k, x in enumerate(a.input) if x]
     if not slots:
         return None
