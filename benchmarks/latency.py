@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -158,19 +159,23 @@ def latency_cell(name, model, original, runtime, batch, args):
 
     import spa_keras as spa
 
+    start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = spa.prune(model, latency=args.latency, runtime=runtime,
                            input_shape=(batch, *model.inputs[0].shape[1:]))
+    search_seconds = time.time() - start
     a, b = timed(original, runner(result.model, runtime, batch), args.runs)
     ratio = result.before.flops / result.after.flops
     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": 1 - 1 / ratio,
             "round_to": f"latency={args.latency:g}", "multiple": result.plan.target.get("channel_multiple"),
             "original": a, "slim": b, "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"],
-            "planned_speedup": result.plan.target["measured_speedup"], "rounds": result.plan.target["rounds"]}
+            "planned_speedup": result.plan.target["measured_speedup"], "rounds": result.plan.target["rounds"],
+            "search_seconds": search_seconds}
     cell["efficiency"] = cell["speedup"] / ratio
     print(f"{name} {runtime} b{batch} latency={args.latency:g}: FLOPs -{cell['flops']:.0%}, planned "
-          f"{cell['planned_speedup']:.2f}x, measured again {cell['speedup']:.2f}x (aim {1 / (1 - args.latency):.2f}x)",
+          f"{cell['planned_speedup']:.2f}x, measured again {cell['speedup']:.2f}x (aim {1 / (1 - args.latency):.2f}x); "
+          f"{len(cell['rounds'])} round(s), {search_seconds:.0f} s",
           flush=True)
     return cell
 

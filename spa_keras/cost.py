@@ -45,10 +45,14 @@ class CostModel:
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
         self._counted = {n for n, p in graph.params.items() if p.counted}
 
+    def removed_per_entry(self, removed: np.ndarray) -> np.ndarray:
+        """Per labelled axis (`entries`), how many of its positions `removed` takes away."""
+        return np.bincount(self._entry_of, weights=removed[self._ids], minlength=len(self.entries)).astype(int)
+
     def shapes(self, removed: np.ndarray) -> dict[str, tuple]:
         """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
         new = {}
-        gone = np.bincount(self._entry_of, weights=removed[self._ids], minlength=len(self.entries))
+        gone = self.removed_per_entry(removed)
         for e in np.flatnonzero(gone):
             name, axis, _ = self.entries[e]
             shape = list(new.get(name) or self.graph.shape(name))

@@ -1,11 +1,14 @@
 """Latency targets: a plan that removes a fraction of the latency *measured* on a runtime, on this machine.
 
 FLOPs predict latency poorly (memory-bound layers, kernel blocking, fused ops), so `spa.prune(model, latency=0.5,
-runtime="onnxruntime")` measures: it plans a FLOPs reduction, builds the slim model, compiles it for the runtime and
-times it against the original (interleaved runs, lower quartiles), then adjusts the FLOPs reduction by interpolating the
-measured latencies until the slim model's latency is within `tolerance` of the goal (a few rounds; each shown as a
-line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the landing is
-checked on the quantity itself; the price is one conversion per round (seconds for small models, ~20 s for a
+runtime="onnxruntime")` plans on measured times. A per-layer latency table (`spa_keras.latency_table`: every
+convolution and matrix product timed alone at a few channel counts, once per machine and runtime, cached) predicts
+the latency of any plan; channels rank by importance per predicted second saved, and the first plan aims at the
+asked fraction of the predicted latency. The slim model is then built, compiled for the runtime and timed against
+the original (interleaved runs, lower quartiles); when the measured speed-up misses the goal by more than
+`tolerance`, the planned fraction is corrected by interpolating the measured latencies (a few rounds; each shown as
+a line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the landing
+is checked on the quantity itself; the price is one conversion per round (seconds for small models, ~20 s for a
 ResNet50 through tf2onnx). Timings depend on the machine and its load: plan on the machine you deploy on.
 
 Runtimes: "onnxruntime" (Keras models through tf2onnx, ONNX models as they are), "tflite" (XNNPACK; Keras
@@ -39,7 +42,8 @@ MAX_FLOPS = 0.95
 class Timer:
     """One model compiled for one runtime at fixed inputs; calling it runs one inference."""
 
-    def __init__(self, model, runtime: str, input_shapes: dict):
+    def __init__(self, model, runtime: str, input_shapes: dict, threads: int = THREADS):
+        self.threads = threads
         if runtime not in RUNTIMES:
             raise InputError(f"runtime={runtime!r}: one of {', '.join(RUNTIMES)}")
         rng = np.random.default_rng(0)
@@ -61,7 +65,7 @@ class Timer:
 
             model = keras_to_onnx(model)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
+        opts.intra_op_num_threads = self.threads
         # idle worker threads sleep instead of spinning: two sessions timed in turns (and anything else on the
         # machine) otherwise lose the cores to each other's spinning, which adds the same time to both models and
         # pulls measured speed-ups towards 1 (MobileNetV2 at batch 16: 1.6x spinning, 1.8-2.0x not; kernels 1.9x)
@@ -76,7 +80,7 @@ class Timer:
 
         from spa_keras.bridges.keras_to_tf import keras_to_tflite
 
-        interpreter = Interpreter(model_content=keras_to_tflite(model), num_threads=THREADS)
+        interpreter = Interpreter(model_content=keras_to_tflite(model), num_threads=self.threads)
         details = interpreter.get_input_details()
         for d, x in zip(details, self.feeds):
             interpreter.resize_tensor_input(d["index"], x.shape)
@@ -122,13 +126,13 @@ def speedup(original: Timer, slim: Timer, runs: int = RUNS) -> float:
     return lower_quartile(a) / lower_quartile(b)
 
 
-def next_flops(points: list[tuple[float, float]], goal: float) -> float:
-    """The FLOPs fraction to try next: linear interpolation of the measured latency fractions (1 / speed-up) at
-    the two points that bracket `goal`, or extrapolation from the last two when none lies beyond it.
+def next_fraction(points: list[tuple[float, float]], goal: float) -> float:
+    """The planned fraction (`points`: (planned, measured latency fraction = 1 / speed-up)) to try next: linear
+    interpolation at the two points that bracket `goal`, or extrapolation from the last two when none lies beyond.
 
-    >>> next_flops([(0.0, 1.0), (0.5, 0.6)], goal=0.5)     # 0.5 of FLOPs gave 0.6 of latency: go further
+    >>> next_fraction([(0.0, 1.0), (0.5, 0.6)], goal=0.5)     # planning 0.5 gave 0.6 of the latency: go further
     0.625
-    >>> next_flops([(0.0, 1.0), (0.5, 0.6), (0.7, 0.4)], goal=0.5)
+    >>> next_fraction([(0.0, 1.0), (0.5, 0.6), (0.7, 0.4)], goal=0.5)
     0.6
     """
     pts = sorted(points)
@@ -146,38 +150,52 @@ def next_flops(points: list[tuple[float, float]], goal: float) -> float:
     return round(min(max(f, 0.0), MAX_FLOPS), 4)
 
 
-def measured_speedup(original, runtime: str, input_shapes: dict, runs: int = RUNS) -> Callable:
+class measured_speedup:  # noqa: N801  (called like the function it was: measured_speedup(...)(slim))
     """`measure(slim_model) -> speed-up` against `original`, compiled once, on `runtime`."""
-    base = Timer(original, runtime, input_shapes)
-    return lambda slim: speedup(base, Timer(slim, runtime, input_shapes), runs)
+
+    def __init__(self, original, runtime: str, input_shapes: dict, runs: int = RUNS):
+        self.base = Timer(original, runtime, input_shapes)
+        self.runtime, self.input_shapes, self.runs = runtime, input_shapes, runs
+
+    def base_seconds(self) -> float:
+        """The original's latency (lower quartile of `runs` runs)."""
+        times, = interleaved((self.base,), self.runs)
+        return lower_quartile(times)
+
+    def __call__(self, slim) -> float:
+        return speedup(self.base, Timer(slim, self.runtime, self.input_shapes), self.runs)
 
 
 def latency_plan(amount: float, plan_at: Callable, measure: Callable, rounds: int = ROUNDS,
                  tolerance: float = TOLERANCE, say=None, what: str = ""):
     """The plan whose measured speed-up is closest to removing `amount` of the latency.
 
-    `plan_at(flops_fraction)` makes a plan; `measure(plan)` is the speed-up of its slim model; `say(line)` reports
-    each round. The plan's target records the rounds, the FLOPs removed and the measured speed-up.
+    `plan_at(fraction)` makes a plan that removes `fraction` of what it plans on (the latency a per-layer table
+    predicts, or FLOPs; its `target["reached"]`); `measure(plan)` is the speed-up of its slim model; `say(line)`
+    reports each round. The plan's target records the rounds (planned fraction, FLOPs removed, measured speed-up),
+    the FLOPs removed and the measured speed-up of the chosen one.
     """
     goal = 1.0 - amount
     say = say or (lambda line: None)
     points, measured, plans = [(0.0, 1.0)], [], []
-    flops = amount
+    fraction = amount
     for k in range(rounds):
-        plan = plan_at(flops)
+        plan = plan_at(fraction)
         plans.append(plan)
         reached = plan.target["reached"]
+        removed_flops = plan.target.get("flops_removed", reached)
         ratio = measure(plan)
-        measured.append({"flops": round(reached, 4), "speedup": round(ratio, 4)})
-        say(f"latency target {amount:.0%}{what}: round {k + 1}: FLOPs -{reached:.1%} -> {ratio:.2f}x "
-            f"(aim {1 / goal:.2f}x)")
+        measured.append({"planned": round(reached, 4), "flops": round(removed_flops, 4), "speedup": round(ratio, 4)})
+        planned = f"planned -{reached:.1%}, " if plan.target.get("kind") == "latency" else ""
+        say(f"latency target {amount:.0%}{what}: round {k + 1}: {planned}FLOPs -{removed_flops:.1%} -> "
+            f"{ratio:.2f}x (aim {1 / goal:.2f}x)")
         points.append((reached, 1 / ratio))
         if abs(1 / ratio - goal) <= tolerance * goal:
             break
-        following = next_flops(points, goal)
+        following = next_fraction(points, goal)
         if any(abs(following - f) < 0.002 for f, _ in points):
             break
-        flops = following
+        fraction = following
     best = min(range(len(measured)), key=lambda i: abs(1 / measured[i]["speedup"] - goal))
     plan = plans[best]
     plan.target.update(kind="latency", amount=amount, flops_removed=measured[best]["flops"],

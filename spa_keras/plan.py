@@ -241,11 +241,11 @@ def _search(analysis, score, eligible, round_to, runtime, global_ranking, remove
         multiple //= 2
 
 
-def _target(ratio, flops, params) -> tuple[str, float]:
-    targets = {k: _fraction(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params))
-               if v is not None}
+def _target(ratio, flops, params, latency=None) -> tuple[str, float]:
+    targets = {k: _fraction(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params),
+                                               ("latency", latency)) if v is not None}
     if len(targets) != 1:
-        raise InputError("give exactly one target: ratio=, flops= or params= (a fraction removed)")
+        raise InputError("give exactly one target: ratio=, flops=, params= or latency= (a fraction removed)")
     (kind, amount), = targets.items()
     return kind, amount
 
@@ -268,8 +268,24 @@ def _eligible(analysis, scores, ignored, max_per_group, removable):
     return score, eligible
 
 
-def _achieved(analysis, kind, ignore):
-    """The fraction a removed-channel mask achieves of the target's kind (channels after rounding for `ratio`)."""
+def _per_second(analysis, score, eligible, latency_model):
+    """Scores divided by the predicted seconds a channel of their group saves (relative to the mean, floored at a
+    twentieth of it): the same importance goes first where it buys more time."""
+    from spa_keras.latency_table import channel_costs
+
+    cost = channel_costs(latency_model, analysis.groups, _offsets(analysis))
+    mean = cost[eligible].mean() if eligible.any() else 0.0
+    if mean <= 0:
+        return score
+    relative = np.maximum(cost / mean, 0.05)
+    return np.where(score >= 0, score / relative, score * relative)  # negative scores: cheap ones go later too
+
+
+def _achieved(analysis, kind, ignore, latency_model=None):
+    """The fraction a removed-channel mask achieves of the target's kind (channels after rounding for `ratio`;
+    predicted latency for `latency`)."""
+    if kind == "latency":
+        return latency_model.removed_fraction
     if kind == "ratio":
         prunable = max(prunable_channels(analysis, ignore), 1)
         return lambda mask: float(mask.sum()) / prunable
@@ -282,17 +298,23 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
               params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int | str = "auto",
               ignore=(), max_per_group: float = 0.9, scores=None, data=None, loss=None,
               removable: dict[str, int] | None = None, removed: np.ndarray | None = None,
-              runtime: str | None = None, reconstruct: bool = True) -> PruningPlan:
+              runtime: str | None = None, reconstruct: bool = True, latency: float | None = None,
+              latency_model=None) -> PruningPlan:
     """Choose the channels to remove; return a `PruningPlan`.
 
     `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
     relative to the original model). `removed` (bool per global channel) are channels already gone (training with
     growing masks): they stay in the plan. `reconstruct=False` leaves out a criterion's new weight values (OBSPA).
+    `latency` is a fraction of the latency `latency_model` (a `spa_keras.latency_table.LatencyModel`) predicts
+    (`spa.prune(latency=...)` measures the landing); with a `latency_model`, channels rank by score per predicted
+    second saved, whatever the target.
     `round_to="auto"` keeps pruned groups at channel counts `runtime` runs fast (`spa_keras.runtimes`), a smaller
     multiple when that one cannot land within 2% of the target; the plan records the multiple used. When no layout within 2% of the target exists under `round_to`,
     `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
     """
-    kind, amount = _target(ratio, flops, params)
+    kind, amount = _target(ratio, flops, params, latency)
+    if kind == "latency" and latency_model is None:
+        raise InputError("latency= needs a latency model of the runtime (spa.prune(model, latency=...) builds one)")
     if not 0 < max_per_group <= 1:
         raise InputError(f"max_per_group={max_per_group}: a fraction in (0, 1]")
     round_to = _round_to(round_to)
@@ -302,7 +324,9 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
         criterion = get_criterion(criterion)  # one instance scores and, for OBSPA, reconstructs
         scores = score_groups(criterion, analysis, data=data, loss=loss)
     score, eligible = _eligible(analysis, scores, ignored_groups(analysis, ignore), max_per_group, removable)
-    achieved = _achieved(analysis, kind, ignore)
+    achieved = _achieved(analysis, kind, ignore, latency_model)
+    if latency_model is not None:
+        score = _per_second(analysis, score, eligible, latency_model)
     goal = amount
     if kind == "ratio":  # a whole number of channels
         prunable = max(prunable_channels(analysis, ignore), 1)

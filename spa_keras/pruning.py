@@ -94,11 +94,17 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
 
 
 def _latency_plan(analysis, latency, options):
-    """Measure and search (`spa_keras.latency`): the criterion scores once; rounds plan FLOPs fractions without
-    reconstruction (latency does not depend on weight values); the chosen plan gets the criterion's new weights."""
+    """Measure and search (`spa_keras.latency`): the criterion scores once; a per-layer latency table of the
+    runtime (`spa_keras.latency_table`, measured once per machine) predicts the latency of any plan; rounds plan a
+    predicted latency fraction without reconstruction (latency does not depend on weight values), and the whole
+    slim model is timed to correct the prediction; the chosen plan gets the criterion's new weights."""
+    import warnings
+
     from spa_keras.console import say
+    from spa_keras.cost import CostModel
     from spa_keras.importance import get_criterion, score_groups
     from spa_keras.latency import latency_plan, measured_speedup
+    from spa_keras.latency_table import LatencyModel
     from spa_keras.plan import _fraction
 
     ga = analysis.graph_analysis
@@ -108,9 +114,20 @@ def _latency_plan(analysis, latency, options):
     options["runtime"] = runtime
     criterion = get_criterion(options.pop("criterion"))
     scores = score_groups(criterion, ga, data=options.pop("data"), loss=options.pop("loss"))
-    plan_at = lambda f: make_plan(ga, flops=f, scores=scores, criterion=criterion, reconstruct=False,  # noqa: E731
-                                  **options)
-    speedup_of = measured_speedup(ga.graph.source, runtime, _batched(analysis.input_shapes))
+    shapes = _batched(analysis.input_shapes)
+    speedup_of = measured_speedup(ga.graph.source, runtime, shapes)
+    batch = next(iter(shapes.values()))[0] if shapes else 1
+    model = LatencyModel(ga, runtime, batch=batch, whole_seconds=speedup_of.base_seconds())
+    flops = CostModel(ga)
+
+    def plan_at(fraction):
+        with warnings.catch_warnings():  # a landing off the predicted fraction is what the measured rounds correct
+            warnings.simplefilter("ignore")
+            plan = make_plan(ga, latency=fraction, latency_model=model, scores=scores, criterion=criterion,
+                             reconstruct=False, **options)
+        plan.target["flops_removed"] = round(1 - flops.counts(plan.mask(ga)).flops / flops.base.flops, 6)
+        return plan
+
     measure = lambda p: speedup_of(slim_model(ga, p.mask(ga)))  # noqa: E731
     plan = latency_plan(latency, plan_at, measure, say=say, what=f" on {runtime}")
     if hasattr(criterion, "updates"):

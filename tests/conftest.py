@@ -3,6 +3,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+# per-layer latency tables measured by tests stay out of the user's cache (and out of each other's way)
+if "SPA_KERAS_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["SPA_KERAS_CACHE"] = tempfile.mkdtemp(prefix="spa-keras-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

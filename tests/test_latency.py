@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import spa_keras as spa
-from spa_keras.latency import latency_plan, next_flops
+from spa_keras.latency import latency_plan, next_fraction
 from tests.test_engine_invariants import resnet_block_model
 from tests.test_targets import conv_chain
 
@@ -30,12 +30,12 @@ def test_search_lands_on_an_analytic_latency_model():
         assert [r["flops"] for r in plan.target["rounds"]][0] == pytest.approx(amount, abs=0.02)
 
 
-def test_next_flops_stays_inside_the_bracket():
+def test_next_fraction_stays_inside_the_bracket():
     rng = np.random.default_rng(0)
     for _ in range(200):
         points = [(0.0, 1.0)] + [(f, l) for f, l in zip(rng.uniform(0, 0.9, 3), rng.uniform(0.2, 1, 3))]
         goal = rng.uniform(0.3, 0.8)
-        f = next_flops(points, goal)
+        f = next_fraction(points, goal)
         top = min([p[0] for p in points if p[1] <= goal], default=0.95)  # the least FLOPs known to be enough
         low = max([p[0] for p in points if p[1] > goal and p[0] < top], default=0.0)
         assert low - 1e-4 <= f <= top + 1e-4  # f is rounded to 4 decimals
@@ -51,6 +51,8 @@ def test_latency_target_end_to_end_on_a_keras_model(runtime):
     assert target["kind"] == "latency" and target["runtime"] == runtime and 1 <= len(target["rounds"]) <= 6
     chosen = min(target["rounds"], key=lambda r: abs(1 / r["speedup"] - 0.6))
     assert target["measured_speedup"] == chosen["speedup"]
+    # rounds plan on the per-layer table's predicted latency: the first aims at 40% of it (or all it can reach)
+    assert all(0 <= r["planned"] <= 0.4 + 0.03 for r in target["rounds"][:1])
     assert 1 - result.after.flops / result.before.flops == pytest.approx(target["flops_removed"], abs=1e-4)
     again = spa.prune(model, plan=spa.PruningPlan.from_json(result.plan.to_json()))
     assert again.after == result.after

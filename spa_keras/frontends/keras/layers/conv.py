@@ -1,11 +1,34 @@
 """Convolutions: Conv1D/2D/3D (grouped), Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D.
 
 Kernels are seen in ONNX layout; the engine's Conv/ConvTranspose rules decide which channels couple (a depthwise
-conv ties output channel c·m + j to input channel c, a grouped conv ties position j of every group).
+conv ties output channel c·m + j to input channel c, a grouped conv ties position j of every group). Conv nodes carry
+their geometry (strides, dilations, explicit pads as TensorFlow's "same" places them) so a layer can be rebuilt
+alone (per-layer latency tables).
 """
 
 from spa_keras.frontends.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
 from spa_keras.frontends.keras.registry import describes
+
+
+def geometry(layer, xs, ys) -> dict:
+    """ONNX Conv attributes for a Keras convolution's strides, dilation and padding: "same" pads split as
+    TensorFlow splits them (the odd one at the end), "valid" none, "causal" all at the start."""
+    spatial = len(xs) - 2
+    strides = _tuple(getattr(layer, "strides", 1), spatial)
+    dilations = _tuple(getattr(layer, "dilation_rate", 1), spatial)
+    kernel = _tuple(layer.kernel_size, spatial)
+    begin, end = [], []
+    for i in range(spatial):
+        total = max((ys[1 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - xs[1 + i], 0) \
+            if None not in (xs[1 + i], ys[1 + i]) and layer.padding != "valid" else 0
+        first = total if layer.padding == "causal" else total // 2
+        begin.append(first)
+        end.append(total - first)
+    return {"strides": strides, "dilations": dilations, "pads": tuple(begin + end)}
+
+
+def _tuple(value, n) -> tuple:
+    return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
 
 @describes("Conv1D", "Conv2D", "Conv3D")
@@ -14,7 +37,8 @@ def conv(b, layer, x, y, xs, ys):
         return False
     inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
     return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
-                                                                        group=getattr(layer, "groups", 1)))
+                                                                        group=getattr(layer, "groups", 1),
+                                                                        **geometry(layer, xs, ys)))
 
 
 @describes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -33,7 +57,7 @@ def depthwise(b, layer, x, y, xs, ys):
     perm, shape = depthwise_view(layer.kernel)
     inputs = [b.param(layer, layer.kernel, perm, shape)] + bias(b, layer)
     return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
-                                                                        group=xs[-1]))
+                                                                        group=xs[-1], **geometry(layer, xs, ys)))
 
 
 @describes("SeparableConv1D", "SeparableConv2D")
@@ -47,7 +71,9 @@ def separable(b, layer, x, y, xs, ys):
 
     def body(xf, yf):
         m = b.fresh(layer, "depthwise", mid)
-        b.node(layer, "Conv", [xf, dw], [m], group=xs[-1])
-        b.node(layer, "Conv", [m, pw] + bias(b, layer), [yf], group=1)
+        b.node(layer, "Conv", [xf, dw], [m], group=xs[-1], **geometry(layer, xs, ys))
+        ones = (1,) * (len(xs) - 2)
+        b.node(layer, "Conv", [m, pw] + bias(b, layer), [yf], group=1, strides=ones, dilations=ones,
+               pads=(0,) * 2 * len(ones))
 
     return channels_first(b, layer, x, y, xs, ys, body)
