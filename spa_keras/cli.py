@@ -184,7 +184,19 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 def _terminated(signum, frame):
     """SIGTERM unwinds like Ctrl-C, so the temporary files of a write in progress are removed."""
+    from spa_keras import files
+
+    files.note_signal(signum)
     raise SystemExit(128 + signum)
+
+
+def _interrupted(signum, frame):
+    """Ctrl-C raises KeyboardInterrupt as usual, and is noted, so a write it hit is not committed even when a
+    library swallowed the exception."""
+    from spa_keras import files
+
+    files.note_signal(signum)
+    raise KeyboardInterrupt
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -198,7 +210,12 @@ def cli(debug, modules):
 
     warnings.showwarning = _show_warning
     if threading.current_thread() is threading.main_thread():
+        from spa_keras import files
+
+        files.forget_signals()  # a command run in-process after an earlier interrupted one starts clean
         signal.signal(signal.SIGTERM, _terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupted)
     if debug:
         os.environ["SPA_DEBUG"] = "1"
         os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"

@@ -172,6 +172,24 @@ def _workdir_prefix(name) -> str:
     return f".{name[:80]}."
 
 
+# signals the CLI received (its handlers note them before raising): a write they interrupted is never committed,
+# even when the exception they raised was swallowed on the way (inside a library, or in a __del__ method)
+_signals: list[int] = []
+
+
+def note_signal(signum: int) -> None:
+    _signals.append(signum)
+
+
+def forget_signals() -> None:
+    _signals.clear()
+
+
+def _not_interrupted():
+    if _signals:
+        raise SystemExit(128 + _signals[0])
+
+
 @contextlib.contextmanager
 def atomic_output(path):
     """Yield a temporary path beside `path`; on success move it onto `path` (file or directory) in one step.
@@ -194,6 +212,7 @@ def atomic_output(path):
                 raise InputError(f"{path}: cannot write it ({first_line(exc)}); nothing was written. Free some space "
                                  "or choose another disk") from exc
             raise
+        _not_interrupted()
         if not os.path.exists(tmp):
             raise RuntimeError(f"nothing was written to {tmp}")
         if os.path.isdir(tmp):

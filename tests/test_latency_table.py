@@ -193,3 +193,16 @@ def _keep_one_per_group(analysis, removed):
         if removed[start:start + g.channels].all():
             removed[start] = False
     return removed
+
+
+def test_a_broken_or_unwritable_cache_costs_time_not_the_prune(tmp_path):
+    """A corrupt cache file is measured again; a cache that cannot be written is one warning that names it."""
+    analysis = spa.analyze(conv_chain((16,), seed=0)).graph_analysis
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    assert LatencyTable("onnxruntime", path=str(corrupt)).seconds == {}
+    (tmp_path / "a_file").write_text("")
+    unwritable = str(tmp_path / "a_file" / "cache.json")  # its folder is a file
+    with pytest.warns(UserWarning, match="latency table not cached at .*a_file.*SPA_KERAS_CACHE"):
+        lm = LatencyModel(analysis, "onnxruntime", table=LatencyTable("onnxruntime", path=unwritable))
+    assert lm.full > 0 and not os.path.exists(unwritable)

@@ -154,6 +154,25 @@ def test_signal_during_write_leaves_nothing(tmp_path, sig):
     assert digest(tmp_path) == before and not leftovers(tmp_path), os.listdir(tmp_path)
 
 
+def test_a_signal_swallowed_on_the_way_still_stops_the_commit(tmp_path):
+    """A library (or a __del__ method) may swallow the exception a signal handler raised; the signal was noted,
+    so the write it hit is not committed (seen once under heavy load: SIGINT during a SavedModel write, exit 0)."""
+    from spa_keras import files
+
+    files.note_signal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            with files.atomic_output(tmp_path / "out.onnx") as tmp:
+                open(tmp, "w").write("model")
+        assert exit_info.value.code == 128 + signal.SIGINT
+        assert os.listdir(tmp_path) == []
+    finally:
+        files.forget_signals()
+    with files.atomic_output(tmp_path / "out.onnx") as tmp:
+        open(tmp, "w").write("model")
+    assert os.listdir(tmp_path) == ["out.onnx"]
+
+
 # ---- no wrong model with exit 0 -----------------------------------------------------------------------------------
 
 def conv_pair(weights="float", subgraph=False, seed=0):
