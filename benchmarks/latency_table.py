@@ -7,7 +7,7 @@
 For each model (random weights, as in `benchmarks/latency.py`), runtime and batch: the runtime's per-layer latency
 table (`spa_keras.latency_table`; the seconds it took to measure what the cache did not hold yet are reported), then
 plans at each FLOPs target with the default ranking (importance) and with ranking by importance per predicted second
-saved (`make_plan(..., latency_model=...)`, what latency targets use), both `round_to="auto"`. Each slim model is
+saved (`make_plan(..., latency_model=..., rank_by_latency=True)`, HALP-style), both `round_to="auto"`. Each slim model is
 timed against the original (interleaved, lower quartiles): predicted and measured speed-up, FLOPs ratio and
 efficiency (measured speed-up / FLOPs ratio). Results go to benchmarks/results/latency_table.json after every cell.
 """
@@ -50,7 +50,7 @@ def cells(name, runtime, batch, args):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 plan = spa.plan.make_plan(ga, flops=target, runtime=runtime, reconstruct=False,
-                                          latency_model=latency_model if ranking == "per second" else None)
+                                          latency_model=latency_model, rank_by_latency=ranking == "per second")
             mask = plan.mask(ga)
             slim = slim_model(ga, mask)
             a, b = timed(original, runner(slim, runtime, batch), args.runs)

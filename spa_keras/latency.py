@@ -3,8 +3,8 @@
 FLOPs predict latency poorly (memory-bound layers, kernel blocking, fused ops), so `spa.prune(model, latency=0.5,
 runtime="onnxruntime")` plans on measured times. A per-layer latency table (`spa_keras.latency_table`: every
 convolution and matrix product timed alone at a few channel counts, once per machine and runtime, cached) predicts
-the latency of any plan; channels rank by importance per predicted second saved, and the first plan aims at the
-asked fraction of the predicted latency. The slim model is then built, compiled for the runtime and timed against
+the latency of any plan (channels rank by importance, as for every target), and the first plan aims at the asked
+fraction of the predicted latency. The slim model is then built, compiled for the runtime and timed against
 the original (interleaved runs, lower quartiles); when the measured speed-up misses the goal by more than
 `tolerance`, the planned fraction is corrected by interpolating the measured latencies (a few rounds; each shown as
 a line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the landing

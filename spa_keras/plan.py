@@ -299,22 +299,24 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
               ignore=(), max_per_group: float = 0.9, scores=None, data=None, loss=None,
               removable: dict[str, int] | None = None, removed: np.ndarray | None = None,
               runtime: str | None = None, reconstruct: bool = True, latency: float | None = None,
-              latency_model=None) -> PruningPlan:
+              latency_model=None, rank_by_latency: bool = False) -> PruningPlan:
     """Choose the channels to remove; return a `PruningPlan`.
 
     `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
     relative to the original model). `removed` (bool per global channel) are channels already gone (training with
     growing masks): they stay in the plan. `reconstruct=False` leaves out a criterion's new weight values (OBSPA).
     `latency` is a fraction of the latency `latency_model` (a `spa_keras.latency_table.LatencyModel`) predicts
-    (`spa.prune(latency=...)` measures the landing); with a `latency_model`, channels rank by score per predicted
-    second saved, whatever the target.
+    (`spa.prune(latency=...)` measures the landing). `rank_by_latency=True` ranks channels by score per second
+    the `latency_model` predicts they save (HALP-style), whatever the target; measured here it gave slower models
+    than ranking by score alone at the same FLOPs (`benchmarks/latency_table.py`), so it is off by default.
     `round_to="auto"` keeps pruned groups at channel counts `runtime` runs fast (`spa_keras.runtimes`), a smaller
     multiple when that one cannot land within 2% of the target; the plan records the multiple used. When no layout within 2% of the target exists under `round_to`,
     `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
     """
     kind, amount = _target(ratio, flops, params, latency)
-    if kind == "latency" and latency_model is None:
-        raise InputError("latency= needs a latency model of the runtime (spa.prune(model, latency=...) builds one)")
+    if (kind == "latency" or rank_by_latency) and latency_model is None:
+        raise InputError("latency= and rank_by_latency= need a latency model of the runtime (latency_model=; "
+                         "spa.prune(model, latency=...) builds one)")
     if not 0 < max_per_group <= 1:
         raise InputError(f"max_per_group={max_per_group}: a fraction in (0, 1]")
     round_to = _round_to(round_to)
@@ -325,7 +327,7 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
         scores = score_groups(criterion, analysis, data=data, loss=loss)
     score, eligible = _eligible(analysis, scores, ignored_groups(analysis, ignore), max_per_group, removable)
     achieved = _achieved(analysis, kind, ignore, latency_model)
-    if latency_model is not None:
+    if rank_by_latency:
         score = _per_second(analysis, score, eligible, latency_model)
     goal = amount
     if kind == "ratio":  # a whole number of channels

@@ -147,12 +147,14 @@ def test_tflite_layers_are_timed(tmp_path):
 
 
 def test_latency_plans_remove_where_time_is_saved(tmp_path):
-    """Equal scores everywhere: a latency plan (analytic table) takes channels from the layers with the most
-    time per channel; a FLOPs plan of the same size is indifferent. Predicted and planned agree."""
+    """Equal scores everywhere: ranked by score per second (analytic table), a latency plan takes channels from
+    the layers with the most time per channel; ranked by score alone (the default) it does not. Predicted and
+    planned agree."""
     analysis = spa.analyze(conv_chain((32, 32, 32), seed=0)).graph_analysis
     lm = LatencyModel(analysis, "onnxruntime", table=AnalyticTable("onnxruntime", path=str(tmp_path / "t.json")))
     scores = [np.ones(g.channels) for g in analysis.groups]
-    plan = spa.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1)
+    plan = spa.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1,
+                              rank_by_latency=True)
     assert plan.target["kind"] == "latency" and abs(plan.target["reached"] - 0.3) <= 0.02
     assert plan.target["reached"] == pytest.approx(lm.removed_fraction(plan.mask(analysis)), abs=1e-6)
     per_group = {k: len(v) for k, v in plan.removed.items()}
@@ -160,8 +162,14 @@ def test_latency_plans_remove_where_time_is_saved(tmp_path):
     # and conv1's input MACs go; conv2's channels feed only the small head
     key = lambda name: next(k for k in plan.channels if k.startswith(name))  # noqa: E731
     assert per_group.get(key("conv0"), 0) > per_group.get(key("conv2"), 0)
-    with pytest.raises(spa.errors.InputError, match="latency= needs a latency model"):
+    with pytest.raises(spa.errors.InputError, match="latency= and rank_by_latency= need a latency model"):
         spa.plan.make_plan(analysis, latency=0.3, scores=scores)
+    with pytest.raises(spa.errors.InputError, match="need a latency model"):
+        spa.plan.make_plan(analysis, flops=0.3, scores=scores, rank_by_latency=True)
+    # by default a latency target ranks by score alone: with equal scores, the same channels as a FLOPs plan
+    by_score = spa.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1)
+    assert by_score.target["reached"] == pytest.approx(0.3, abs=0.02)
+    assert by_score.removed != plan.removed
 
 
 class NoisyTable(LatencyTable):
