@@ -150,7 +150,7 @@ def next_fraction(points: list[tuple[float, float]], goal: float) -> float:
     return round(min(max(f, 0.0), MAX_FLOPS), 4)
 
 
-class measured_speedup:  # noqa: N801  (called like the function it was: measured_speedup(...)(slim))
+class SpeedupMeter:
     """`measure(slim_model) -> speed-up` against `original`, compiled once, on `runtime`."""
 
     def __init__(self, original, runtime: str, input_shapes: dict, runs: int = RUNS):

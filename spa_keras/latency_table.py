@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from spa_keras.cost import CostModel
+from spa_keras.graph import same_pads
 from spa_keras.runtimes import group_multiples
 
 TIMED = ("Conv", "Gemm", "MatMul")
@@ -109,23 +110,22 @@ def layer_shape(node, graph, batch: int) -> LayerShape | None:
         if group not in (1, x[1]):
             return None
         strides, dilations = tuple(node.attr("strides") or (1, 1)), tuple(node.attr("dilations") or (1, 1))
-        return LayerShape("Conv", x, tuple(w), strides, _pads(node, x, w, graph.shape(node.outputs[0]), strides,
-                                                              dilations), dilations, group)
+        return LayerShape("Conv", x, tuple(w), strides, _pads(node, x, w, strides, dilations), dilations, group)
     if len(w) != 2 or (node.op_type == "Gemm" and (node.attr("transA") or len(x) != 2)):
         return None
     w = tuple(w) if node.op_type == "MatMul" or node.attr("transB") else tuple(w[::-1])
     return LayerShape(node.op_type, x, w)
 
 
-def _pads(node, x, w, y, strides, dilations) -> tuple:
+def _pads(node, x, w, strides, dilations) -> tuple:
     """Explicit pads (top, left, bottom, right); ONNX's auto_pad SAME_* resolved from the shapes."""
     auto = node.attr("auto_pad") or "NOTSET"
     if auto in ("NOTSET", "VALID"):
         return tuple(node.attr("pads") or (0, 0, 0, 0)) if auto == "NOTSET" else (0, 0, 0, 0)
-    total = [max((y[2 + i] - 1) * strides[i] + (w[2 + i] - 1) * dilations[i] + 1 - x[2 + i], 0) for i in range(2)]
-    small = [t // 2 for t in total]
-    big = [t - s for t, s in zip(total, small)]
-    return tuple(small + big) if auto == "SAME_UPPER" else tuple(big + small)
+    pads = [same_pads(n, k, s, d)[0] for n, k, s, d in zip(x[2:], w[2:], strides, dilations)]
+    if auto == "SAME_LOWER":
+        pads = [p[::-1] for p in pads]
+    return tuple(b for b, _ in pads) + tuple(e for _, e in pads)
 
 
 def grid(channels: int) -> list[int]:
@@ -364,7 +364,7 @@ def _interp1(xs: list[int], ys: list[float], x: float) -> float:
 
 def channel_costs(model: LatencyModel, groups, offsets) -> np.ndarray:
     """Per global channel: the predicted seconds its group saves per channel when it loses a quarter of its
-    channels from the full model (latency targets rank channels by score per second saved, as HALP does)."""
+    channels from the full model (what `make_plan(..., rank_by_latency=True)` divides scores by, as HALP does)."""
     cost = np.zeros(model.cost.channels)
     base = model.layers_seconds(np.zeros(model.cost.channels, bool))
     for g in groups:

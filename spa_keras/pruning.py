@@ -103,7 +103,7 @@ def _latency_plan(analysis, latency, options):
     from spa_keras.console import say
     from spa_keras.cost import CostModel
     from spa_keras.importance import get_criterion, score_groups
-    from spa_keras.latency import latency_plan, measured_speedup
+    from spa_keras.latency import latency_plan, SpeedupMeter
     from spa_keras.latency_table import LatencyModel
     from spa_keras.plan import _fraction
 
@@ -115,7 +115,7 @@ def _latency_plan(analysis, latency, options):
     criterion = get_criterion(options.pop("criterion"))
     scores = score_groups(criterion, ga, data=options.pop("data"), loss=options.pop("loss"))
     shapes = _batched(analysis.input_shapes)
-    speedup_of = measured_speedup(ga.graph.source, runtime, shapes)
+    speedup_of = SpeedupMeter(ga.graph.source, runtime, shapes)
     batch = next(iter(shapes.values()))[0] if shapes else 1
     model = LatencyModel(ga, runtime, batch=batch, whole_seconds=speedup_of.base_seconds())
     flops = CostModel(ga)

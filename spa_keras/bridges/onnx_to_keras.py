@@ -35,6 +35,7 @@ from onnx import helper, numpy_helper
 
 from spa_keras.bridges import onnx_io
 from spa_keras.errors import ConversionError, InputError, first_line
+from spa_keras.graph import same_pads
 from spa_keras.verify import concrete_shape
 
 NHWC = (0, 2, 3, 1)  # the Keras axes of a 4-D tensor computed channels-last, as ONNX axes
@@ -319,20 +320,13 @@ def _weighted(builder, layer, x, weights, output, layout):
 # ------------------------------------------------------------------------------------- spatial geometry
 
 
-def _same_pads(size, k, s, d=1):
-    """TF's 'same' padding (begin, end) for one axis, and its output size."""
-    out = -(-size // s)
-    total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
-    return (total // 2, total - total // 2), out
-
-
 def _explicit_pads(node, a, sizes, kernel, strides, dilations):
     """ONNX pads as ((top, bottom), (left, right)), auto_pad resolved for the static input size."""
     auto = a.get("auto_pad", "NOTSET")
     if auto == "VALID":
         return ((0, 0), (0, 0))
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads = [_same_pads(n, k, s, d)[0] for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+        pads = [same_pads(n, k, s, d)[0] for n, k, s, d in zip(sizes, kernel, strides, dilations)]
         return tuple(p if auto == "SAME_UPPER" else p[::-1] for p in pads)
     p = list(a.get("pads") or [0] * 4)
     if len(p) != 4:
@@ -411,7 +405,7 @@ def _conv(b, node, a):
     strides = (1, 1) if subsample else strides
     padding = "valid"
     if pads != ((0, 0), (0, 0)):
-        same = tuple(_same_pads(n, k, s, d)[0] for n, k, s, d in zip(x.shape[1:3], (kh, kw), strides, dilations))
+        same = tuple(same_pads(n, k, s, d)[0] for n, k, s, d in zip(x.shape[1:3], (kh, kw), strides, dilations))
         padding = "same" if pads == same and not subsample else "valid"
         x = x if padding == "same" else _zero_pad(b, node, x, pads)
     bias = b.const(node, 2, "bias")
@@ -480,7 +474,7 @@ def _max_pool(b, node, a):
     geometry = [_pool_geometry(n, k, s, p, a.get("ceil_mode", 0))
                 for n, k, s, p in zip(x.shape[1:3], kernel, strides, pads)]
     pads = tuple((p[0], end) for p, (_, end) in zip(pads, geometry))
-    same = [_same_pads(n, k, s) for n, k, s in zip(x.shape[1:3], kernel, strides)]
+    same = [same_pads(n, k, s) for n, k, s in zip(x.shape[1:3], kernel, strides)]
     padding = "valid"
     if pads != ((0, 0), (0, 0)):
         if all(p == sp and out == so for p, (sp, so), (out, _) in zip(pads, same, geometry)):
@@ -504,7 +498,7 @@ def _average_pool(b, node, a):
     pads = tuple((p[0], end) for p, (_, end) in zip(pads, floor))
     padding = "valid"
     if pads != ((0, 0), (0, 0)):
-        same = [_same_pads(n, k, s) for n, k, s in zip(x.shape[1:3], kernel, strides)]
+        same = [same_pads(n, k, s) for n, k, s in zip(x.shape[1:3], kernel, strides)]
         if a.get("count_include_pad", 0):
             x = _zero_pad(b, node, x, pads)
         elif all(p == sp and out == so for p, (sp, so), (out, _) in zip(pads, same, floor)):

@@ -8,23 +8,22 @@ alone (per-layer latency tables).
 
 from spa_keras.frontends.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
 from spa_keras.frontends.keras.registry import describes
+from spa_keras.graph import same_pads
 
 
-def geometry(layer, xs, ys) -> dict:
+def geometry(layer, xs) -> dict:
     """ONNX Conv attributes for a Keras convolution's strides, dilation and padding: "same" pads split as
     TensorFlow splits them (the odd one at the end), "valid" none, "causal" all at the start."""
     spatial = len(xs) - 2
     strides = _tuple(getattr(layer, "strides", 1), spatial)
     dilations = _tuple(getattr(layer, "dilation_rate", 1), spatial)
     kernel = _tuple(layer.kernel_size, spatial)
-    begin, end = [], []
-    for i in range(spatial):
-        total = max((ys[1 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - xs[1 + i], 0) \
-            if None not in (xs[1 + i], ys[1 + i]) and layer.padding != "valid" else 0
-        first = total if layer.padding == "causal" else total // 2
-        begin.append(first)
-        end.append(total - first)
-    return {"strides": strides, "dilations": dilations, "pads": tuple(begin + end)}
+    pads = [(0, 0)] * spatial
+    if layer.padding == "causal":
+        pads = [((k - 1) * d, 0) for k, d in zip(kernel, dilations)]
+    elif layer.padding == "same" and None not in xs[1:-1]:
+        pads = [same_pads(n, k, s, d)[0] for n, k, s, d in zip(xs[1:-1], kernel, strides, dilations)]
+    return {"strides": strides, "dilations": dilations, "pads": tuple(b for b, _ in pads) + tuple(e for _, e in pads)}
 
 
 def _tuple(value, n) -> tuple:
@@ -38,7 +37,7 @@ def conv(b, layer, x, y, xs, ys):
     inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
     return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
                                                                         group=getattr(layer, "groups", 1),
-                                                                        **geometry(layer, xs, ys)))
+                                                                        **geometry(layer, xs)))
 
 
 @describes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -57,7 +56,7 @@ def depthwise(b, layer, x, y, xs, ys):
     perm, shape = depthwise_view(layer.kernel)
     inputs = [b.param(layer, layer.kernel, perm, shape)] + bias(b, layer)
     return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, "Conv", [xf] + inputs, [yf],
-                                                                        group=xs[-1], **geometry(layer, xs, ys)))
+                                                                        group=xs[-1], **geometry(layer, xs)))
 
 
 @describes("SeparableConv1D", "SeparableConv2D")
@@ -71,7 +70,7 @@ def separable(b, layer, x, y, xs, ys):
 
     def body(xf, yf):
         m = b.fresh(layer, "depthwise", mid)
-        b.node(layer, "Conv", [xf, dw], [m], group=xs[-1], **geometry(layer, xs, ys))
+        b.node(layer, "Conv", [xf, dw], [m], group=xs[-1], **geometry(layer, xs))
         ones = (1,) * (len(xs) - 2)
         b.node(layer, "Conv", [m, pw] + bias(b, layer), [yf], group=1, strides=ones, dilations=ones,
                pads=(0,) * 2 * len(ones))
