@@ -11,9 +11,9 @@ with `spa.prune(model, flops=target, round_to=...)` (L1), `round_to="auto"` with
 Each model is converted the way `spa convert` does (tf2onnx for onnxruntime, the TFLite converter for TFLite; a
 `tf.function` for TensorFlow, which uses every core) and timed with 2 threads (`spa_keras.latency.Timer`, as
 latency targets time them), original and slim interleaved, after 3 warm-up runs; the table shows lower
-quartiles (other work on the machine disturbs them less than medians; the JSON has medians and spreads too), the
-speed-up (original / slim), the FLOPs ratio (original / slim, the limit a speed-up could
-reach) and the efficiency (speed-up / FLOPs ratio). Results go to benchmarks/results/latency.json after every cell.
+quartiles of each model's times (the JSON has medians and spreads too), the speed-up (original / slim: the median
+of the per-turn ratios, `spa_keras.latency.paired_ratio`, which cancels the machine's load drifting between turns),
+the FLOPs ratio (original / slim, the limit a speed-up could reach) and the efficiency (speed-up / FLOPs ratio). Results go to benchmarks/results/latency.json after every cell.
 """
 
 import argparse
@@ -77,14 +77,16 @@ def runner(model, runtime, batch):
 
 
 def timed(original, slim, runs):
-    """Lower quartile, median and spread (interquartile range) of each, in ms, timed in turns."""
-    from spa_keras.latency import interleaved
+    """(original, slim, speed-up): lower quartile, median and spread (interquartile range) of each in ms, timed in
+    turns, and the speed-up as latency targets measure it (the median of the per-turn ratios)."""
+    from spa_keras.latency import interleaved, paired_ratio
 
+    times = interleaved((original.run, slim.run), runs, warmup=3)
     out = []
-    for t in interleaved((original.run, slim.run), runs, warmup=3):
+    for t in times:
         q1, median, q3 = statistics.quantiles(t, n=4)
         out.append({"q1_ms": 1e3 * q1, "median_ms": 1e3 * median, "iqr_ms": 1e3 * (q3 - q1)})
-    return out
+    return out[0], out[1], paired_ratio(*times)
 
 
 def slim_models(model, targets, roundings, runtimes):
@@ -133,10 +135,10 @@ def measure(args):
                 for (target, rounding, rt), (slim, ratio, multiple) in slims.items():
                     if rt != runtime:
                         continue
-                    a, b = timed(original, runner(slim, runtime, batch), args.runs)
+                    a, b, ratio_measured = timed(original, runner(slim, runtime, batch), args.runs)
                     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": target,
                             "round_to": rounding, "multiple": multiple, "original": a, "slim": b,
-                            "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"]}
+                            "flops_ratio": ratio, "speedup": ratio_measured}
                     cell["efficiency"] = cell["speedup"] / ratio
                     report["cells"].append(cell)
                     print(f"{name} {runtime} b{batch} -{target:.0%} round_to={rounding}: "
@@ -165,11 +167,11 @@ def latency_cell(name, model, original, runtime, batch, args):
         result = spa.prune(model, latency=args.latency, runtime=runtime,
                            input_shape=(batch, *model.inputs[0].shape[1:]))
     search_seconds = time.time() - start
-    a, b = timed(original, runner(result.model, runtime, batch), args.runs)
+    a, b, measured = timed(original, runner(result.model, runtime, batch), args.runs)
     ratio = result.before.flops / result.after.flops
     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": 1 - 1 / ratio,
             "round_to": f"latency={args.latency:g}", "multiple": result.plan.target.get("channel_multiple"),
-            "original": a, "slim": b, "flops_ratio": ratio, "speedup": a["q1_ms"] / b["q1_ms"],
+            "original": a, "slim": b, "flops_ratio": ratio, "speedup": measured,
             "planned_speedup": result.plan.target["measured_speedup"], "rounds": result.plan.target["rounds"],
             "search_seconds": search_seconds}
     cell["efficiency"] = cell["speedup"] / ratio

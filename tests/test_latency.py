@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import spa_keras as spa
-from spa_keras.latency import latency_plan, next_fraction
+from spa_keras.latency import latency_plan, lower_quartile, next_fraction, paired_ratio
 from tests.test_engine_invariants import resnet_block_model
 from tests.test_targets import conv_chain
 
@@ -39,6 +39,17 @@ def test_next_fraction_stays_inside_the_bracket():
         top = min([p[0] for p in points if p[1] <= goal], default=0.95)  # the least FLOPs known to be enough
         low = max([p[0] for p in points if p[1] > goal and p[0] < top], default=0.0)
         assert low - 1e-4 <= f <= top + 1e-4  # f is rounded to 4 decimals
+
+
+def test_paired_ratio_cancels_load_that_drifts_between_turns():
+    """Models of 10 ms and 5 ms while the machine's load doubles over the turns, and a burst slows the slim model
+    in six of the twenty turns (the quiet early ones): the median of per-turn ratios still gives 2.00; a ratio of
+    lower quartiles compares quiet runs of one with loaded runs of the other."""
+    load = np.linspace(1.0, 2.0, 20)
+    a, b = 10 * load, 5 * load
+    b[:6] *= 1.5
+    assert paired_ratio(list(a), list(b)) == pytest.approx(2.0)
+    assert lower_quartile(list(a)) / lower_quartile(list(b)) < 1.9
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "tensorflow"])
