@@ -13,7 +13,8 @@ Each model is converted the way `spa convert` does (tf2onnx for onnxruntime, the
 latency targets time them), original and slim interleaved, after 3 warm-up runs; the table shows lower
 quartiles of each model's times (the JSON has medians and spreads too), the speed-up (original / slim: the median
 of the per-turn ratios, `spa_keras.latency.paired_ratio`, which cancels the machine's load drifting between turns),
-the FLOPs ratio (original / slim, the limit a speed-up could reach) and the efficiency (speed-up / FLOPs ratio). Results go to benchmarks/results/latency.json after every cell.
+the FLOPs ratio (original / slim, the limit a speed-up could reach) and the efficiency (speed-up / FLOPs ratio).
+Results go to benchmarks/results/latency.json after every cell.
 """
 
 import argparse
