@@ -296,7 +296,8 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
 @click.option("--params", type=float, callback=_fraction, help="Fraction of parameters to remove.")
 @click.option("--latency", type=float, callback=_fraction, help="Fraction of the latency measured on --runtime "
               "(this machine) to remove: planned on a per-layer latency table (measured once per machine and runtime, "
-              "cached in ~/.cache/spa-keras), then checked by converting and timing the slim model.")
+              "cached in ~/.cache/spa-keras), then checked by converting and timing the slim model, at the batch "
+              "size of --input-shape (default 1).")
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
 @click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False), default="l1",

@@ -57,7 +57,8 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     `round_to=1` lets every channel count through, `round_to=N` keeps multiples of N.
 
     `latency=0.5` removes half of the latency measured on `runtime` on this machine (default: onnxruntime for ONNX
-    models, tensorflow for Keras models), at the analysed input shapes (batch included): see `spa_keras.latency`.
+    models, tensorflow for Keras models), at the input shapes analysed and the batch size `input_shape` gives
+    (default 1; `input_shape=(16, 224, 224, 3)` plans for batches of 16): see `spa_keras.latency`.
     """
     from spa_keras.importance import Batches, get_criterion
 
@@ -85,7 +86,7 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
         if latency is not None:
             if sum(v is not None for v in targets) > 1 or steps > 1:
                 raise InputError("latency= is a target of its own: give it without ratio/flops/params and steps")
-            plan = _latency_plan(analysis, latency, options)
+            plan = _latency_plan(analysis, latency, options, batch=_batch_of(input_shapes(input_shape)))
         elif steps == 1:
             plan = make_plan(ga, ratio=ratio, flops=flops, params=params, **options)
         else:
@@ -93,11 +94,12 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     return apply_plan(analysis, plan)
 
 
-def _latency_plan(analysis, latency, options):
+def _latency_plan(analysis, latency, options, batch=1):
     """Measure and search (`spa_keras.latency`): the criterion scores once; a per-layer latency table of the
     runtime (`spa_keras.latency_table`, measured once per machine) predicts the latency of any plan; rounds plan a
     predicted latency fraction without reconstruction (latency does not depend on weight values), and the whole
-    slim model is timed to correct the prediction; the chosen plan gets the criterion's new weights."""
+    slim model is timed to correct the prediction; the chosen plan gets the criterion's new weights. Everything is
+    timed at `batch` (the analysis keeps shapes at batch 1)."""
     import warnings
 
     from spa_keras.console import say
@@ -114,9 +116,8 @@ def _latency_plan(analysis, latency, options):
     options["runtime"] = runtime
     criterion = get_criterion(options.pop("criterion"))
     scores = score_groups(criterion, ga, data=options.pop("data"), loss=options.pop("loss"))
-    shapes = _batched(analysis.input_shapes)
+    shapes = _batched(analysis.input_shapes, batch)
     speedup_of = SpeedupMeter(ga.graph.source, runtime, shapes)
-    batch = next(iter(shapes.values()))[0] if shapes else 1
     model = LatencyModel(ga, runtime, batch=batch, whole_seconds=speedup_of.base_seconds())
     flops = CostModel(ga)
 
@@ -135,9 +136,18 @@ def _latency_plan(analysis, latency, options):
     return plan
 
 
-def _batched(shapes):
-    """Input shapes with free (None) sizes as 1, for timing."""
-    return {name: tuple(1 if d is None else int(d) for d in shape) for name, shape in shapes.items()}
+def _batched(shapes, batch=1):
+    """Input shapes at `batch` (free sizes as 1), for timing."""
+    return {name: (batch, *(1 if d is None else int(d) for d in shape[1:])) for name, shape in shapes.items()}
+
+
+def _batch_of(shapes) -> int:
+    """The batch size given with the input shapes (`input_shape=(16, 224, 224, 3)`), else 1."""
+    batches = {int(shape[0]) for shape in (shapes or {}).values() if shape and shape[0] is not None}
+    if len(batches) > 1:
+        raise InputError(f"input_shape gives different batch sizes ({', '.join(map(str, sorted(batches)))}); a "
+                         "latency target times the model at one batch size")
+    return batches.pop() if batches else 1
 
 
 def _iterative_plan(analysis, ratio, flops, params, steps, input_shapes, **options):

@@ -69,6 +69,38 @@ def test_latency_target_end_to_end_on_a_keras_model(runtime):
     assert again.after == result.after
 
 
+def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
+    """`input_shape=(4, ...)` plans for batches of 4: the whole models and the per-layer table are timed at batch 4
+    (the analysis itself keeps batch 1), and batches that disagree are refused."""
+    import spa_keras.latency as latency
+    import spa_keras.latency_table as latency_table
+
+    fed, layers, timer, time_layer = [], [], latency.Timer, latency_table.time_layer
+
+    def recording_timer(model, runtime, input_shapes, **kw):
+        if hasattr(model, "layers"):  # whole Keras models (the table's one-layer models for onnxruntime are ONNX)
+            fed.extend(tuple(s) for s in input_shapes.values())
+        return timer(model, runtime, input_shapes, **kw)
+
+    def recording_time_layer(shape, *args):
+        layers.append(shape)
+        return time_layer(shape, *args)
+
+    monkeypatch.setattr(latency, "Timer", recording_timer)
+    monkeypatch.setattr(latency_table, "time_layer", recording_time_layer)
+    model = conv_chain((16, 32), seed=0)
+    result = spa.prune(model, latency=0.3, runtime="onnxruntime", input_shape=(4, 32, 32, 3))
+    assert fed and set(fed) == {(4, 32, 32, 3)}
+    convs = [s for s in layers if s.op == "Conv"]
+    assert convs and {s.x[0] for s in convs} == {4}
+    assert dict(result.analysis.input_shapes) == {model.inputs[0].name: (1, 32, 32, 3)}
+    from spa_keras.pruning import _batch_of
+
+    assert _batch_of(None) == 1 and _batch_of({"a": (4, 8), "b": (4, 3)}) == 4
+    with pytest.raises(spa.errors.InputError, match="different batch sizes"):
+        _batch_of({"a": (4, 32, 32, 3), "b": (2, 32, 32, 3)})
+
+
 def test_latency_target_from_the_cli_on_onnx(tmp_path):
     from click.testing import CliRunner
 
