@@ -70,11 +70,11 @@ def vit(size=224, patch=16, width=192, heads=3, blocks=4, mlp=768, classes=1000)
     return keras.Model(inputs, layers.Dense(classes, name="head")(x), name="vit")
 
 
-def runner(model, runtime, batch):
+def runner(model, runtime, batch, threads=None):
     """The model compiled for the runtime at this batch size, as latency targets time it (`spa_keras.latency`)."""
-    from spa_keras.latency import Timer
+    from spa_keras.latency import THREADS, Timer
 
-    return Timer(model, runtime, {None: (batch, *model.inputs[0].shape[1:])})
+    return Timer(model, runtime, {None: (batch, *model.inputs[0].shape[1:])}, threads=threads or THREADS)
 
 
 def timed(original, slim, runs):
@@ -116,9 +116,7 @@ def slim_models(model, targets, roundings, runtimes):
 
 
 def measure(args):
-    from spa_keras.latency import THREADS
-
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} threads", "runs": args.runs,
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} threads", "runs": args.runs,
               "cells": []}
     if args.append and os.path.exists(args.out):
         with open(args.out) as f:
@@ -129,14 +127,14 @@ def measure(args):
         slims = {} if args.latency_only else slim_models(model, args.targets, args.round_to, args.runtimes)
         for runtime in args.runtimes:
             for batch in args.batches:
-                original = runner(model, runtime, batch)
+                original = runner(model, runtime, batch, args.threads)
                 if args.latency:
                     report["cells"].append(latency_cell(name, model, original, runtime, batch, args))
                     save(report, args.out)
                 for (target, rounding, rt), (slim, ratio, multiple) in slims.items():
                     if rt != runtime:
                         continue
-                    a, b, ratio_measured = timed(original, runner(slim, runtime, batch), args.runs)
+                    a, b, ratio_measured = timed(original, runner(slim, runtime, batch, args.threads), args.runs)
                     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": target,
                             "round_to": rounding, "multiple": multiple, "original": a, "slim": b,
                             "flops_ratio": ratio, "speedup": ratio_measured}
@@ -262,6 +260,8 @@ def main():
     parser.add_argument("--runtimes", type=split(str), default=["onnxruntime", "tflite", "tensorflow"])
     parser.add_argument("--batches", type=split(int), default=[1, 16])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads of onnxruntime and TFLite "
+                        "(default 2, as latency targets time them; TensorFlow uses every core)")
     parser.add_argument("--latency", type=float, help="also prune to this latency target on each runtime and batch "
                         "and measure the speed-up again")
     parser.add_argument("--latency-only", action="store_true", help="only the --latency cells")
@@ -275,6 +275,8 @@ def main():
     args = parser.parse_args()
     if args.latency_only and not args.latency:
         parser.error("--latency-only needs --latency")
+    if args.latency and args.threads != 2:
+        parser.error("--latency cells time with 2 threads, as spa.prune(latency=...) does: leave --threads out")
     if args.table:
         with open(args.table) as f:
             report = json.load(f)

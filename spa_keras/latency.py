@@ -5,11 +5,12 @@ runtime="onnxruntime")` plans on measured times. A per-layer latency table (`spa
 convolution and matrix product timed alone at a few channel counts, once per machine and runtime, cached) predicts
 the latency of any plan (channels rank by importance, as for every target), and the first plan aims at the asked
 fraction of the predicted latency. The slim model is then built, compiled for the runtime and timed against
-the original (interleaved runs, the median of per-turn ratios); when the measured speed-up misses the goal by more than
-`tolerance`, the planned fraction is corrected by interpolating the measured latencies (a few rounds; each shown as
-a line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the landing
-is checked on the quantity itself; the price is one conversion per round (seconds for small models, ~20 s for a
-ResNet50 through tf2onnx). Timings depend on the machine and its load: plan on the machine you deploy on.
+the original (interleaved runs, the median of per-turn ratios); when the measured speed-up misses the goal by more
+than `tolerance`, the planned fraction is corrected by interpolating the measured latencies (a few rounds; each
+shown as a line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the
+landing is checked on the quantity itself; the price is one conversion per round (seconds for small models, ~20 s
+for a ResNet50 through tf2onnx). Everything is timed at the batch size of `input_shape` (default 1): batch 16 can
+want another plan than batch 1. Timings depend on the machine and its load: plan on the machine you deploy on.
 
 Runtimes: "onnxruntime" (Keras models through tf2onnx, ONNX models as they are), "tflite" (XNNPACK; Keras
 models) and "tensorflow" (a `tf.function` of the Keras model).
@@ -17,6 +18,7 @@ models) and "tensorflow" (a `tf.function` of the Keras model).
 Example:
 
 >>> result = spa.prune(model, latency=0.5, runtime="onnxruntime")     # doctest: +SKIP
+>>> batch16 = spa.prune(model, latency=0.5, input_shape=(16, 224, 224, 3))  # doctest: +SKIP
 >>> result.plan.target["measured_speedup"]                             # doctest: +SKIP
 1.97
 """
