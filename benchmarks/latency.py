@@ -190,8 +190,8 @@ def print_table(report, markdown=False):
         rows.append([c["model"], f"{c['flops']:.0%}", rounding, c["runtime"], str(c["batch"]),
                      f"{c['original']['q1_ms']:.1f}", f"{c['slim']['q1_ms']:.1f}",
                      f"{c['speedup']:.2f}x", f"{c['flops_ratio']:.2f}x", f"{c['efficiency']:.2f}"])
-    print_rows(f"Latency, lower quartiles of {report['runs']} interleaved runs ({report['machine']})", header, rows,
-               markdown)
+    print_rows(f"Latency, lower quartiles of {report['runs']} interleaved runs; speed-up: median of per-turn ratios "
+               f"({report['machine']})", header, rows, markdown)
 
 
 def print_pivot(report, markdown=False, round_to=None):
@@ -214,8 +214,8 @@ def print_pivot(report, markdown=False, round_to=None):
     header = ["model", "FLOPs removed", "round_to"] + [f"{r} b{b}" for r, b in columns]
     rows = [[m, "-" if f is None else f"{f:.0%}", r] + [cells.get(col, "-") for col in columns]
             for (m, f, r), cells in table.items()]
-    print_rows(f"Speed-up (efficiency = speed-up / FLOPs ratio), lower quartiles of {report['runs']} interleaved runs "
-               f"({report['machine']})", header, rows, markdown)
+    print_rows(f"Speed-up (efficiency = speed-up / FLOPs ratio), median of per-turn ratios over {report['runs']} "
+               f"interleaved runs ({report['machine']})", header, rows, markdown)
 
 
 def plot(report, path):
