@@ -131,6 +131,7 @@ def _latency_plan(analysis, latency, options, batch=1):
 
     measure = lambda p: speedup_of(slim_model(ga, p.mask(ga)))  # noqa: E731
     plan = latency_plan(latency, plan_at, measure, say=say, what=f" on {runtime}")
+    plan.target["batch"] = batch  # the speed-ups recorded hold at this batch size
     if hasattr(criterion, "updates"):
         plan.updates = criterion.updates(ga, plan.mask(ga))
     return plan

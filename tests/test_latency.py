@@ -90,7 +90,7 @@ def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
     monkeypatch.setattr(latency_table, "time_layer", recording_time_layer)
     model = conv_chain((16, 32), seed=0)
     result = spa.prune(model, latency=0.3, runtime="onnxruntime", input_shape=(4, 32, 32, 3))
-    assert fed and set(fed) == {(4, 32, 32, 3)}
+    assert fed and set(fed) == {(4, 32, 32, 3)} and result.plan.target["batch"] == 4
     convs = [s for s in layers if s.op == "Conv"]
     assert convs and {s.x[0] for s in convs} == {4}
     assert dict(result.analysis.input_shapes) == {model.inputs[0].name: (1, 32, 32, 3)}
