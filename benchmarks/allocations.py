@@ -36,40 +36,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from latency import build, runner, timed  # noqa: E402
-from tables import print_rows, table_options  # noqa: E402
+from tables import print_rows, report_or_measure, table_options  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "allocations.json")
 SECONDS_PER_MAC, SECONDS_PER_FLOAT = 5e-12, 4.7e-10  # fitted to onnxruntime's 1x1 and depthwise kernels at batch 1
 
 
 def analytic_model(analysis, batch, kind):
-    """A `LatencyModel` whose layer times are counted, not measured (`kind`: bytes, flops+bytes, roofline)."""
-    from spa_keras.cost import CostModel
-    from spa_keras.latency_table import LatencyModel, layer_shape
+    """A latency model whose layer times are counted, not measured (`kind`: bytes, flops+bytes, roofline)."""
+    from spa_keras.latency_table import LayerWidths
 
-    class Analytic(LatencyModel):
-        def __init__(self):  # noqa: D401 (no table: nothing is timed)
-            self.cost = CostModel(analysis)
-            entry = {(name, axis): e for e, (name, axis, _) in enumerate(self.cost.entries)}
-            self.layers = []
-            for node in analysis.graph.nodes:
-                shape = layer_shape(node, analysis.graph, batch)
-                if shape is not None:
-                    axis = 1 if shape.op == "Conv" else len(shape.x) - 1
-                    self.layers.append((shape, entry.get((node.inputs[0], axis)), entry.get((node.outputs[0], axis))))
-            self.rest = 0.0
-            self.full = self.layers_seconds(np.zeros(self.cost.channels, bool))
+    class Counted(LayerWidths):
+        def layer_seconds(self, index, cin, cout):
+            return layer_seconds(self.layers[index][0], cin, cout, kind)
 
-        def layers_seconds(self, removed):
-            gone = self.cost.removed_per_entry(removed)
-            total = 0.0
-            for shape, ein, eout in self.layers:
-                cin = shape.cin - (gone[ein] if ein is not None else 0)
-                cout = cin if shape.depthwise else shape.cout - (gone[eout] if eout is not None else 0)
-                total += layer_seconds(shape, cin, cout, kind)
-            return total
-
-    return Analytic()
+    return Counted(analysis, batch)
 
 
 def layer_seconds(shape, cin, cout, kind):
@@ -149,12 +130,7 @@ def main():
     parser.add_argument("--out", default=OUT, help="results JSON (default: benchmarks/results/allocations.json)")
     table_options(parser)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            report = json.load(f)
-    else:
-        report = measure(args)
-    print_table(report, args.markdown)
+    print_table(report_or_measure(args, measure), args.markdown)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from tables import print_rows  # noqa: E402
+from tables import print_rows, report_or_measure  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "latency.json")
 
@@ -277,11 +277,7 @@ def main():
         parser.error("--latency-only needs --latency")
     if args.latency and args.threads != 2:
         parser.error("--latency cells time with 2 threads, as spa.prune(latency=...) does: leave --threads out")
-    if args.table:
-        with open(args.table) as f:
-            report = json.load(f)
-    else:
-        report = measure(args)
+    report = report_or_measure(args, measure)
     if args.pivot:
         print_pivot(report, args.markdown, None if args.pivot == "all" else args.pivot)
     else:

@@ -54,7 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-from tables import print_rows, table_options  # noqa: E402
+from tables import print_rows, report_or_measure, table_options  # noqa: E402
 
 OUT = os.path.join(HERE, "results", "ort_profile.json")
 THREADS, WARMUP = 2, 3
@@ -472,11 +472,7 @@ def main():
     args = parser.parse_args()
     global SPIN
     SPIN = not args.no_spin
-    if args.table:
-        with open(args.table) as f:
-            report = json.load(f)
-    else:
-        report = measure(args)
+    report = report_or_measure(args, measure)
     print_report(report, args.markdown)
 
 

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: mean ± std cells and a table printed with rich or as Markdown (the README's)."""
 
+import json
 import statistics
 import sys
 
@@ -38,6 +39,14 @@ def table_options(parser):
     """`--table FILE [--markdown]`: print the table of a results JSON instead of running."""
     parser.add_argument("--table", help="print the table of this JSON and exit")
     parser.add_argument("--markdown", action="store_true")
+
+
+def report_or_measure(args, measure):
+    """The results JSON `--table` names, or what `measure(args)` measures now."""
+    if args.table:
+        with open(args.table) as f:
+            return json.load(f)
+    return measure(args)
 
 
 def fashion_mnist_or_exit():

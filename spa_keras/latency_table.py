@@ -289,7 +289,47 @@ def keras_layer(shape: LayerShape):
     return keras.Model(x, layer(y))
 
 
-class LatencyModel:
+class LayerWidths:
+    """The timed layers (`TIMED`) of an analysed model and their channel counts with any set of channels removed.
+
+    Args:
+        analysis: the `GraphAnalysis` of the model.
+        batch: the batch size the layers' shapes are taken at.
+    """
+
+    def __init__(self, analysis, batch: int = 1):
+        self.cost = CostModel(analysis)
+        entry = {(name, axis): e for e, (name, axis, _) in enumerate(self.cost.entries)}
+        graph = analysis.graph
+        # (LayerShape at full width, entry of its input channel axis, entry of its output channel axis; None: fixed)
+        self.layers = []
+        for node in graph.nodes:
+            shape = layer_shape(node, graph, batch)
+            if shape is not None:
+                axis = 1 if shape.op == "Conv" else len(shape.x) - 1
+                self.layers.append((shape, entry.get((node.inputs[0], axis)), entry.get((node.outputs[0], axis))))
+
+    def widths(self, removed: np.ndarray) -> list[tuple[int, int]]:
+        """Per layer, (input channels, output channels) without the `removed` channels."""
+        gone = self.cost.removed_per_entry(removed)
+        out = []
+        for shape, ein, eout in self.layers:
+            cin = shape.cin - (gone[ein] if ein is not None else 0)
+            cout = (shape.cout * cin // shape.cin if shape.depthwise  # follows its input (depth multiplier)
+                    else shape.cout - (gone[eout] if eout is not None else 0))
+            out.append((cin, cout))
+        return out
+
+    def layer_seconds(self, index: int, cin: int, cout: int) -> float:
+        """Seconds of layer `index` at `cin` inputs and `cout` outputs."""
+        raise NotImplementedError
+
+    def layers_seconds(self, removed: np.ndarray) -> float:
+        """Sum of the layers' seconds without the `removed` channels."""
+        return sum(self.layer_seconds(i, cin, cout) for i, (cin, cout) in enumerate(self.widths(removed)))
+
+
+class LatencyModel(LayerWidths):
     """Predicted latency of an analysed model with any set of channels removed, from a `LatencyTable`.
 
     Args:
@@ -303,37 +343,25 @@ class LatencyModel:
 
     def __init__(self, analysis, runtime: str, batch: int = 1, whole_seconds: float | None = None,
                  table: LatencyTable | None = None):
-        self.cost = CostModel(analysis)
-        graph = analysis.graph
+        super().__init__(analysis, batch)
         self.table = table or LatencyTable(runtime)
-        self._entry = {(name, axis): e for e, (name, axis, _) in enumerate(self.cost.entries)}
-        self.layers = []  # (LayerShape at full width, cin grid, cout grid, entry of its input / output channel axis)
-        for node in graph.nodes:
-            shape = layer_shape(node, graph, batch)
-            if shape is None:
-                continue
-            axis = 1 if shape.op == "Conv" else len(shape.x) - 1
-            ein, eout = self._entry.get((node.inputs[0], axis)), self._entry.get((node.outputs[0], axis))
-            self.layers.append((shape, grid(shape.cin) if ein is not None else [shape.cin],
-                                grid(shape.cout) if eout is not None and not shape.depthwise else [shape.cout],
-                                ein, eout))
-        self.table.measure([NOTHING] + [s.at(a, b) for s, ins, outs, _, _ in self.layers for a in ins for b in outs])
+        # per layer, the channel counts it is timed at (only along axes a group can change)
+        self.grids = [(grid(s.cin) if ein is not None else [s.cin],
+                       grid(s.cout) if eout is not None and not s.depthwise else [s.cout])
+                      for s, ein, eout in self.layers]
+        shapes = [s for s, _, _ in self.layers]
+        self.table.measure([NOTHING] + [s.at(a, b) for s, (ins, outs) in zip(shapes, self.grids)
+                                        for a in ins for b in outs])
         # per layer: its measured seconds on the grid, [cin index][cout index], less the fixed cost of a run
         fixed = self.table[NOTHING]
         self.times = [_monotone([[max(self.table[s.at(a, b)] - fixed, 0.0) for b in outs] for a in ins])
-                      for s, ins, outs, _, _ in self.layers]
+                      for s, (ins, outs) in zip(shapes, self.grids)]
         self.full = self.layers_seconds(np.zeros(self.cost.channels, bool))
         self.rest = max(0.0, whole_seconds - self.full) if whole_seconds else 0.0
 
-    def layers_seconds(self, removed: np.ndarray) -> float:
-        """Sum of the timed layers' predicted seconds without the `removed` channels."""
-        gone = self.cost.removed_per_entry(removed)
-        total = 0.0
-        for (shape, ins, outs, ein, eout), times in zip(self.layers, self.times):
-            cin = shape.cin - (gone[ein] if ein is not None else 0)
-            cout = shape.cout - (gone[eout] if eout is not None else 0)  # a depthwise layer's follows its input
-            total += _interp1(ins, [_interp1(outs, row, cout) for row in times], cin)
-        return total
+    def layer_seconds(self, index: int, cin: int, cout: int) -> float:
+        ins, outs = self.grids[index]  # a depthwise layer's output count follows its input and is not on a grid
+        return _interp1(ins, [_interp1(outs, row, cout) for row in self.times[index]], cin)
 
     def seconds(self, removed: np.ndarray) -> float:
         return self.rest + self.layers_seconds(removed)
