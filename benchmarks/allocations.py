@@ -12,7 +12,7 @@ differently over the layers:
 - `uniform`: the same fraction from every group (`global_ranking=False`);
 - `per second: <model>`: importance divided by the seconds a channel's group is predicted to save
   (`make_plan(..., latency_model=..., rank_by_latency=True)`, HALP-style) under a latency model of the layers:
-  `table` is the runtime's per-layer latency table (`spa_keras.latency_table`), `bytes` counts the floats each
+  `table` is the runtime's per-layer latency table (`spa_keras.latency.table`), `bytes` counts the floats each
   convolution and matrix product reads and writes (activations in and out, weights), `flops+bytes` adds its
   multiply-adds at the cost ratio measured for 1x1 and depthwise convolutions on this CPU (one multiply-add costs
   about a hundredth of a float moved), `roofline` takes the larger of the two.
@@ -44,7 +44,7 @@ SECONDS_PER_MAC, SECONDS_PER_FLOAT = 5e-12, 4.7e-10  # fitted to onnxruntime's 1
 
 def analytic_model(analysis, batch, kind):
     """A latency model whose layer times are counted, not measured (`kind`: bytes, flops+bytes, roofline)."""
-    from spa_keras.latency_table import LayerWidths
+    from spa_keras.latency.table import LayerWidths
 
     class Counted(LayerWidths):
         def layer_seconds(self, index, cin, cout):
@@ -70,7 +70,7 @@ def layer_seconds(shape, cin, cout, kind):
 
 def plans(analysis, args):
     """{variant: make_plan options}."""
-    from spa_keras.latency_table import LatencyModel
+    from spa_keras.latency.table import LatencyModel
 
     out = {"default": {}, "round_to=8": {"round_to": 8}, "round_to=16": {"round_to": 16},
            "round_to=32": {"round_to": 32}, "uniform": {"global_ranking": False}}
@@ -84,7 +84,7 @@ def plans(analysis, args):
 
 def measure(args):
     import spa_keras as spa
-    from spa_keras.engine import slim_model
+    from spa_keras.pipeline.engine import slim_model
 
     model = build(args.model)
     analysis = spa.analyze(model).graph_analysis

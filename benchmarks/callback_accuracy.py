@@ -3,7 +3,7 @@
     python benchmarks/callback_accuracy.py [--seeds 0,1] [--epochs 3] [--quick] [--resume]
     python benchmarks/callback_accuracy.py --table benchmarks/reference/callback_accuracy.json [--markdown]
 
-The demo's small ResNet (`spa_keras.demo.build_demo_model`) is trained from scratch on Fashion-MNIST with the same
+The demo's small ResNet (`spa_keras.ui.demo.build_demo_model`) is trained from scratch on Fashion-MNIST with the same
 epochs, optimizer (Adam 1e-3, batch 128) and seeds in every row:
 
 - `dense`: no pruning;
@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
-from spa_keras.demo import accuracy, build_demo_model  # noqa: E402
+from spa_keras.ui.demo import accuracy, build_demo_model  # noqa: E402
 from tables import fashion_mnist_or_exit, print_rows, summary, table_options  # noqa: E402
 
 ROWS = ("dense", "during", "before", "after + 1 epoch")

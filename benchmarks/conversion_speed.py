@@ -26,7 +26,7 @@ def timed(args):
     """Run `spa convert ARGS` in a child; return (seconds, peak RSS in MB, stdout)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "spa_keras.cli", "convert", *args], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "spa_keras.ui.cli", "convert", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start

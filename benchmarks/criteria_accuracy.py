@@ -2,8 +2,8 @@
 
     python benchmarks/criteria_accuracy.py [--seeds 0,1] [--quick]
 
-For each seed: train the demo's small ResNet (`spa_keras.demo.build_demo_model`, Adam 1e-3, batch 128, 3 epochs) on
-Fashion-MNIST (`spa_keras.demo.fashion_mnist`: /usr/share/datasets/fashion-mnist) with the seed fixed; then for each
+For each seed: train the demo's small ResNet (`spa_keras.ui.demo.build_demo_model`, Adam 1e-3, batch 128, 3 epochs) on
+Fashion-MNIST (`spa_keras.ui.demo.fashion_mnist`: /usr/share/datasets/fashion-mnist) with the seed fixed; then for each
 criterion and FLOPs reduction prune the trained model (global ranking, defaults otherwise; data-driven criteria get
 a seeded calibration subset of the training set and the training loss), measure test accuracy without
 fine-tuning, fine-tune one epoch (Adam 5e-4, batch 128) and measure again. The unpruned model gets the same extra
@@ -31,7 +31,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
-from spa_keras.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
+from spa_keras.ui.demo import FASHION_DIR, accuracy, build_demo_model, fashion_mnist  # noqa: E402
 
 FULL = dict(train=None, test=None, finetune=None, epochs=3, batch=128, reductions=(0.3, 0.5, 0.7), seeds=(0, 1))
 # quick: small batches, so that BatchNorm's moving statistics (momentum 0.99) settle within one short epoch

@@ -9,10 +9,10 @@ channels differ), at 224x224 (`ResNet50`, `MobileNetV2`, `EfficientNetB0`), a sm
 patches, 4 blocks of keras.layers.MultiHeadAttention) and the demo's Fashion-MNIST ResNet (`demo`). Each is pruned
 with `spa.prune(model, flops=target, round_to=...)` (L1), `round_to="auto"` with `runtime=` the runtime measured.
 Each model is converted the way `spa convert` does (tf2onnx for onnxruntime, the TFLite converter for TFLite; a
-`tf.function` for TensorFlow, which uses every core) and timed with 2 threads (`spa_keras.latency.Timer`, as
+`tf.function` for TensorFlow, which uses every core) and timed with 2 threads (`spa_keras.latency.timing.Timer`, as
 latency targets time them), original and slim interleaved, after 3 warm-up runs; the table shows lower
 quartiles of each model's times (the JSON has medians and spreads too), the speed-up (original / slim: the median
-of the per-turn ratios, `spa_keras.latency.paired_ratio`, which cancels the machine's load drifting between turns),
+of the per-turn ratios, `spa_keras.latency.timing.paired_ratio`, which cancels the machine's load drifting between turns),
 the FLOPs ratio (original / slim, the limit a speed-up could reach) and the efficiency (speed-up / FLOPs ratio).
 Results go to benchmarks/results/latency.json after every cell.
 """
@@ -43,7 +43,7 @@ def build(name):
 
     keras.utils.set_random_seed(0)
     if name == "demo":
-        from spa_keras.demo import build_demo_model
+        from spa_keras.ui.demo import build_demo_model
 
         return build_demo_model()
     if name == "ViT":
@@ -71,8 +71,8 @@ def vit(size=224, patch=16, width=192, heads=3, blocks=4, mlp=768, classes=1000)
 
 
 def runner(model, runtime, batch, threads=None):
-    """The model compiled for the runtime at this batch size, as latency targets time it (`spa_keras.latency`)."""
-    from spa_keras.latency import THREADS, Timer
+    """The model compiled for the runtime at this batch size, as latency targets time it (`spa_keras.latency.timing`)."""
+    from spa_keras.latency.timing import THREADS, Timer
 
     return Timer(model, runtime, {None: (batch, *model.inputs[0].shape[1:])}, threads=threads or THREADS)
 
@@ -80,7 +80,7 @@ def runner(model, runtime, batch, threads=None):
 def timed(original, slim, runs):
     """(original, slim, speed-up): lower quartile, median and spread (interquartile range) of each in ms, timed in
     turns, and the speed-up as latency targets measure it (the median of the per-turn ratios)."""
-    from spa_keras.latency import interleaved, paired_ratio
+    from spa_keras.latency.timing import interleaved, paired_ratio
 
     times = interleaved((original.run, slim.run), runs, warmup=3)
     out = []

@@ -5,7 +5,7 @@
     python benchmarks/latency_table.py --table benchmarks/reference/latency_table.json [--markdown]
 
 For each model (random weights, as in `benchmarks/latency.py`), runtime and batch: the runtime's per-layer latency
-table (`spa_keras.latency_table`; the seconds it took to measure what the cache did not hold yet are reported), then
+table (`spa_keras.latency.table`; the seconds it took to measure what the cache did not hold yet are reported), then
 plans at each FLOPs target with the default ranking (importance) and with ranking by importance per predicted second
 saved (`make_plan(..., latency_model=..., rank_by_latency=True)`, HALP-style), both `round_to="auto"`. Each slim model is
 timed against the original (interleaved, lower quartiles): predicted and measured speed-up, FLOPs ratio and
@@ -34,9 +34,9 @@ def cells(name, runtime, batch, args):
     import warnings
 
     import spa_keras as spa
-    from spa_keras.engine import slim_model
-    from spa_keras.latency import interleaved, lower_quartile
-    from spa_keras.latency_table import LatencyModel
+    from spa_keras.pipeline.engine import slim_model
+    from spa_keras.latency.timing import interleaved, lower_quartile
+    from spa_keras.latency.table import LatencyModel
 
     model = build(name)
     ga = spa.analyze(model).graph_analysis  # layer shapes at batch 1; the latency model times them at `batch`
@@ -93,7 +93,7 @@ def main():
         return
     import platform
 
-    from spa_keras.latency import THREADS
+    from spa_keras.latency.timing import THREADS
 
     args.targets = [float(t) for t in args.targets.split(",")]
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {THREADS} threads", "runs": args.runs,

@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
 from tables import fashion_mnist_or_exit, table_options  # noqa: E402
-from spa_keras.latency import interleaved, lower_quartile  # noqa: E402
+from spa_keras.latency.timing import interleaved, lower_quartile  # noqa: E402
 from tables import print_rows  # noqa: E402
 
 SHAPE = (1, 1, 28, 28)

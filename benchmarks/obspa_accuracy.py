@@ -4,7 +4,7 @@
     python benchmarks/obspa_accuracy.py --table benchmarks/reference/obspa_accuracy.json [--markdown]
 
 Two architectures trained here on Fashion-MNIST (/usr/share/datasets/fashion-mnist) for each seed: the demo's small
-ResNet (`spa_keras.demo.build_demo_model`) and a small MobileNetV2-style network (inverted residuals: 1x1 expand,
+ResNet (`spa_keras.ui.demo.build_demo_model`) and a small MobileNetV2-style network (inverted residuals: 1x1 expand,
 3x3 depthwise, 1x1 project, residual adds). Adam 1e-3, batch 128, 3 epochs. Each trained model is pruned, with no
 fine-tuning, by:
 
@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 import spa_keras as spa  # noqa: E402
-from spa_keras.demo import accuracy, build_demo_model  # noqa: E402
+from spa_keras.ui.demo import accuracy, build_demo_model  # noqa: E402
 from tables import fashion_mnist_or_exit, print_rows, summary, table_options  # noqa: E402
 
 FULL = dict(train=None, test=None, calibration=1024, epochs=3, batch=128, reductions=(0.3, 0.5, 0.7), seeds=(0, 1),

@@ -233,7 +233,7 @@ def runs_of(profile_path, warmup):
 def profile(paths, batch, runs, workdir):
     """{name: [(model_run µs, nodes)]} of each ONNX model in `paths` ({name: path}), run in turns; and the plain
     (unprofiled) lower quartiles in ms."""
-    from spa_keras.latency import interleaved
+    from spa_keras.latency.timing import interleaved
 
     rng = np.random.default_rng(0)
     sessions = {name: session(p, os.path.join(workdir, f"profile_{name}")) for name, p in paths.items()}

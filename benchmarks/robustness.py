@@ -67,9 +67,9 @@ def build_bases():
     """{name: onnx.ModelProto} for BASES (the demo ResNet needs TensorFlow for its tf2onnx export)."""
     import keras
 
-    from spa_keras.console import quiet
-    from spa_keras.convert import convert
-    from spa_keras.demo import build_demo_model
+    from spa_keras.common.console import quiet
+    from spa_keras.pipeline.convert import convert
+    from spa_keras.ui.demo import build_demo_model
     from tests.test_attention import mha_model
     from tests.test_engine_invariants import (concat_split_model, depthwise_grouped_se_model, nhwc_flatten_model,
                                               resnet_block_model)
@@ -650,7 +650,7 @@ def invoke_spa(args):
     """Run `spa ARGS` in-process: (exit code, stderr text incl. what reached file descriptor 2, exception info)."""
     from click.testing import CliRunner
 
-    from spa_keras.cli import cli
+    from spa_keras.ui.cli import cli
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -804,7 +804,7 @@ def _worker(seed, indices, workdir, results):
     import warnings
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    from spa_keras.console import quiet
+    from spa_keras.common.console import quiet
 
     with quiet():
         import keras  # noqa: F401  (TensorFlow's start-up noise stays out of the first case)

@@ -51,7 +51,7 @@ def report_or_measure(args, measure):
 
 def fashion_mnist_or_exit():
     """Fashion-MNIST's ((x_train, y_train), (x_test, y_test)), or exit with the way to install it."""
-    from spa_keras.demo import FASHION_DIR, fashion_mnist
+    from spa_keras.ui.demo import FASHION_DIR, fashion_mnist
 
     data = fashion_mnist()
     if data is None:

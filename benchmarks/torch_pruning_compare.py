@@ -136,7 +136,7 @@ def torch_onnx(model, batch):
 
 def timed_pair(run_a, run_b, runs):
     """Lower quartiles (ms) of interleaved runs, as spa's latency targets measure."""
-    from spa_keras.latency import interleaved, lower_quartile
+    from spa_keras.latency.timing import interleaved, lower_quartile
 
     return tuple(1e3 * lower_quartile(t) for t in interleaved((run_a, run_b), runs, warmup=3))
 

@@ -11,7 +11,7 @@ from onnx import numpy_helper
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.verify import compare, random_batch
+from spa_keras.common.verify import compare, random_batch
 
 
 def consumer_axes(node, graph):
@@ -91,7 +91,7 @@ def run(model, x):
 
 
 def run_both(a, b, batch=2, seed=0, input_shape=None):
-    from spa_keras.verify import parse_input_shape
+    from spa_keras.common.verify import parse_input_shape
 
     feeds = random_batch(onnx_io.input_specs(a), parse_input_shape(input_shape) if input_shape else None,
                          batch=batch, seed=seed)

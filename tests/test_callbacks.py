@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import spa_keras as spa
-from spa_keras.errors import InputError
+from spa_keras.common.errors import InputError
 from tests import models
 
 

@@ -14,7 +14,7 @@ def spa(*args, cwd=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PATH=os.path.dirname(sys.executable) + os.pathsep +
                os.environ.get("PATH", ""))
     env.pop("SPA_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "spa_keras.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "spa_keras.ui.cli", *map(str, args)], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=600)
 
 
@@ -138,7 +138,7 @@ def test_help(args):
 def test_progress_is_plain_lines_on_stderr_when_not_a_terminal(capsys, monkeypatch):
     """Long work reports progress as 'what: k/total (s)' lines on stderr in logs and CI (no terminal), and stays
     silent for work that ends quickly."""
-    from spa_keras import console
+    from spa_keras.common import console
 
     with console.progress_bar(3, "quick") as advance:
         for _ in range(3):

@@ -6,7 +6,7 @@ import onnx
 from click.testing import CliRunner
 
 import spa_keras as spa
-from spa_keras.cli import cli
+from spa_keras.ui.cli import cli
 from tests.oracles import independent_params
 from tests.test_engine_invariants import resnet_block_model
 
@@ -154,7 +154,7 @@ def test_argument_mistakes_are_one_line_and_come_before_tensorflow(tmp_path):
              (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--runtime", "coreml"], "--runtime"),
              (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--plot", tmp_path / "w.txt"], ".png"),
              (["analyze", src, "--plot", tmp_path / "no" / "w.png"], "does not exist")]
-    script = ("import sys\nfrom spa_keras.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
+    script = ("import sys\nfrom spa_keras.ui.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
               "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
     for args, fragment in cases:
         proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
@@ -180,7 +180,7 @@ def test_analyze_piped_is_clean_and_names_layers(tmp_path):
 
     src = tmp_path / "a.keras"
     compiled_cnn(src)
-    proc = subprocess.run([sys.executable, "-m", "spa_keras.cli", "analyze", str(src)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "spa_keras.ui.cli", "analyze", str(src)], capture_output=True,
                           text=True, env={k: v for k, v in __import__("os").environ.items()
                                           if k not in ("COLUMNS", "TF_CPP_MIN_LOG_LEVEL")})
     assert proc.returncode == 0, proc.stderr

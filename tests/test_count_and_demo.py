@@ -5,7 +5,7 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges.keras_to_onnx import keras_to_onnx
-from spa_keras.demo import ASSET, FASHION_DIR, run_demo
+from spa_keras.ui.demo import ASSET, FASHION_DIR, run_demo
 from tests import models
 
 

@@ -14,7 +14,7 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.plan import PruningPlan
+from spa_keras.planning.plan import PruningPlan
 from tests import models
 
 
@@ -85,7 +85,7 @@ def channel_map(kgroup, ogroup, kgraph, ograph):
 def test_keras_and_tf2onnx_agree(name):
     import keras
 
-    from spa_keras.demo import ASSET
+    from spa_keras.ui.demo import ASSET
 
     model = {"small_cnn": models.small_cnn, "mobilenet_v2": models.mobilenet_v2,
              "fashion_resnet": lambda: keras.models.load_model(ASSET, compile=False),

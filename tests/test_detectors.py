@@ -8,7 +8,7 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.verify import compare, random_batch
+from spa_keras.common.verify import compare, random_batch
 from tests.onnx_graphs import Builder
 from tests.oracles import masked_model
 from tests.test_cli_prune import invoke

@@ -20,9 +20,9 @@ def test_docstring_examples_run(name):
 
 def test_the_numpy_modules_have_running_examples():
     """The numpy-only modules show a runnable example, not only skipped ones."""
-    for name in ("spa_keras.labels", "spa_keras.graph", "spa_keras.files", "spa_keras.verify", "spa_keras.tf_ops",
-                 "spa_keras.importance.scoring", "spa_keras.frontends.keras.view", "spa_keras.rules.registry",
-                 "spa_keras.surgery.onnx.rewriters", "spa_keras.surgery.keras.resizers"):
+    for name in ("spa_keras.analysis.labels", "spa_keras.analysis.graph", "spa_keras.common.files", "spa_keras.common.verify", "spa_keras.compute.tf_ops",
+                 "spa_keras.importance.scoring", "spa_keras.formats.keras.frontend.view", "spa_keras.ops.registry",
+                 "spa_keras.formats.onnx.surgery.rewriters", "spa_keras.formats.keras.surgery.resizers"):
         finder = doctest.DocTestFinder()
         examples = [e for t in finder.find(importlib.import_module(name)) for e in t.examples
                     if not e.options.get(doctest.SKIP)]

@@ -1,4 +1,4 @@
-"""The engine's seam (`spa_keras.engine`): channel masks, a live Keras model masked in place, and plans that carry
+"""The engine's seam (`spa_keras.pipeline.engine`): channel masks, a live Keras model masked in place, and plans that carry
 new values of kept weights, applied alike by every surgery."""
 
 import numpy as np
@@ -8,9 +8,9 @@ from onnx import numpy_helper
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.engine import apply_plan, channel_masks, mask_in_place
-from spa_keras.errors import InputError
-from spa_keras.plan import PruningPlan, make_plan
+from spa_keras.pipeline.engine import apply_plan, channel_masks, mask_in_place
+from spa_keras.common.errors import InputError
+from spa_keras.planning.plan import PruningPlan, make_plan
 from tests import models
 from tests.test_engine_invariants import resnet_block_model
 

@@ -8,7 +8,7 @@ from onnx import numpy_helper
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.verify import compare
+from spa_keras.common.verify import compare
 from tests.onnx_graphs import Builder
 from tests.oracles import assert_removal_equals_masking, independent_params, run_both
 
@@ -176,8 +176,8 @@ def test_custom_domain_op_is_named_in_the_report():
                                    b.inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17),
                                                          onnx.helper.make_opsetid("com.example", 1)])
-    from spa_keras.frontends.onnx import from_onnx
-    from spa_keras.groups import analyze_graph
+    from spa_keras.formats.onnx.frontend import from_onnx
+    from spa_keras.analysis.groups import analyze_graph
 
     ga = analyze_graph(from_onnx(model))
     # shape inference stops at the unknown op, so the ops after it are reported as well
@@ -210,8 +210,8 @@ def test_softmax_axis_default_follows_the_opset(opset, blocked):
 def test_onnx_attributes_carry_their_schema_defaults():
     """Every node of the ONNX front-end holds every attribute its schema defines a default for, at the model's
     opset; the Keras front-end writes them too (rules read attributes without guessing)."""
-    from spa_keras.frontends.keras import OPSET, from_keras
-    from spa_keras.frontends.onnx import from_onnx, schema_defaults
+    from spa_keras.formats.keras.frontend import OPSET, from_keras
+    from spa_keras.formats.onnx.frontend import from_onnx, schema_defaults
     from tests import models
 
     graphs = [(from_onnx(depthwise_grouped_se_model()), 17)]
@@ -225,9 +225,9 @@ def test_onnx_attributes_carry_their_schema_defaults():
 
 
 def test_the_keras_front_ends_copy_of_the_schema_defaults_is_exact():
-    from spa_keras.frontends.keras import OPSET
-    from spa_keras.frontends.keras.schema import DEFAULTS
-    from spa_keras.frontends.onnx import schema_defaults
+    from spa_keras.formats.keras.frontend import OPSET
+    from spa_keras.formats.keras.frontend.schema import DEFAULTS
+    from spa_keras.formats.onnx.frontend import schema_defaults
 
     for op_type, defaults in DEFAULTS.items():
         assert defaults == pytest.approx(schema_defaults(op_type, "", OPSET)), op_type

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import spa_keras as spa
-from spa_keras.verify import compare
+from spa_keras.common.verify import compare
 from tests import models
 from tests.oracles import masked_keras, run
 
@@ -12,7 +12,7 @@ from tests.oracles import masked_keras, run
 def keras_models():
     import keras
 
-    from spa_keras.demo import ASSET
+    from spa_keras.ui.demo import ASSET
 
     return {"small_cnn": models.small_cnn, "convnext_block": models.convnext_block,
             "fashion_resnet": lambda: keras.models.load_model(ASSET, compile=False)}
@@ -108,7 +108,7 @@ def test_slim_model_keeps_training():
 
     import keras
 
-    from spa_keras.demo import ASSET, FASHION_DIR, accuracy, fashion_mnist
+    from spa_keras.ui.demo import ASSET, FASHION_DIR, accuracy, fashion_mnist
 
     if not os.path.isdir(FASHION_DIR):
         pytest.skip("Fashion-MNIST not installed (make data)")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import spa_keras as spa
-from spa_keras.verify import compare
+from spa_keras.common.verify import compare
 from tests import models
 from tests.oracles import masked_keras, run
 

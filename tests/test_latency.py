@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 import spa_keras as spa
-from spa_keras.latency import latency_plan, lower_quartile, next_fraction, paired_ratio
+from spa_keras.latency.timing import latency_plan, lower_quartile, next_fraction, paired_ratio
 from tests.test_engine_invariants import resnet_block_model
 from tests.test_targets import conv_chain
 
@@ -72,8 +72,8 @@ def test_latency_target_end_to_end_on_a_keras_model(runtime):
 def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
     """`input_shape=(4, ...)` plans for batches of 4: the whole models and the per-layer table are timed at batch 4
     (the analysis itself keeps batch 1), and batches that disagree are refused."""
-    import spa_keras.latency as latency
-    import spa_keras.latency_table as latency_table
+    import spa_keras.latency.timing as latency
+    import spa_keras.latency.table as latency_table
 
     fed, layers, timer, time_layer = [], [], latency.Timer, latency_table.time_layer
 
@@ -94,7 +94,7 @@ def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
     convs = [s for s in layers if s.op == "Conv"]
     assert convs and {s.x[0] for s in convs} == {4}
     assert dict(result.analysis.input_shapes) == {model.inputs[0].name: (1, 32, 32, 3)}
-    from spa_keras.pruning import _batch_of
+    from spa_keras.pipeline.prune import _batch_of
 
     assert _batch_of(None) == 1 and _batch_of({"a": (4, 8), "b": (4, 3)}) == 4
     with pytest.raises(spa.errors.InputError, match="different batch sizes"):
@@ -104,7 +104,7 @@ def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
 def test_latency_target_from_the_cli_on_onnx(tmp_path):
     from click.testing import CliRunner
 
-    from spa_keras.cli import cli
+    from spa_keras.ui.cli import cli
 
     path = tmp_path / "resnet.onnx"
     onnx.save(resnet_block_model(), path)

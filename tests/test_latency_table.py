@@ -1,4 +1,4 @@
-"""Per-layer latency tables (`spa_keras.latency_table`): the one-layer models are the layers they stand for, the
+"""Per-layer latency tables (`spa_keras.latency.table`): the one-layer models are the layers they stand for, the
 interpolation is exact where the latency is bilinear in the channel counts (an analytic table against an
 independent MAC count), the cache is reused, and latency plans spend their removals where they buy time."""
 
@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 import spa_keras as spa
-from spa_keras.cost import CostModel
-from spa_keras.latency_table import LatencyModel, LatencyTable, LayerShape, grid, keras_layer, layer_shape, onnx_layer
+from spa_keras.planning.cost import CostModel
+from spa_keras.latency.table import LatencyModel, LatencyTable, LayerShape, grid, keras_layer, layer_shape, onnx_layer
 from tests.test_targets import conv_chain
 
 
@@ -32,7 +32,7 @@ def mobile_block(seed=0):
 
 
 def macs(shape: LayerShape) -> int:
-    """MACs of a one-layer model, counted from the shapes (independently of spa_keras.count)."""
+    """MACs of a one-layer model, counted from the shapes (independently of spa_keras.planning.counts)."""
     if shape.op != "Conv":
         return math.prod(shape.x[:-1]) * shape.cin * shape.cout
     _, cin, h, w = shape.x
@@ -84,7 +84,7 @@ def test_one_layer_models_run_and_agree_on_shapes(at):
 
 
 def test_grid_holds_the_full_width_and_fast_counts():
-    from spa_keras.runtimes import group_multiples
+    from spa_keras.planning.runtimes import group_multiples
 
     assert grid(64) == [16, 32, 48, 64]
     for channels in (3, 16, 24, 96, 100, 1280):
@@ -111,7 +111,7 @@ def test_interpolation_is_exact_for_a_bilinear_latency(model, tmp_path):
 
 def random_mask(analysis, rng, most=None):
     """Removes a random number of each group's unblocked channels (at least one stays)."""
-    from spa_keras.plan import _offsets
+    from spa_keras.planning.plan import _offsets
 
     removed = np.zeros(len(analysis.group_of_channel), bool)
     for g, start in zip(analysis.groups, _offsets(analysis)):
@@ -135,7 +135,7 @@ def test_real_table_is_measured_once_and_cached(tmp_path):
     second = LatencyModel(analysis, "onnxruntime", table=again)
     assert os.path.getmtime(path) == mtime and second.full == first.full
     assert first.layers_seconds(random_mask(analysis, np.random.default_rng(0), most=True)) < first.full
-    from spa_keras.latency_table import cache_path
+    from spa_keras.latency.table import cache_path
 
     assert cache_path("onnxruntime", 2) != cache_path("tflite", 2) != cache_path("onnxruntime", 1)
 
@@ -195,7 +195,7 @@ def test_noisy_timings_never_predict_that_removing_channels_slows_a_model(tmp_pa
 
 
 def _keep_one_per_group(analysis, removed):
-    from spa_keras.plan import _offsets
+    from spa_keras.planning.plan import _offsets
 
     for g, start in zip(analysis.groups, _offsets(analysis)):
         if removed[start:start + g.channels].all():

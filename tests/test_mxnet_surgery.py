@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 import spa_keras as spa
 from spa_keras.bridges import mxnet_io, onnx_io
-from spa_keras.cli import cli
-from spa_keras.engine import analyse, slim_model
-from spa_keras.surgery.onnx import mask_onnx
-from spa_keras.verify import random_batch
+from spa_keras.ui.cli import cli
+from spa_keras.pipeline.engine import analyse, slim_model
+from spa_keras.formats.onnx.surgery import mask_onnx
+from spa_keras.common.verify import random_batch
 from tests import models
 
 DEFAULT = [("resnet18_v1", 32), ("mobilenetv2_0.25", 32), ("resnet18_v2", 32)]
@@ -154,7 +154,7 @@ def test_gluon_block_gives_a_symbolblock_that_trains(tmp_path):
 
 
 def test_mxnet_outputs_only_from_mxnet_and_no_extension_means_mxnet(tmp_path):
-    from spa_keras import files
+    from spa_keras.common import files
 
     prefix = models.gluon_checkpoint("resnet18_v1", str(tmp_path / "r18"))
     assert files.model_kind(tmp_path / "slim", for_output=True, source_kind=files.MXNET) == files.MXNET

@@ -1,6 +1,6 @@
 """The notebooks run end to end (issue 13): executed with nbclient in a fresh kernel, in a temporary folder.
 
-Fashion-MNIST is cut to a few hundred images by a first cell (`spa_keras.demo.fashion_mnist` returns subsets), so
+Fashion-MNIST is cut to a few hundred images by a first cell (`spa_keras.ui.demo.fashion_mnist` returns subsets), so
 the notebooks' code runs whole in seconds; their accuracy numbers are not the point here.
 """
 
@@ -12,13 +12,13 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
-from spa_keras.demo import FASHION_DIR  # noqa: E402
+from spa_keras.ui.demo import FASHION_DIR  # noqa: E402
 
 NOTEBOOKS = sorted(glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "notebooks",
                                           "*.ipynb")))
 
 SMALL_DATA = '''
-import spa_keras.demo as _demo
+import spa_keras.ui.demo as _demo
 
 _full = _demo.fashion_mnist
 

@@ -258,7 +258,7 @@ def test_obspa_on_onnx_without_data_says_it_cannot_reconstruct():
 
 
 def test_iterative_pruning_with_obspa_is_refused():
-    from spa_keras.errors import InputError
+    from spa_keras.common.errors import InputError
 
     with pytest.raises(InputError, match="prunes in one step"):
         spa.prune(dense_model(), ratio=0.3, criterion="obspa", steps=2)

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from spa_keras.bridges import mxnet_io, onnx_io
 from spa_keras.bridges.onnx_to_keras import ConstantAffine, onnx_to_keras
-from spa_keras.errors import ConversionError
-from spa_keras.verify import random_batch
+from spa_keras.common.errors import ConversionError
+from spa_keras.common.verify import random_batch
 from tests import models
 
 TOLERANCE = 1e-4  # max |keras - onnxruntime| over max |onnxruntime|
@@ -301,7 +301,7 @@ def test_unsupported_ops_name_op_and_node(node, inits, message):
 
 
 def test_free_input_dimensions_need_input_shapes(ppocr_onnx):
-    from spa_keras.errors import InputError
+    from spa_keras.common.errors import InputError
 
     with pytest.raises(InputError, match="free dimensions"):
         onnx_to_keras(onnx.load(ppocr_onnx))

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io, savedmodel_io, tflite_io
-from spa_keras.cli import cli
-from spa_keras.errors import InputError
+from spa_keras.ui.cli import cli
+from spa_keras.common.errors import InputError
 from tests import models
 
 

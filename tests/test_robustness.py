@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-from spa_keras.cli import cli
+from spa_keras.ui.cli import cli
 from tests import models
 from tests.test_engine_invariants import resnet_block_model
 
@@ -118,7 +118,7 @@ def test_name_at_the_file_system_limit(folder):
 
 
 def _child(folder, args, preexec=None):
-    return subprocess.Popen([sys.executable, "-m", "spa_keras.cli", *map(str, args)], cwd=folder,
+    return subprocess.Popen([sys.executable, "-m", "spa_keras.ui.cli", *map(str, args)], cwd=folder,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
@@ -157,7 +157,7 @@ def test_signal_during_write_leaves_nothing(tmp_path, sig):
 def test_a_signal_swallowed_on_the_way_still_stops_the_commit(tmp_path):
     """A library (or a __del__ method) may swallow the exception a signal handler raised; the signal was noted,
     so the write it hit is not committed (seen once under heavy load: SIGINT during a SavedModel write, exit 0)."""
-    from spa_keras import files
+    from spa_keras.common import files
 
     files.note_signal(signal.SIGINT)
     try:

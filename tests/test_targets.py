@@ -161,7 +161,7 @@ def test_round_to_auto_keeps_the_runtime_multiple_or_the_largest_that_lands(widt
     """The default `round_to="auto"`: pruned groups keep multiples of `channel_multiple()` (16 on x86, 8 on ARM);
     when no such layout lies within ±2% of the target (enumerated by hand), a halved multiple that has one is used
     and recorded in the plan (the largest, where the block search finds it), and the plan lands within ±2%."""
-    from spa_keras.runtimes import channel_multiple
+    from spa_keras.planning.runtimes import channel_multiple
 
     model = conv_chain(widths, seed=1)
     result = spa.prune(model, flops=target)
@@ -184,8 +184,8 @@ def test_round_to_auto_keeps_the_runtime_multiple_or_the_largest_that_lands(widt
 
 
 def test_runtimes_pick_multiples_and_refuse_unknown_runtimes():
-    from spa_keras.errors import InputError
-    from spa_keras.runtimes import channel_multiple, runtime_of_path
+    from spa_keras.common.errors import InputError
+    from spa_keras.planning.runtimes import channel_multiple, runtime_of_path
 
     assert channel_multiple("tflite") >= channel_multiple("onnxruntime") >= 8
     assert [runtime_of_path(p) for p in ("a.tflite", "b.ONNX", "c.keras", "d.h5", "saved_dir", None)] == \

@@ -7,7 +7,7 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.verify import random_batch
+from spa_keras.common.verify import random_batch
 
 keras_hub = pytest.importorskip("keras_hub")
 

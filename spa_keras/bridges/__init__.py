@@ -4,5 +4,5 @@
 - `keras_to_onnx` (tf2onnx), `keras_to_tf` (TFLite, SavedModel), `onnx_to_tf` (onnx2tf), `mxnet_io.to_onnx`.
 - `mxnet_compat`: the numpy/onnx shims MXNet 1.9.1 needs, applied only when MXNet is imported.
 
-`spa_keras.convert` picks the route; nothing here imports the CLI.
+`spa_keras.pipeline.convert` picks the route; nothing here imports the CLI.
 """

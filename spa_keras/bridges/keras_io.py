@@ -15,9 +15,9 @@ import zipfile
 
 import numpy as np
 
-from spa_keras import files
-from spa_keras.errors import InputError, first_line
-from spa_keras.verify import TensorSpec
+from spa_keras.common import files
+from spa_keras.common.errors import InputError, first_line
+from spa_keras.common.verify import TensorSpec
 
 
 def _config_of(path):

@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from spa_keras.bridges import onnx_io
-from spa_keras.errors import ConversionError, first_line
+from spa_keras.common.errors import ConversionError, first_line
 
 OPSET = 17
 

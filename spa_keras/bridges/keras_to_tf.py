@@ -7,8 +7,8 @@ Example:
 
 import re
 
-from spa_keras.console import quiet
-from spa_keras.errors import ConversionError, first_line
+from spa_keras.common.console import quiet
+from spa_keras.common.errors import ConversionError, first_line
 
 PRECISIONS = ("float32", "float16", "int8")
 

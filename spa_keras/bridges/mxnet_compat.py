@@ -11,7 +11,7 @@ Example:
 import sys
 import types
 
-from spa_keras.errors import InputError
+from spa_keras.common.errors import InputError
 
 _NUMPY_ALIASES = (("bool", bool), ("int", int), ("float", float), ("object", object), ("complex", complex),
                   ("str", str))

@@ -22,11 +22,11 @@ import tempfile
 
 import numpy as np
 
-from spa_keras import files
+from spa_keras.common import files
 from spa_keras.bridges.mxnet_compat import import_mxnet
-from spa_keras.console import quiet
-from spa_keras.errors import ConversionError, InputError, first_line
-from spa_keras.verify import TensorSpec
+from spa_keras.common.console import quiet
+from spa_keras.common.errors import ConversionError, InputError, first_line
+from spa_keras.common.verify import TensorSpec
 
 
 @dataclasses.dataclass

@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from spa_keras import files
-from spa_keras.errors import ConversionError, InputError, first_line
-from spa_keras.verify import TensorSpec
+from spa_keras.common import files
+from spa_keras.common.errors import ConversionError, InputError, first_line
+from spa_keras.common.verify import TensorSpec
 
 
 # what onnx.checker and onnxruntime say, without their C++ source paths and signatures
@@ -170,7 +170,7 @@ def session(model, where="model", optimize=True):
     which is all a validity check needs, and faster)."""
     import onnxruntime as ort
 
-    from spa_keras.console import debug_enabled
+    from spa_keras.common.console import debug_enabled
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 0 if debug_enabled() else 4  # a failing run is our one-line error, not ORT's log line

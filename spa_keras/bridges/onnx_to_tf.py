@@ -22,8 +22,8 @@ import sys
 import numpy as np
 import onnx
 
-from spa_keras.console import debug_enabled
-from spa_keras.errors import ConversionError
+from spa_keras.common.console import debug_enabled
+from spa_keras.common.errors import ConversionError
 
 # ops whose first input is channel-first: an input feeding one directly is NCHW
 CHANNEL_FIRST_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",

@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from spa_keras.console import quiet
-from spa_keras.errors import ConversionError, InputError, first_line
-from spa_keras.verify import TensorSpec, natural_key
+from spa_keras.common.console import quiet
+from spa_keras.common.errors import ConversionError, InputError, first_line
+from spa_keras.common.verify import TensorSpec, natural_key
 
 SIGNATURE = "serving_default"
 

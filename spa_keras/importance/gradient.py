@@ -28,10 +28,10 @@ Example:
 
 import numpy as np
 
-from spa_keras.console import track
-from spa_keras.errors import InputError, first_line
+from spa_keras.common.console import track
+from spa_keras.common.errors import InputError, first_line
 from spa_keras.importance.base import Criterion
-from spa_keras.tf_ops import Batches, as_numpy, hessian_vector_products, loss_gradients, resolve_loss
+from spa_keras.compute.tf_ops import Batches, as_numpy, hessian_vector_products, loss_gradients, resolve_loss
 from spa_keras.importance.magnitude import L1
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import slice_sums
@@ -41,7 +41,7 @@ DATA_FREE = "l1, l2, bn_scale, random, lamp, fpgm"
 
 def keras_model_of(analysis, criterion):
     """The Keras model behind an analysis from the Keras front-end; `InputError` for anything else."""
-    from spa_keras.convert import is_keras_model
+    from spa_keras.pipeline.convert import is_keras_model
 
     model = analysis.graph.source
     if not (is_keras_model(model) and analysis.graph.format == "keras"):

@@ -26,7 +26,7 @@ def register_criterion(name):
 def get_criterion(criterion):
     """A criterion instance from a registered name (default options) or the criterion itself (an instance or any
     callable `f(analysis) -> [scores per group]`)."""
-    from spa_keras.errors import InputError
+    from spa_keras.common.errors import InputError
 
     if callable(criterion) and not isinstance(criterion, str):
         if isinstance(criterion, type):
@@ -47,7 +47,7 @@ def criterion_name(criterion):
 def score_groups(criterion, analysis, data=None, loss=None):
     """Run `criterion` on `analysis` and check its answer: one finite float64 array per group, one score per
     channel."""
-    from spa_keras.errors import InputError
+    from spa_keras.common.errors import InputError
     from spa_keras.importance.base import Criterion
 
     criterion = get_criterion(criterion)

@@ -21,7 +21,7 @@ array([0.5, 1.5])
 
 import numpy as np
 
-from spa_keras.errors import InputError
+from spa_keras.common.errors import InputError
 
 AGGREGATIONS = {
     "sum": lambda s: s.sum(axis=0),

@@ -22,7 +22,7 @@ import dataclasses
 
 import numpy as np
 
-from spa_keras.graph import Node
+from spa_keras.analysis.graph import Node
 
 # a consumer with more input columns than this keeps its weights (its d_in x d_in Hessian would not fit)
 MAX_COLUMNS = 8192

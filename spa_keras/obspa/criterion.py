@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from spa_keras.errors import InputError
+from spa_keras.common.errors import InputError
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers

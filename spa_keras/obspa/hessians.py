@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from spa_keras.console import track
-from spa_keras.errors import InputError
+from spa_keras.common.console import track
+from spa_keras.common.errors import InputError
 
 
 # activations one batch may hold (float32): what sets the batch size when none is given
@@ -91,7 +91,7 @@ class InputProvider:
 def _float_specs(analysis):
     """{input name: shape at batch 1}; inputs that are not floating point cannot be made up."""
     from spa_keras.bridges import keras_io, onnx_io
-    from spa_keras.convert import is_keras_model
+    from spa_keras.pipeline.convert import is_keras_model
 
     source = analysis.graph.source
     specs = keras_io.input_specs(source) if is_keras_model(source) else onnx_io.input_specs(source)
@@ -146,7 +146,7 @@ class Calibration(InputProvider):
         self._data = data
 
     def batches(self, analysis):
-        from spa_keras.tf_ops import Batches, as_numpy, length
+        from spa_keras.compute.tf_ops import Batches, as_numpy, length
 
         data = self._data
         if hasattr(data, "shape") or isinstance(data, (list, dict)):  # inputs alone: labels are not used
@@ -188,7 +188,7 @@ class BatchNormInputs(InputProvider):
     def batches(self, analysis):
         import warnings
 
-        from spa_keras.convert import is_keras_model
+        from spa_keras.pipeline.convert import is_keras_model
 
         source = analysis.graph.source
         noise = GaussianInputs(self.samples, self._batch(analysis, backward=True), self.seed).batches(analysis)

@@ -29,7 +29,7 @@ def run_side_by_side(model, twin, x, hook: Callable):
     original_args, twin_args)` before each operation (args: the operation's tensor arguments)."""
     import keras
 
-    from spa_keras.frontends.keras import graph_model
+    from spa_keras.formats.keras.frontend import graph_model
 
     functional, twin_functional = graph_model(model), graph_model(twin)
     twin_ops = {op.name: op for op in twin_functional.operations}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spa_keras.console import track
+from spa_keras.common.console import track
 from spa_keras.obspa.activations import KerasReader, Moments, OnnxReader
 from spa_keras.obspa.consumers import Consumer
 from spa_keras.obspa.obs import damped, refit
@@ -84,7 +84,7 @@ class PrunedNetwork:
     copy rebuilt from the updates)."""
 
     def __init__(self, analysis, removed: np.ndarray):
-        from spa_keras.convert import is_keras_model
+        from spa_keras.pipeline.convert import is_keras_model
 
         self.analysis, self.removed = analysis, removed
         self.updates: dict[str, np.ndarray] = {}
@@ -93,7 +93,7 @@ class PrunedNetwork:
         if self.keras:
             import keras
 
-            from spa_keras.engine import analyse, mask_in_place
+            from spa_keras.pipeline.engine import analyse, mask_in_place
 
             self.model = keras.models.clone_model(source)
             self.model.set_weights(source.get_weights())
@@ -104,12 +104,12 @@ class PrunedNetwork:
     def reader(self, consumers: list[Consumer]):
         if self.keras:
             return KerasReader(self.model, consumers)
-        from spa_keras.surgery.onnx import mask_onnx
+        from spa_keras.formats.onnx.surgery import mask_onnx
 
         return OnnxReader(mask_onnx(self.analysis, self.removed, self.updates), consumers)
 
     def write(self, param: str, value: np.ndarray):
-        from spa_keras.surgery import zeroed
+        from spa_keras.formats.masking import zeroed
 
         self.updates[param] = value
         if self.keras:
@@ -201,7 +201,7 @@ def _reconstruct_keras(analysis, network, consumers, removed, batches, damping, 
     recalibrated, just before it runs on the pruned copy."""
     import keras
 
-    from spa_keras.console import progress_bar
+    from spa_keras.common.console import progress_bar
     from spa_keras.obspa.lockstep import run_side_by_side
 
     graph = analysis.graph

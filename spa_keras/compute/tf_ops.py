@@ -1,0 +1,176 @@
+"""The TensorFlow helpers that the gradient criteria, OBSPA and the training callback share: batches of (x, y) from
+whatever the user has, the loss to differentiate, loss gradients and Hessian-vector products (GradientTape; on a
+GPU when TensorFlow sees one).
+
+`data=` may be a `tf.data.Dataset` of batched (x, y) or (x, y, sample_weight) elements (sample weights are not
+used), arrays `(x, y)` (x may be a dict or list of arrays for several inputs; y an array or a list), or any iterable
+or generator of (x, y) batches. A one-shot generator
+is read once: the batches read are kept, so several passes (GraSP, iterative pruning) see the same batches.
+
+`loss=` may be a Keras loss (`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`), a loss name
+(`"mse"`), or any function `loss(y_true, y_pred)`; by default, the loss the model was compiled with.
+
+Example:
+
+>>> x, y = np.zeros((70, 4)), np.zeros(70)
+>>> [xb.shape for xb, yb in Batches((x, y)).take(3, batch_size=32)]
+[(32, 4), (32, 4), (6, 4)]
+"""
+
+import numpy as np
+
+from spa_keras.common.errors import InputError
+
+
+def _is_array(obj):
+    return hasattr(obj, "shape") and len(getattr(obj, "shape", ())) >= 1
+
+
+def length(x):
+    """Rows of an array, or of the first array of a dict or list of them."""
+    if isinstance(x, dict):
+        x = next(iter(x.values()))
+    elif isinstance(x, (list, tuple)):
+        x = x[0]
+    return int(x.shape[0])
+
+
+def _slice(x, start, stop):
+    if isinstance(x, dict):
+        return {k: v[start:stop] for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(v[start:stop] for v in x)
+    return x[start:stop]
+
+
+def _arrays(data):
+    """True for `(x, y)` given as arrays (not a list of batches)."""
+    if not isinstance(data, tuple) or len(data) not in (2, 3):
+        return False
+    x, y = data[0], data[1]
+    x_ok = _is_array(x) or (isinstance(x, dict) and x and all(_is_array(v) for v in x.values())) or (
+        isinstance(x, list) and x and all(_is_array(v) for v in x))
+    if not x_ok or not (_is_array(y) or isinstance(y, list)):
+        return False
+    if length(x) != len(y):
+        raise InputError(f"data=(x, y): x has {length(x)} rows and y {len(y)}; give one label per row")
+    return True
+
+
+def _pair(element, where):
+    if isinstance(element, (tuple, list)) and len(element) in (2, 3):
+        return element[0], element[1]
+    raise InputError(f"{where} must yield (x, y) batches (or (x, y, sample_weight)); got a "
+                     f"{type(element).__name__}")
+
+
+class Batches:
+    """Re-iterable (x, y) batches over `data`; see the module docstring for what `data` may be."""
+
+    def __init__(self, data):
+        if data is None:
+            raise InputError("data=None: give a tf.data.Dataset, arrays (x, y) or a generator of (x, y) batches")
+        self.data = data
+        self._cache = []
+        self._iterator = None
+
+    @classmethod
+    def of(cls, data):
+        return data if isinstance(data, cls) else cls(data)
+
+    def take(self, count, batch_size=32):
+        """Up to `count` batches; arrays are cut into `batch_size` rows (the last batch may be shorter)."""
+        count = max(1, int(count))
+        data = self.data
+        if _arrays(data):
+            x, y = data[0], np.asarray(data[1]) if isinstance(data[1], list) else data[1]
+            n = length(x)
+            batches = [(_slice(x, i, i + batch_size), y[i:i + batch_size]) for i in range(0, n, batch_size)][:count]
+        elif _is_tf_dataset(data):
+            batches = [_pair(e, "the tf.data.Dataset") for e in data.take(count)]
+        elif iter(data) is not data:  # a re-iterable collection (a list of batches)
+            batches = []
+            for element in data:
+                if len(batches) == count:
+                    break
+                batches.append(_pair(element, "data"))
+        else:  # a one-shot iterator or generator: read once, keep what was read
+            if self._iterator is None:
+                self._iterator = data
+            while len(self._cache) < count:
+                try:
+                    self._cache.append(_pair(next(self._iterator), "the data generator"))
+                except StopIteration:
+                    break
+            batches = self._cache[:count]
+        if not batches:
+            raise InputError("data= gave no batches")
+        return batches
+
+
+def _is_tf_dataset(data):
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return False
+    return isinstance(data, tf.data.Dataset)
+
+
+def resolve_loss(loss, model, criterion):
+    """A function `(y_true, y_pred) -> loss` from `loss=` or the model's compiled loss."""
+    if loss is None:
+        loss = getattr(model, "loss", None)
+    if loss is None:
+        raise InputError(f"criterion {criterion!r} needs loss=: a Keras loss (e.g. "
+                         "keras.losses.SparseCategoricalCrossentropy(from_logits=True)), a loss name ('mse') or a "
+                         "function loss(y_true, y_pred); or compile the model with a loss")
+    if isinstance(loss, str):
+        import keras
+
+        try:
+            loss = keras.losses.get(loss)
+        except ValueError as exc:
+            raise InputError(f"loss={loss!r}: not a Keras loss name") from exc
+    if not callable(loss):
+        raise InputError(f"loss={loss!r}: give a Keras loss, a loss name or a function loss(y_true, y_pred)")
+    return loss
+
+
+def as_numpy(tensor):
+    return np.asarray(tensor.numpy() if hasattr(tensor, "numpy") else tensor)
+
+
+def _loss_value(model, batch, loss):
+    import tensorflow as tf
+
+    x, y = batch
+    return tf.reduce_mean(tf.cast(loss(y, model(x, training=False)), tf.float32))
+
+
+def _dense(grads, variables):
+    import tensorflow as tf
+
+    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+
+
+def loss_gradients(model, variables, batch, loss):
+    """∂loss/∂v for each variable, on one batch."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        value = _loss_value(model, batch, loss)
+    return _dense(tape.gradient(value, variables), variables)
+
+
+def hessian_vector_products(model, variables, batch, loss, vectors):
+    """H·v on one batch (H the Hessian of the loss w.r.t. `variables`, v one array per variable): the gradient of
+    g·v, with g from an inner tape."""
+    import tensorflow as tf
+
+    vectors = [tf.stop_gradient(tf.convert_to_tensor(v, var.dtype)) for v, var in zip(vectors, variables)]
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            value = _loss_value(model, batch, loss)
+        grads = _dense(inner.gradient(value, variables), variables)
+        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vectors)])
+    return _dense(outer.gradient(dot, variables), variables)

@@ -1,0 +1,86 @@
+"""Dense (any input rank), Embedding (output dim), EinsumDense (projections of the form `...c,cf->...f` with several c and f letters).
+
+An EinsumDense that contracts the input's trailing axes with the kernel's leading axes is a MatMul between the input
+with those axes merged and the kernel seen as a matrix [contracted, free]; Reshapes around it let the engine's
+position tracing split the merged axes again (attention heads × key dims).
+"""
+
+import math
+import re
+import string
+
+from spa_keras.formats.keras.frontend.registry import describes
+
+
+@describes("Dense")
+def dense(b, layer, x, y, xs, ys):
+    kernel = b.param(layer, layer.kernel)
+    if not layer.use_bias:
+        b.node(layer, "MatMul", [x, kernel], [y])
+        return True
+    mm = b.fresh(layer, "matmul", ys)
+    b.node(layer, "MatMul", [x, kernel], [mm])
+    b.node(layer, "Add", [mm, b.param(layer, layer.bias)], [y])
+    return True
+
+
+def einsum_parts(equation, rank):
+    """(input, kernel, output) letter strings with '...' spelled out, or None for a form not covered."""
+    match = re.fullmatch(r"\s*([\w.]+)\s*,\s*([\w.]+)\s*->\s*([\w.]+)\s*", equation)
+    if not match:
+        return None
+    x, k, out = match.groups()
+    if "..." in x:
+        free = [c for c in string.ascii_uppercase if c not in equation][: rank - (len(x) - 3)]
+        x, out = x.replace("...", "".join(free)), out.replace("...", "".join(free))
+    if "..." in k or len(x) != rank:
+        return None
+    contracted = [c for c in x if c not in out]
+    n = len(contracted)
+    if n == 0 or x[-n:] != "".join(contracted) or k[:n] != x[-n:] or out != x[:-n] + k[n:]:
+        return None
+    return x, k, out
+
+
+def describe_einsum(b, layer, sub, x, y, xs, ys):
+    """Describe the EinsumDense `sub` (a layer or an attention projection) applied to x → y; False if not covered."""
+    parts = einsum_parts(sub.equation, len(xs))
+    if parts is None:
+        return False
+    xl, kl, out = parts
+    n = len([c for c in xl if c not in out])
+    kshape = tuple(sub.kernel.shape)
+    matrix = (math.prod(kshape[:n]), math.prod(kshape[n:]))
+    kernel = b.param(sub, sub.kernel, shape=matrix)
+    t = x
+    if n > 1:
+        t = b.fresh(layer, "merge", list(xs[:-n]) + [matrix[0]])
+        b.node(layer, "Reshape", [x], [t])
+    free_out = len(kl) - n
+    flat = list(ys[: len(ys) - free_out]) + [matrix[1]]
+    bias_axes = getattr(sub, "bias_axes", None) or ""
+    steps = []
+    if bias_axes:
+        if bias_axes != kl[n:]:
+            return False  # a bias over only some of the output axes is not a vector along the matrix's columns
+        steps.append(("Add", b.param(sub, sub.bias, shape=(matrix[1],))))
+    ops = [("MatMul", kernel)] + steps
+    for i, (op, p) in enumerate(ops):
+        last = i == len(ops) - 1
+        target = y if last and free_out == 1 else b.fresh(layer, op.lower(), flat)
+        b.node(layer, op, [t, p], [target])
+        t = target
+    if free_out != 1:
+        b.node(layer, "Reshape", [t], [y])
+    return True
+
+
+@describes("EinsumDense")
+def einsum_dense(b, layer, x, y, xs, ys):
+    return describe_einsum(b, layer, layer, x, y, xs, ys)
+
+
+@describes("Embedding")
+def embedding(b, layer, x, y, xs, ys):
+    b.node(layer, "Gather", [b.param(layer, layer.embeddings), x], [y], axis=0)
+    return True

@@ -1,0 +1,23 @@
+"""Pooling and global pooling: channels pass through unchanged."""
+
+from spa_keras.formats.keras.frontend.builder import channels_first, is_channels_last
+from spa_keras.formats.keras.frontend.registry import describes
+
+_DIMS = ("1D", "2D", "3D")
+
+
+@describes(*(f"{kind}Pooling{d}" for kind in ("Max", "Average") for d in _DIMS))
+def pool(b, layer, x, y, xs, ys):
+    if not is_channels_last(layer):
+        return False
+    op = "MaxPool" if "Max" in type(layer).__name__ else "AveragePool"
+    return channels_first(b, layer, x, y, xs, ys, lambda xf, yf: b.node(layer, op, [xf], [yf]))
+
+
+@describes(*(f"Global{kind}Pooling{d}" for kind in ("Max", "Average") for d in _DIMS))
+def global_pool(b, layer, x, y, xs, ys):
+    if not is_channels_last(layer):
+        return False
+    op = "ReduceMax" if "Max" in type(layer).__name__ else "ReduceMean"
+    b.node(layer, op, [x], [y], axes=list(range(1, len(xs) - 1)), keepdims=int(bool(getattr(layer, "keepdims", 0))))
+    return True

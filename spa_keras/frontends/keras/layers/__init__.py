@@ -1,4 +1,0 @@
-"""Descriptions of Keras layers in ONNX ops, one module per layer family (imported to fill the registry)."""
-
-from spa_keras.frontends.keras.layers import (  # noqa: F401
-    activation, applications, attention, conv, dense, keras_hub, merging, normalization, pooling, reshaping)

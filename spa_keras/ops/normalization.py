@@ -1,0 +1,52 @@
+"""Normalisation: per-channel parameters follow the channels they normalise.
+
+BatchNormalization and InstanceNormalization bind scale, bias, mean and variance to the channel axis (1).
+LayerNormalization normalises over axes [axis, rank): its scale and bias span those axes and are bound to the labels
+there (the channels stay coupled through the statistic). GroupNormalization removes whole groups: the channels of
+one group merge into one prunable unit.
+"""
+
+from spa_keras.ops.registry import register
+
+
+@register("BatchNormalization", "InstanceNormalization")
+def batch_norm(ctx, node):
+    labels = dict(ctx.get(node.inputs[0]))
+    if 1 in labels:
+        for t in node.inputs[1:]:
+            if t and ctx.is_param(t) and ctx.rank(t) == 1:
+                ctx.bind(t, 0, labels[1])
+    ctx.set(node.outputs[0], labels)
+
+
+@register("LayerNormalization")
+def layer_norm(ctx, node):
+    x = node.inputs[0]
+    rank = ctx.rank(x)
+    start = node.attr("axis") % rank
+    labels = dict(ctx.get(x))
+    for axis, l in labels.items():
+        if axis < start:
+            continue
+        for t in node.inputs[1:3]:
+            if t and ctx.is_param(t):
+                shape = ctx.shape(t)
+                own = axis - (rank - len(shape))
+                if own >= 0 and shape[own] == len(l) and len(l) > 1:
+                    ctx.bind(t, own, l)
+    ctx.set(node.outputs[0], labels)
+
+
+@register("GroupNormalization")
+def group_norm(ctx, node):
+    labels = dict(ctx.get(node.inputs[0]))
+    if 1 in labels:
+        groups = node.attr("num_groups")
+        per_group = labels[1].reshape(groups, -1)
+        for j in range(1, per_group.shape[1]):
+            ctx.union(per_group[:, 0], per_group[:, j])
+        for t in node.inputs[1:3]:
+            if t and ctx.is_param(t):
+                size = ctx.shape(t)[0]
+                ctx.bind(t, 0, labels[1] if size == len(labels[1]) else per_group[:, 0])
+    ctx.set(node.outputs[0], labels)

@@ -1,0 +1,104 @@
+"""Concat, Split and Slice along channel axes: label arrays are concatenated and cut at offsets.
+
+Concat's output channel axis is the inputs' labels end to end (an input without labels there gets frozen fresh
+labels, so offsets stay right). Split and Slice hand each output its range; surgery recomputes split sizes and slice
+bounds from the channels that remain, which is where other tools get index errors.
+"""
+
+import numpy as np
+
+from spa_keras.ops.registry import register
+
+
+@register("Concat")
+def concat(ctx, node):
+    y = node.outputs[0]
+    rank = ctx.rank(y)
+    axis = node.attr("axis") % rank
+    parts = [t for t in node.inputs if t]
+    pieces, fresh = [], []
+    for t in parts:
+        l = ctx.get(t).get(axis)
+        if l is None:
+            l = ctx.new(ctx.shape(t)[axis])
+            fresh.append(l)
+        pieces.append(l)
+    labels = {}
+    if len(fresh) < len(parts):
+        if fresh:
+            ctx.freeze("concatenated with an input whose channels cannot be pruned", fresh)
+        labels[axis] = np.concatenate(pieces)
+    for other in range(rank):  # the other axes are shared by all inputs, like an element-wise op
+        if other == axis:
+            continue
+        found = [ctx.get(t)[other] for t in parts if other in ctx.get(t)]
+        if found and len(found) < len(parts):
+            ctx.freeze(f"Concat inputs disagree about channels on axis {other}", found)
+            continue
+        for l in found[1:]:
+            ctx.union(found[0], l)
+        if found:
+            labels[other] = found[0]
+    ctx.set(y, labels)
+
+
+def _split_sizes(ctx, node, length):
+    sizes = node.attr("split")
+    if sizes is None and len(node.inputs) > 1 and node.inputs[1]:
+        value = ctx.value(node.inputs[1])
+        sizes = None if value is None else value.tolist()
+    if sizes is None:
+        n = len(node.outputs)
+        sizes = [-(-length // n)] * (n - 1) + [length - (n - 1) * -(-length // n)]
+    return [int(s) for s in sizes]
+
+
+@register("Split")
+def split(ctx, node):
+    x = node.inputs[0]
+    rank = ctx.rank(x)
+    axis = node.attr("axis") % rank
+    labels = ctx.get(x)
+    sizes = _split_sizes(ctx, node, ctx.shape(x)[axis])
+    offset = 0
+    for out, size in zip(node.outputs, sizes):
+        own = dict(labels)
+        if axis in labels:
+            own[axis] = labels[axis][offset:offset + size]
+        ctx.set(out, own)
+        offset += size
+
+
+def slice_params(ctx, node, rank):
+    """[(axis, start, end, step)] of a Slice, or None when its bounds are computed at run time."""
+    if len(node.inputs) == 1:  # opset < 10: attributes
+        starts, ends = node.attr("starts"), node.attr("ends")
+        axes = node.attr("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        values = [ctx.value(t) if t else None for t in node.inputs[1:5]]
+        if values[0] is None or values[1] is None:
+            return None
+        starts, ends = values[0].tolist(), values[1].tolist()
+        axes = values[2].tolist() if len(values) > 2 and values[2] is not None else list(range(len(starts)))
+        steps = values[3].tolist() if len(values) > 3 and values[3] is not None else [1] * len(starts)
+    return [(a % rank, s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)]
+
+
+@register("Slice")
+def slice_(ctx, node):
+    x = node.inputs[0]
+    rank = ctx.rank(x)
+    labels = dict(ctx.get(x))
+    spec = slice_params(ctx, node, rank)
+    if spec is None:
+        ctx.freeze("Slice with computed bounds", [labels[a] for a in labels])
+        return
+    for axis, start, end, step in spec:
+        if axis not in labels:
+            continue
+        if step != 1:
+            ctx.freeze("strided Slice on a channel axis", [labels.pop(axis)])
+            continue
+        labels[axis] = labels[axis][slice(*slice(start, end).indices(len(labels[axis])))]
+    ctx.set(node.outputs[0], labels)

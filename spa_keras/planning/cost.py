@@ -1,0 +1,76 @@
+"""What removing channels saves: parameters and FLOPs of the model with a given set of channels removed.
+
+Every labelled tensor axis and parameter axis knows which global channel each position belongs to, so the shapes
+after removal are one vectorised count per axis, and the counts follow from the same formulas as `spa.count`
+(FLOPs = 2 × MACs of Conv, ConvTranspose, Gemm, MatMul). Coupled producers and consumers are all included because
+they are all members of the groups.
+
+Example:
+
+>>> model = CostModel(analysis)                    # doctest: +SKIP
+>>> model.counts(np.zeros(model.channels, bool))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from spa_keras.planning.counts import GRAPH_MACS, Counts, graph_macs, graph_params
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import GraphAnalysis
+
+
+class CostModel:
+    """Exact parameter and FLOP counts of the analysed model with any set of channels removed."""
+
+    def __init__(self, analysis: GraphAnalysis):
+        self.analysis = analysis
+        self.graph = graph = analysis.graph
+        self.channels = len(analysis.group_of_channel)
+        entries = []
+        for tensor, labels in analysis.state.labels.items():
+            for axis, l in labels.items():
+                entries.append((tensor, axis, analysis.dense(l)))
+        for (param, axis), binding in analysis.state.bindings.items():
+            entries.append((param, axis, analysis.dense(binding.labels)))
+        self.entries = [(name, axis, ids[ids >= 0]) for name, axis, ids in entries if (ids >= 0).any()]
+        # all entries' channel ids end to end: one bincount per evaluation counts the removed positions of each
+        self._ids = np.concatenate([ids for _, _, ids in self.entries]) if self.entries else np.zeros(0, np.int64)
+        self._entry_of = np.repeat(np.arange(len(self.entries)), [len(ids) for _, _, ids in self.entries])
+        self.linear = [n for n in graph.nodes if n.op_type in GRAPH_MACS]
+        self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
+        self._counted = {n for n, p in graph.params.items() if p.counted}
+
+    def removed_per_entry(self, removed: np.ndarray) -> np.ndarray:
+        """Per labelled axis (`entries`), how many of its positions `removed` takes away."""
+        return np.bincount(self._entry_of, weights=removed[self._ids], minlength=len(self.entries)).astype(int)
+
+    def shapes(self, removed: np.ndarray) -> dict[str, tuple]:
+        """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
+        new = {}
+        gone = self.removed_per_entry(removed)
+        for e in np.flatnonzero(gone):
+            name, axis, _ = self.entries[e]
+            shape = list(new.get(name) or self.graph.shape(name))
+            shape[axis] -= int(gone[e])
+            new[name] = tuple(shape)
+        return new
+
+    def node_flops(self, removed: np.ndarray) -> dict[str, int]:
+        """FLOPs of each Conv, ConvTranspose, Gemm and MatMul node without the `removed` channels."""
+        new = self.shapes(removed)
+        shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
+        return {n.name: 2 * GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear}
+
+    def counts(self, removed: np.ndarray) -> Counts:
+        """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
+        new = self.shapes(removed)
+        shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
+        params = self.base.params + sum(math.prod(shape) - math.prod(self.graph.shape(name))
+                                        for name, shape in new.items() if name in self._counted)
+        macs = sum(GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear)
+        return Counts(params, 2 * macs)
