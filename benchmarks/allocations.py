@@ -84,10 +84,9 @@ def plans(analysis, args):
 
 def measure(args):
     import spa_keras as spa
-    from spa_keras.pipeline.engine import slim_model
 
     model = build(args.model)
-    analysis = spa.analyze(model).graph_analysis
+    analysis = spa.analyze(model)
     original = runner(model, args.runtime, args.batch, args.threads)
     report = {"model": args.model, "flops": args.flops, "batch": args.batch, "runtime": args.runtime,
               "threads": args.threads, "runs": args.runs, "rows": []}
@@ -95,7 +94,7 @@ def measure(args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             plan = spa.plan.make_plan(analysis, flops=args.flops, runtime=args.runtime, reconstruct=False, **options)
-        slim = runner(slim_model(analysis, plan.mask(analysis)), args.runtime, args.batch, args.threads)
+        slim = runner(analysis.source.slim(analysis, plan.mask(analysis)), args.runtime, args.batch, args.threads)
         speedups = [timed(original, slim, args.runs)[2] for _ in range(args.repeats)]
         ratio = 1 / (1 - plan.target["reached"])
         kept = {g.key: g.channels - len(plan.removed.get(g.key, [])) for g in analysis.groups}

@@ -34,12 +34,11 @@ def cells(name, runtime, batch, args):
     import warnings
 
     import spa_keras as spa
-    from spa_keras.pipeline.engine import slim_model
     from spa_keras.latency.timing import interleaved, lower_quartile
     from spa_keras.latency.table import LatencyModel
 
     model = build(name)
-    ga = spa.analyze(model).graph_analysis  # layer shapes at batch 1; the latency model times them at `batch`
+    ga = spa.analyze(model)  # layer shapes at batch 1; the latency model times them at `batch`
     original = runner(model, runtime, batch)
     whole = lower_quartile(interleaved((original.run,), args.runs, warmup=3)[0])
     start = time.time()
@@ -52,7 +51,7 @@ def cells(name, runtime, batch, args):
                 plan = spa.plan.make_plan(ga, flops=target, runtime=runtime, reconstruct=False,
                                           latency_model=latency_model, rank_by_latency=ranking == "per second")
             mask = plan.mask(ga)
-            slim = slim_model(ga, mask)
+            slim = ga.source.slim(ga, mask)
             a, b, measured = timed(original, runner(slim, runtime, batch), args.runs)
             flops_ratio = 1 / (1 - plan.target["reached"])
             predicted = 1 / (1 - latency_model.removed_fraction(mask))

@@ -154,7 +154,7 @@ def prune(model, method, reduction, calibration, synthetic):
 def synthetic_inputs(model):
     from spa_keras.obspa.hessians import BatchNormInputs
 
-    return np.concatenate(BatchNormInputs(budget=None).batches(spa.analyze(model).graph_analysis))
+    return np.concatenate(BatchNormInputs(budget=None).batches(spa.analyze(model)))
 
 
 def main():

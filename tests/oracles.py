@@ -11,7 +11,8 @@ from onnx import numpy_helper
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.common.verify import compare, random_batch
+from spa_keras.common.verify import compare
+from spa_keras.common.tensors import random_batch
 
 
 def consumer_axes(node, graph):
@@ -32,10 +33,10 @@ def consumer_axes(node, graph):
 
 def masked_model(analysis, removed):
     """The original model with the removed channels' consumer input slices zeroed."""
-    ga = analysis.graph_analysis
+    ga = analysis
     graph = ga.graph
     model = onnx.ModelProto()
-    model.CopyFrom(graph.source)
+    model.CopyFrom(ga.source.analysed_model)
     inits = {i.name: i for i in model.graph.initializer}
     for node in graph.nodes:
         for param, axis in consumer_axes(node, graph).items():
@@ -57,8 +58,8 @@ def masked_keras(analysis, removed):
     """The original Keras model with the removed channels' consumer input slices zeroed."""
     import keras
 
-    ga = analysis.graph_analysis
-    model = ga.graph.source
+    ga = analysis
+    model = ga.source.model
     masked = keras.models.clone_model(model)
     masked.set_weights(model.get_weights())
     original_paths = [v.path for v in model.weights]
@@ -91,7 +92,7 @@ def run(model, x):
 
 
 def run_both(a, b, batch=2, seed=0, input_shape=None):
-    from spa_keras.common.verify import parse_input_shape
+    from spa_keras.common.tensors import parse_input_shape
 
     feeds = random_batch(onnx_io.input_specs(a), parse_input_shape(input_shape) if input_shape else None,
                          batch=batch, seed=seed)
@@ -101,7 +102,7 @@ def run_both(a, b, batch=2, seed=0, input_shape=None):
 def assert_removal_equals_masking(model, input_shape=None, **target):
     analysis = spa.analyze(model, input_shape)
     result = spa.prune(model, analysis=analysis, **target)
-    removed = result.plan.mask(analysis.graph_analysis)
+    removed = result.plan.mask(analysis)
     ref, slim = run_both(masked_model(analysis, removed), result.model, input_shape=input_shape)
     check = compare(ref, slim, source="masked", target="slim", tolerance=1e-4)
     assert check.ok, check

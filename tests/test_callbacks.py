@@ -303,7 +303,7 @@ def test_rescoring_reads_the_weights_as_trained_so_far():
     callback = spa.SPACallback(ratio=0.5, round_to=1)
     callback.set_model(model)
     callback.on_train_begin()
-    ga = callback._analysis.graph_analysis
+    ga = callback._analysis
     for param in ga.graph.params.values():  # as any check at the start of fit may do: every value read once
         param.value
     kernel, bias = model.get_layer("c1").get_weights()

@@ -330,7 +330,7 @@ def test_gradient_criteria_need_a_keras_model():
     x, y = tiny_data(4)
     for name in ("taylor", "snip", "grasp", "crop", "obd"):
         with pytest.raises(spa.InputError, match=f"criterion '{name}' .*needs a TF/Keras model"):
-            spa.prune(onnx_analysis.graph_analysis.graph.source, ratio=0.3, criterion=name, data=(x, y), loss="mse",
+            spa.prune(onnx_analysis.source.analysed_model, ratio=0.3, criterion=name, data=(x, y), loss="mse",
                       analysis=onnx_analysis)
 
 
@@ -430,7 +430,7 @@ def test_data_free_criteria_on_onnx(apps, name, criterion):
     if "onnx" not in cache:
         cache["onnx"] = spa.analyze(model, via="onnx")
     analysis = cache["onnx"]
-    proto = analysis.graph_analysis.graph.source
+    proto = analysis.source.analysed_model
     result = spa.prune(proto, flops=0.5, criterion=criterion, analysis=analysis)
     check_app(model, result)
     assert type(result.model).__name__ == "ModelProto"

@@ -47,7 +47,7 @@ def matched_groups(model):
     holding all of them; asserts that the match is unique and that every Keras group is matched."""
     keras_analysis = spa.analyze(model)
     onnx_analysis = spa.analyze(model, via="onnx")
-    kgraph, ograph = keras_analysis.graph_analysis.graph, onnx_analysis.graph_analysis.graph
+    kgraph, ograph = keras_analysis.graph, onnx_analysis.graph
     kernels = {g.id: keras_kernels(g, kgraph) for g in keras_analysis.groups}
     shapes = {(layer, shape) for pairs in kernels.values() for layer, shape, _ in pairs}
     pairs = []
@@ -96,7 +96,7 @@ def test_keras_and_tf2onnx_agree(name):
         assert (kgroup.channels, kgroup.prunable) == (ogroup.channels, ogroup.prunable), (kgroup.key, ogroup.key)
     # one plan, two slim models
     result = spa.prune(model, ratio=0.3, analysis=keras_analysis)
-    kgraph, ograph = keras_analysis.graph_analysis.graph, onnx_analysis.graph_analysis.graph
+    kgraph, ograph = keras_analysis.graph, onnx_analysis.graph
     removed = {}
     for kgroup, ogroup in pairs:
         gone = result.plan.removed.get(kgroup.key, [])

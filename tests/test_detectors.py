@@ -8,7 +8,8 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.common.verify import compare, random_batch
+from spa_keras.common.verify import compare
+from spa_keras.common.tensors import random_batch
 from tests.onnx_graphs import Builder
 from tests.oracles import masked_model
 from tests.test_cli_prune import invoke
@@ -76,7 +77,7 @@ def test_free_spatial_detector_prunes_at_the_default_size_and_runs_at_others(nam
         analysis = spa.analyze(model)
     result = spa.prune(model, ratio=0.3, analysis=analysis)
     assert result.plan.removed
-    removed = result.plan.mask(analysis.graph_analysis)
+    removed = result.plan.mask(analysis)
     for size in (224, 160):
         feeds = random_batch(onnx_io.input_specs(model), {None: (1, 3, size, size)})
         ref = onnx_io.run(masked_model(analysis, removed), feeds)

@@ -20,7 +20,7 @@ def test_docstring_examples_run(name):
 
 def test_the_numpy_modules_have_running_examples():
     """The numpy-only modules show a runnable example, not only skipped ones."""
-    for name in ("spa_keras.analysis.labels", "spa_keras.analysis.graph", "spa_keras.common.files", "spa_keras.common.verify", "spa_keras.compute.tf_ops",
+    for name in ("spa_keras.analysis.labels", "spa_keras.analysis.graph", "spa_keras.common.files", "spa_keras.common.verify", "spa_keras.compute.data",
                  "spa_keras.importance.scoring", "spa_keras.formats.keras.frontend.view", "spa_keras.ops.registry",
                  "spa_keras.formats.onnx.surgery.rewriters", "spa_keras.formats.keras.surgery.resizers"):
         finder = doctest.DocTestFinder()

@@ -1,5 +1,5 @@
-"""The engine's seam (`spa_keras.pipeline.engine`): channel masks, a live Keras model masked in place, and plans that carry
-new values of kept weights, applied alike by every surgery."""
+"""The engine's seam (the format adapters, `spa_keras.formats`): channel masks, a live Keras model masked in place,
+and plans that carry new values of kept weights, applied alike by every surgery."""
 
 import numpy as np
 import onnx
@@ -8,11 +8,16 @@ from onnx import numpy_helper
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.pipeline.engine import apply_plan, channel_masks, mask_in_place
 from spa_keras.common.errors import InputError
+from spa_keras.pipeline.prune import apply_plan
 from spa_keras.planning.plan import PruningPlan, make_plan
 from tests import models
 from tests.test_engine_invariants import resnet_block_model
+
+
+def mask_in_place(analysis, plan):
+    """The plan's removed channels zeroed in the analysed live model, through its format adapter."""
+    return analysis.source.mask_in_place(analysis, plan.mask(analysis), plan.updates)
 
 
 def keras_copy(model):
@@ -33,17 +38,17 @@ def test_mask_in_place_zeroes_every_member_and_equals_the_slim_model():
     biases, BatchNorm γ, β and statistics, consumer columns), so it computes what the slim model computes."""
     model = models.small_cnn()
     analysis = spa.analyze(model)
-    plan = make_plan(analysis.graph_analysis, flops=0.4)
+    plan = make_plan(analysis, flops=0.4)
     slim = apply_plan(analysis, plan).model
     live = keras_copy(model)
     live_analysis = spa.analyze(live)
     shapes = [tuple(v.shape) for v in live.weights]
     assert mask_in_place(live_analysis, plan) is live
     assert [tuple(v.shape) for v in live.weights] == shapes
-    masks = channel_masks(live_analysis, plan.mask(live_analysis.graph_analysis))
+    masks = live_analysis.param_masks(plan.mask(live_analysis))
     assert masks
     for param, axes in masks.items():
-        view = live_analysis.graph_analysis.graph.params[param].handle
+        view = live_analysis.graph.params[param].handle
         value = view.view(view.read())
         for axis, keep in axes.items():
             assert not np.take(value, np.flatnonzero(~keep), axis=axis).any(), param
@@ -58,14 +63,14 @@ def test_plan_updates_are_applied_by_the_keras_surgery_and_in_place():
     """A plan's new value for a kept weight gives the same slim model as an original that held that value."""
     model = models.small_cnn()
     analysis = spa.analyze(model)
-    graph = analysis.graph_analysis.graph
+    graph = analysis.graph
     param = next(p for p in graph.params if p.startswith("logits") and p.endswith("kernel"))
-    plan = make_plan(analysis.graph_analysis, flops=0.4)
+    plan = make_plan(analysis, flops=0.4)
     plan.updates = {param: _bumped(graph, param)}
     slim = apply_plan(analysis, plan).model
     expected_source = keras_copy(model)
     expected_analysis = spa.analyze(expected_source)
-    view = expected_analysis.graph_analysis.graph.params[param].handle
+    view = expected_analysis.graph.params[param].handle
     view.variable.assign(view.unview(plan.updates[param]))
     plain = PruningPlan(plan.removed, plan.channels, plan.target)
     expected = apply_plan(expected_analysis, plain).model
@@ -78,11 +83,11 @@ def test_plan_updates_are_applied_by_the_keras_surgery_and_in_place():
 def test_plan_updates_are_applied_by_the_onnx_surgery():
     model = resnet_block_model()
     analysis = spa.analyze(model)
-    graph = analysis.graph_analysis.graph
+    graph = analysis.graph
     param = next(p for p, v in graph.params.items() if v.value.ndim == 4 and p in
                  {n.inputs[1] for n in graph.nodes if n.op_type == "Conv"} and
-                 any(k[0] == p for k in analysis.graph_analysis.state.bindings))
-    plan = make_plan(analysis.graph_analysis, ratio=0.3)
+                 any(k[0] == p for k in analysis.state.bindings))
+    plan = make_plan(analysis, ratio=0.3)
     plan.updates = {param: _bumped(graph, param)}
     slim = apply_plan(analysis, plan).model
     changed = onnx.ModelProto()
@@ -101,8 +106,8 @@ def test_plan_updates_are_applied_by_the_onnx_surgery():
 def test_a_plan_with_updates_saves_its_values_beside_it(tmp_path):
     model = resnet_block_model()
     analysis = spa.analyze(model)
-    plan = make_plan(analysis.graph_analysis, ratio=0.3)
-    param = next(iter(analysis.graph_analysis.graph.params))
+    plan = make_plan(analysis, ratio=0.3)
+    param = next(iter(analysis.graph.params))
     plan.updates = {param: np.arange(6.0)}
     plan.save(tmp_path / "plan.json")
     assert (tmp_path / "plan.weights.npz").exists()
@@ -117,4 +122,4 @@ def test_a_plan_with_updates_saves_its_values_beside_it(tmp_path):
 def test_in_place_masking_needs_a_live_keras_model():
     analysis = spa.analyze(resnet_block_model())
     with pytest.raises(InputError, match="in-place masking needs a live Keras model"):
-        mask_in_place(analysis, make_plan(analysis.graph_analysis, ratio=0.3))
+        mask_in_place(analysis, make_plan(analysis, ratio=0.3))

@@ -5,7 +5,8 @@ import pytest
 
 from spa_keras.common import files
 from spa_keras.common.errors import InputError, VerificationError
-from spa_keras.common.verify import TensorSpec, compare, concrete_shape, parse_input_shape, random_batch
+from spa_keras.common.verify import compare
+from spa_keras.common.tensors import TensorSpec, concrete_shape, parse_input_shape, random_batch
 
 
 def test_model_kind_by_content_and_suffix(tmp_path):
@@ -140,7 +141,7 @@ def test_an_onnx_model_written_as_onnx_matches_itself_exactly(tmp_path):
 
 
 def test_input_shape_mistakes_are_named():
-    from spa_keras.common.verify import resolve_input_shapes
+    from spa_keras.common.tensors import resolve_input_shapes
 
     spec = TensorSpec("x", (None, 3, None, None))
     with pytest.raises(InputError, match=r"rank 4 .* gives 3 dimensions .* for example --input-shape 1,3,224,224"):

@@ -52,7 +52,7 @@ def check_application(name, size, tmp_path, tflite=True):
     assert out["y"].shape == reference["y"].shape and np.isfinite(out["y"]).all()
     # removal = masking where removed channels end in linear consumers: not through ConvNeXt's LayerNorm
     if not name.startswith("ConvNeXt"):
-        removed = result.plan.mask(analysis.graph_analysis)
+        removed = result.plan.mask(analysis)
         check = compare(run(masked_keras(analysis, removed), x), out, source="masked", target="slim", tolerance=1e-4)
         assert check.ok, check
     slim.save(tmp_path / "slim.keras")

@@ -10,7 +10,7 @@ from spa_keras import convert
 from spa_keras.bridges import keras_io, onnx_io, savedmodel_io, tflite_io
 from spa_keras.bridges.keras_to_onnx import keras_to_onnx
 from spa_keras.common.errors import ConversionError
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 from tests import models
 
 

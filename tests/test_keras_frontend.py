@@ -39,7 +39,7 @@ def test_keras_identity_and_slim_model(name, tmp_path):
     if name != "convnext_block":  # LayerNorm statistics see every channel: removal is not masking there
         analysis = spa.analyze(model)
         result = spa.prune(model, ratio=0.3, analysis=analysis)
-        removed = result.plan.mask(analysis.graph_analysis)
+        removed = result.plan.mask(analysis)
         check = compare(run(masked_keras(analysis, removed), x), run(result.model, x), source="masked",
                         target="slim", tolerance=1e-5)
         assert check.ok, check
@@ -54,7 +54,7 @@ def test_fer_mini_xception_prunes(fer_h5):
     reduction = 1 - result.after.flops / result.before.flops
     assert 0.28 <= reduction <= 0.32
     x = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 1)).astype("float32")
-    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    masked = masked_keras(analysis, result.plan.mask(analysis))
     check = compare(run(masked, x), run(result.model, x), source="masked", target="slim", tolerance=1e-5)
     assert check.ok, check
 
@@ -95,7 +95,7 @@ def test_embedding_prelu_text_model():
     assert slim.get_layer("embed").output_dim < 16 and slim.get_layer("ffn").units < 24
     assert slim.count_params() == result.after.params
     x = np.random.default_rng(0).integers(0, 50, (2, 12)).astype("int32")
-    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    masked = masked_keras(analysis, result.plan.mask(analysis))
     np.testing.assert_allclose(np.asarray(slim(x)), np.asarray(masked(x)), rtol=1e-5, atol=1e-5)
 
 

@@ -36,7 +36,7 @@ def test_layers_prune_like_masking(name, tmp_path):
     assert spa.count(slim).flops == result.after.flops
     assert run(slim, x)["y"].shape == run(model, x)["y"].shape
     if MASKING[name]:
-        removed = result.plan.mask(analysis.graph_analysis)
+        removed = result.plan.mask(analysis)
         check = compare(run(masked_keras(analysis, removed), x), run(slim, x), source="masked", target="slim",
                         tolerance=1e-5)
         assert check.ok, check
@@ -51,7 +51,7 @@ def test_sequence_layers_prune_like_masking_group_by_group():
     model = models.sequence_layers()
     x = np.random.default_rng(0).uniform(-1, 1, (2, 10, 6)).astype("float32")
     analysis = spa.analyze(model)
-    params = analysis.graph_analysis.graph.params
+    params = analysis.graph.params
     checked = 0
     for group in analysis.groups:
         if not group.prunable or any(m.param.startswith("ln/") for m in group.members):
@@ -59,7 +59,7 @@ def test_sequence_layers_prune_like_masking_group_by_group():
         plan = spa.PruningPlan({group.key: list(range(0, group.channels, 2))},
                                {g.key: g.channels for g in analysis.groups})
         slim = spa.prune(model, plan=plan, analysis=analysis).model
-        masked = masked_keras(analysis, plan.mask(analysis.graph_analysis))
+        masked = masked_keras(analysis, plan.mask(analysis))
         check = compare(run(masked, x), run(slim, x), source="masked", target=f"slim without half of {group.key}",
                         tolerance=1e-5)
         assert check.ok, check
@@ -179,7 +179,7 @@ def test_reshape_keeps_inferred_and_free_dimensions():
     np.testing.assert_allclose(np.asarray(same(x5)), np.asarray(model(x5)), rtol=1e-6, atol=1e-6)
     result = spa.prune(model, ratio=0.5, analysis=analysis)
     assert result.model.get_layer("split").target_shape[0] == -1
-    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    masked = masked_keras(analysis, result.plan.mask(analysis))
     np.testing.assert_allclose(np.asarray(result.model(x5)), np.asarray(masked(x5)), rtol=1e-5, atol=1e-5)
 
 
@@ -202,7 +202,7 @@ def test_reversible_embedding():
     result = spa.prune(model, ratio=0.5, analysis=analysis)
     assert result.model.get_layer("embed").output_dim < 16
     assert result.model.count_params() == result.after.params
-    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    masked = masked_keras(analysis, result.plan.mask(analysis))
     np.testing.assert_allclose(np.asarray(result.model(tokens)), np.asarray(masked(tokens)), rtol=1e-5, atol=1e-5)
 
     tied = spa.analyze(text_model(reverse=True))

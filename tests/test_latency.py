@@ -9,7 +9,8 @@ import onnx
 import pytest
 
 import spa_keras as spa
-from spa_keras.latency.timing import latency_plan, lower_quartile, next_fraction, paired_ratio
+from spa_keras.latency.target import latency_plan, next_fraction
+from spa_keras.latency.timing import lower_quartile, paired_ratio
 from tests.test_engine_invariants import resnet_block_model
 from tests.test_targets import conv_chain
 
@@ -18,8 +19,8 @@ def test_search_lands_on_an_analytic_latency_model():
     """With latency = FLOPs ** 0.7 (memory-bound layers make latency fall slower than FLOPs), the plan chosen
     removes the asked latency within the tolerance, and the record lists every round with its FLOPs."""
     model = conv_chain((32, 64, 128), seed=0)
-    analysis = spa.analyze(model).graph_analysis
-    plan_at = lambda f: spa.plan.make_plan(analysis, flops=f, round_to=1)  # noqa: E731
+    analysis = spa.analyze(model)
+    plan_at = lambda f: spa.planning.plan.make_plan(analysis, flops=f, round_to=1)  # noqa: E731
     measure = lambda p: 1 / (1 - p.target["reached"]) ** 0.7  # noqa: E731
     for amount in (0.3, 0.5):
         plan = latency_plan(amount, plan_at, measure, tolerance=0.02)
@@ -94,7 +95,7 @@ def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
     convs = [s for s in layers if s.op == "Conv"]
     assert convs and {s.x[0] for s in convs} == {4}
     assert dict(result.analysis.input_shapes) == {model.inputs[0].name: (1, 32, 32, 3)}
-    from spa_keras.pipeline.prune import _batch_of
+    from spa_keras.latency.target import batch_of as _batch_of
 
     assert _batch_of(None) == 1 and _batch_of({"a": (4, 8), "b": (4, 3)}) == 4
     with pytest.raises(spa.errors.InputError, match="different batch sizes"):

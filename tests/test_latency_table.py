@@ -11,7 +11,6 @@ import onnxruntime as ort
 import pytest
 
 import spa_keras as spa
-from spa_keras.planning.cost import CostModel
 from spa_keras.latency.table import LatencyModel, LatencyTable, LayerShape, grid, keras_layer, layer_shape, onnx_layer
 from tests.test_targets import conv_chain
 
@@ -52,7 +51,7 @@ class AnalyticTable(LatencyTable):
 
 
 def timed_shapes(model, batch=1):
-    analysis = spa.analyze(model).graph_analysis
+    analysis = spa.analyze(model)
     return analysis, [s for n in analysis.graph.nodes if (s := layer_shape(n, analysis.graph, batch))]
 
 
@@ -98,9 +97,9 @@ def test_grid_holds_the_full_width_and_fast_counts():
 def test_interpolation_is_exact_for_a_bilinear_latency(model, tmp_path):
     """With a nanosecond per MAC, predicted layer time equals the slim model's MACs (CostModel, counted
     independently) for random masks, between grid points too."""
-    analysis = spa.analyze(model()).graph_analysis
+    analysis = spa.analyze(model())
     lm = LatencyModel(analysis, "onnxruntime", table=AnalyticTable("onnxruntime", path=str(tmp_path / "t.json")))
-    cost = CostModel(analysis)
+    cost = analysis.cost
     timed = {n.name for n in analysis.graph.nodes if layer_shape(n, analysis.graph, 1)}
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -111,10 +110,8 @@ def test_interpolation_is_exact_for_a_bilinear_latency(model, tmp_path):
 
 def random_mask(analysis, rng, most=None):
     """Removes a random number of each group's unblocked channels (at least one stays)."""
-    from spa_keras.planning.plan import _offsets
-
     removed = np.zeros(len(analysis.group_of_channel), bool)
-    for g, start in zip(analysis.groups, _offsets(analysis)):
+    for g, start in zip(analysis.groups, analysis.offsets):
         free = np.flatnonzero(~g.blocked)
         k = min(len(free), g.channels - 1) if most else int(rng.integers(0, min(len(free), g.channels - 1) + 1))
         removed[start + rng.permutation(free)[:k]] = True
@@ -125,7 +122,7 @@ def test_real_table_is_measured_once_and_cached(tmp_path):
     """A real onnxruntime table: every grid point timed (positive seconds), saved; a second model of the same
     shapes measures nothing and predicts the same; another runtime has its own file."""
     path = str(tmp_path / "ort.json")
-    analysis = spa.analyze(conv_chain((16, 32), seed=0)).graph_analysis
+    analysis = spa.analyze(conv_chain((16, 32), seed=0))
     first = LatencyModel(analysis, "onnxruntime", table=LatencyTable("onnxruntime", path=path))
     data = json.load(open(path))
     assert data["format"] == "spa-keras latency table 1" and len(data["seconds"]) >= 4
@@ -141,7 +138,7 @@ def test_real_table_is_measured_once_and_cached(tmp_path):
 
 
 def test_tflite_layers_are_timed(tmp_path):
-    analysis = spa.analyze(conv_chain((16,), seed=0)).graph_analysis
+    analysis = spa.analyze(conv_chain((16,), seed=0))
     lm = LatencyModel(analysis, "tflite", table=LatencyTable("tflite", path=str(tmp_path / "tfl.json")))
     assert lm.full > 0 and len(lm.table.seconds) >= 2
 
@@ -150,10 +147,10 @@ def test_latency_plans_remove_where_time_is_saved(tmp_path):
     """Equal scores everywhere: ranked by score per second (analytic table), a latency plan takes channels from
     the layers with the most time per channel; ranked by score alone (the default) it does not. Predicted and
     planned agree."""
-    analysis = spa.analyze(conv_chain((32, 32, 32), seed=0)).graph_analysis
+    analysis = spa.analyze(conv_chain((32, 32, 32), seed=0))
     lm = LatencyModel(analysis, "onnxruntime", table=AnalyticTable("onnxruntime", path=str(tmp_path / "t.json")))
     scores = [np.ones(g.channels) for g in analysis.groups]
-    plan = spa.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1,
+    plan = spa.planning.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1,
                               rank_by_latency=True)
     assert plan.target["kind"] == "latency" and abs(plan.target["reached"] - 0.3) <= 0.02
     assert plan.target["reached"] == pytest.approx(lm.removed_fraction(plan.mask(analysis)), abs=1e-6)
@@ -163,11 +160,11 @@ def test_latency_plans_remove_where_time_is_saved(tmp_path):
     key = lambda name: next(k for k in plan.channels if k.startswith(name))  # noqa: E731
     assert per_group.get(key("conv0"), 0) > per_group.get(key("conv2"), 0)
     with pytest.raises(spa.errors.InputError, match="latency= and rank_by_latency= need a latency model"):
-        spa.plan.make_plan(analysis, latency=0.3, scores=scores)
+        spa.planning.plan.make_plan(analysis, latency=0.3, scores=scores)
     with pytest.raises(spa.errors.InputError, match="need a latency model"):
-        spa.plan.make_plan(analysis, flops=0.3, scores=scores, rank_by_latency=True)
+        spa.planning.plan.make_plan(analysis, flops=0.3, scores=scores, rank_by_latency=True)
     # by default a latency target ranks by score alone: with equal scores, the same channels as a FLOPs plan
-    by_score = spa.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1)
+    by_score = spa.planning.plan.make_plan(analysis, latency=0.3, latency_model=lm, scores=scores, round_to=1)
     assert by_score.target["reached"] == pytest.approx(0.3, abs=0.02)
     assert by_score.removed != plan.removed
 
@@ -182,7 +179,7 @@ class NoisyTable(LatencyTable):
 
 
 def test_noisy_timings_never_predict_that_removing_channels_slows_a_model(tmp_path):
-    analysis = spa.analyze(mobile_block()).graph_analysis
+    analysis = spa.analyze(mobile_block())
     lm = LatencyModel(analysis, "onnxruntime", whole_seconds=1e-3,
                       table=NoisyTable("onnxruntime", path=str(tmp_path / "t.json")))
     rng = np.random.default_rng(1)
@@ -195,9 +192,7 @@ def test_noisy_timings_never_predict_that_removing_channels_slows_a_model(tmp_pa
 
 
 def _keep_one_per_group(analysis, removed):
-    from spa_keras.planning.plan import _offsets
-
-    for g, start in zip(analysis.groups, _offsets(analysis)):
+    for g, start in zip(analysis.groups, analysis.offsets):
         if removed[start:start + g.channels].all():
             removed[start] = False
     return removed
@@ -205,7 +200,7 @@ def _keep_one_per_group(analysis, removed):
 
 def test_a_broken_or_unwritable_cache_costs_time_not_the_prune(tmp_path):
     """A corrupt cache file is measured again; a cache that cannot be written is one warning that names it."""
-    analysis = spa.analyze(conv_chain((16,), seed=0)).graph_analysis
+    analysis = spa.analyze(conv_chain((16,), seed=0))
     corrupt = tmp_path / "corrupt.json"
     corrupt.write_text("{not json")
     assert LatencyTable("onnxruntime", path=str(corrupt)).seconds == {}

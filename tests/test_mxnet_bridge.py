@@ -9,7 +9,7 @@ import pytest
 from spa_keras import convert
 from spa_keras.bridges import mxnet_io, onnx_io
 from spa_keras.common.errors import InputError
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 from tests import models
 
 

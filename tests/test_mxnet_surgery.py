@@ -14,9 +14,8 @@ from click.testing import CliRunner
 import spa_keras as spa
 from spa_keras.bridges import mxnet_io, onnx_io
 from spa_keras.ui.cli import cli
-from spa_keras.pipeline.engine import analyse, slim_model
 from spa_keras.formats.onnx.surgery import mask_onnx
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 from tests import models
 
 DEFAULT = [("resnet18_v1", 32), ("mobilenetv2_0.25", 32), ("resnet18_v2", 32)]
@@ -37,16 +36,16 @@ def _first(outputs):
 def _check_family(name, size, tmp_path):
     prefix = models.gluon_checkpoint(name, str(tmp_path / name), size)
     shape = (1, 3, size, size)
-    analysis = analyse(prefix, {None: shape})
+    analysis = spa.analyze(prefix, shape)
     result = spa.prune(prefix, flops=0.4, input_shape=shape, analysis=analysis)
-    removed = result.plan.mask(analysis.graph_analysis)
+    removed = result.plan.mask(analysis)
     assert isinstance(result.model, mxnet_io.Checkpoint) and removed.any()
     feeds = random_batch(mxnet_io.input_specs(result.model, shape), batch=2, seed=3)
     slim_mx = _first(mxnet_io.run(result.model, feeds))
-    slim_onnx = slim_model(analysis, removed)
+    slim_onnx = analysis.source.slim_analysed(analysis, removed)
     scale = np.abs(slim_mx).max()
     np.testing.assert_allclose(slim_mx, _first(onnx_io.run(slim_onnx, feeds)), atol=1e-4 * scale)
-    masked = _first(onnx_io.run(mask_onnx(analysis.graph_analysis, removed), feeds))
+    masked = _first(onnx_io.run(mask_onnx(analysis, removed), feeds))
     np.testing.assert_allclose(slim_mx, masked, atol=1e-4 * scale)
     n_mx = sum(v.size for v in result.model.params.values())
     n_onnx = sum(int(np.prod(i.dims)) for i in slim_onnx.graph.initializer if i.name in result.model.params)

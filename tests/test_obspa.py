@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import spa_keras as spa
-from spa_keras.obspa.obs import block_errors, damped, refit
+from spa_keras.compute.obs import block_errors, damped, refit
 
 
 def im2col(x, k, stride, pad):
@@ -219,7 +219,7 @@ def test_corrected_statistics_give_the_original_output_distribution(rng):
     per-channel mean and spread the original BatchNorm has on the original input."""
     import keras
 
-    from spa_keras.obspa.reconstruct import batchnorm_statistics
+    from spa_keras.obspa.reconstruct import RunningStatistics, batchnorm_statistics
 
     layer = keras.layers.BatchNormalization(epsilon=1e-3)
     layer.build((None, 4, 4, 5))
@@ -227,7 +227,8 @@ def test_corrected_statistics_give_the_original_output_distribution(rng):
     layer.moving_variance.assign(rng.uniform(0.5, 2, 5).astype("float32"))
     dense = rng.normal(1.0, 2.0, (64, 4, 4, 5)).astype("float32")
     pruned = (0.5 * dense + rng.normal(0.3, 0.2, dense.shape)).astype("float32")
-    mean, var = batchnorm_statistics(layer, dense, pruned, "correct")
+    stats = RunningStatistics(layer.moving_mean.numpy(), layer.moving_variance.numpy(), layer.axis, layer.epsilon)
+    mean, var = batchnorm_statistics(stats, dense, pruned, "correct")
 
     def normalise(z, m, v):
         return (z - m) / np.sqrt(v + layer.epsilon)

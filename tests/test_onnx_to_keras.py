@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from spa_keras.bridges import mxnet_io, onnx_io
 from spa_keras.bridges.onnx_to_keras import ConstantAffine, onnx_to_keras
 from spa_keras.common.errors import ConversionError
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 from tests import models
 
 TOLERANCE = 1e-4  # max |keras - onnxruntime| over max |onnxruntime|

@@ -8,7 +8,7 @@ import onnx
 from spa_keras import convert
 from spa_keras.bridges import onnx_io, tflite_io
 from spa_keras.bridges.onnx_to_tf import channel_first_inputs
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 
 
 def test_nchw_mxnet_onnx_to_tflite_and_savedmodel(mxnet_resnet18, tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -92,7 +92,7 @@ def test_bert_through_the_keras_front_end(tmp_path):
     rng = np.random.default_rng(0)
     feeds = {"token_ids": rng.integers(0, 1000, (2, 16)).astype("int32"),
              "segment_ids": rng.integers(0, 2, (2, 16)).astype("int32"), "padding_mask": np.ones((2, 16), "int32")}
-    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    masked = masked_keras(analysis, result.plan.mask(analysis))
     np.testing.assert_allclose(np.asarray(slim(feeds)), np.asarray(masked(feeds)), rtol=1e-4, atol=1e-5)
     slim.save(tmp_path / "bert.keras")
     again = keras.models.load_model(tmp_path / "bert.keras")
@@ -115,7 +115,7 @@ def test_vit_through_the_keras_front_end(tmp_path):
     assert type(slim.get_layer("vi_t_backbone")) is type(model.get_layer("vi_t_backbone"))
     assert slim.count_params() == result.after.params < result.before.params
     x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
-    masked = masked_keras(analysis, result.plan.mask(analysis.graph_analysis))
+    masked = masked_keras(analysis, result.plan.mask(analysis))
     np.testing.assert_allclose(np.asarray(slim(x)), np.asarray(masked(x)), rtol=1e-4, atol=1e-5)
     import keras
 

@@ -11,7 +11,8 @@ import pytest
 
 import spa_keras as spa
 from spa_keras.bridges import onnx_io
-from spa_keras.common.verify import compare, random_batch
+from spa_keras.common.verify import compare
+from spa_keras.common.tensors import random_batch
 from tests import models
 from tests.oracles import assert_removal_equals_masking, independent_params
 

@@ -3,8 +3,9 @@
 It speaks ONNX operator semantics: op types, attributes (complete: the front-end fills every default the op schema
 of its opset defines), static tensor shapes (batch 1). Parameters are constant tensors (ONNX initializers, Constant
 nodes, Keras variables) with a typed `handle` back to where they live, so surgery can write the sliced values there.
-The handle types say which format a graph came from, and so which surgery applies; nothing else does. Front-ends
-build the graph; rules and the propagation driver only read it.
+The graph's `source` is the format adapter of the model it describes (`spa_keras.formats.Source`): everything
+that needs the model itself (surgery, activations, gradients) goes through it. Front-ends build the graph; rules
+and the propagation driver only read it.
 
 Example:
 
@@ -12,14 +13,14 @@ Example:
 ...                  params={}, inputs=["x"], outputs=["y"])
 >>> graph.consumers("x")[0].op_type
 'Relu'
->>> Param("w", np.zeros((2, 3)), OnnxInitializer("w")).handle.format
-'onnx'
+>>> Param("w", np.zeros((2, 3))).shape
+(2, 3)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -41,43 +42,8 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[t
 # ---- parameter handles: where a parameter lives in its source model ------------------------------------------------
 
 class ParamHandle:
-    """Base of the handles (small dataclasses); `format` names the surgery that can write the parameter back."""
-
-    format: ClassVar[str] = ""
-
-
-@dataclasses.dataclass(frozen=True)
-class OnnxInitializer(ParamHandle):
-    """A graph initializer of that name."""
-
-    format: ClassVar[str] = "onnx"
-    name: str
-
-
-@dataclasses.dataclass(frozen=True)
-class OnnxConstant(ParamHandle):
-    """The `value` tensor of the Constant node at `node_index`."""
-
-    format: ClassVar[str] = "onnx"
-    node_index: int
-
-
-@dataclasses.dataclass(frozen=True)
-class OnnxFolded(ParamHandle):
-    """The output of the node at `node_index`, computed from constants (a layout op on a weight); surgery replaces
-    the node by an initializer when the value changes."""
-
-    format: ClassVar[str] = "onnx"
-    node_index: int
-
-
-@dataclasses.dataclass(frozen=True)
-class MXNetParam(ParamHandle):
-    """An MXNet parameter: `arg:` (weights, biases, γ, β) or `aux:` (BatchNorm running statistics)."""
-
-    format: ClassVar[str] = "mxnet"
-    name: str
-    aux: bool = False
+    """Base of the handles a front-end gives its parameters (an ONNX initializer, a view of a Keras variable): only
+    that front-end's format adapter reads or writes through them; the engine never looks inside."""
 
 
 # ---- nodes and parameters -------------------------------------------------------------------------------------------
@@ -129,9 +95,8 @@ class SPAGraph:
     params: dict[str, Param]  # tensor name -> Param
     inputs: list[str]
     outputs: list[str]
-    source: Any = None  # the model it was built from (surgery needs it)
+    source: Any = None  # the format adapter of the model it describes (`spa_keras.formats.Source`)
     opset: int = 17  # the ONNX (default domain) opset whose semantics the nodes follow
-    layer_outputs: dict[int, str] = dataclasses.field(default_factory=dict)  # Keras: id(layer or tensor) -> name
 
     def __post_init__(self):
         self._producer: dict[str, Node] = {}
@@ -142,14 +107,6 @@ class SPAGraph:
             for t in node.inputs:
                 if t:
                     self._consumers.setdefault(t, []).append(node)
-
-    @property
-    def format(self) -> Optional[str]:
-        """The format of the parameter handles ('onnx', 'keras', 'mxnet'), or None for a graph without parameters."""
-        formats = {type(p.handle).format for p in self.params.values() if p.handle is not None}
-        if len(formats) > 1:
-            raise ValueError(f"a graph with parameters of several formats: {sorted(formats)}")
-        return next(iter(formats), None)
 
     def producer(self, tensor: str) -> Optional[Node]:
         return self._producer.get(tensor)

@@ -1,14 +1,19 @@
-"""Channel groups: the sets of coupled channels that mask propagation found, and the analysis around them.
+"""Channel groups: the sets of coupled channels that mask propagation found, and the `Analysis` around them.
 
 After propagation, every label root is one channel that can be removed on its own; all parameters whose axes carry
 it must shrink together. Channels with the same set of parameter axes form one `ChannelGroup` (a Conv's output
 channels with the BatchNorm after it and the input axis of the next Conv, or every conv feeding one residual
 stream). A group's members say, per parameter axis, which position belongs to which channel of the group.
 
+`Analysis` is what `spa.analyze(model)` returns and what every later stage works on: the graph (and through
+`graph.source` the model's format adapter), the propagation state, the groups, the numbering of their channels
+(one global channel id per channel, group after group), costs and the fingerprint plans check.
+
 Example:
 
 >>> analysis = analyze_graph(graph)                  # doctest: +SKIP
 >>> [g.channels for g in analysis.groups][:3]        # doctest: +SKIP
+>>> analysis.print()                                 # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,8 +24,8 @@ import hashlib
 
 import numpy as np
 
+from spa_keras.analysis.cost import CostModel, Counts
 from spa_keras.analysis.graph import SPAGraph
-
 from spa_keras.analysis.propagation import Barrier, Propagation, propagate
 
 
@@ -65,8 +70,9 @@ class ChannelGroup:
 
 
 @dataclasses.dataclass
-class GraphAnalysis:
-    """Groups plus what the driver needs for costs and surgery: the propagation state and root numbering."""
+class Analysis:
+    """The channel groups of one model's graph, with the propagation state and channel numbering that costs, plans
+    and surgery read; `print()` shows them as a table."""
 
     graph: SPAGraph
     state: Propagation
@@ -92,6 +98,64 @@ class GraphAnalysis:
     @property
     def barriers(self) -> list[Barrier]:
         return [b for b in self.state.barriers if b.op_type != "output"]
+
+    @property
+    def source(self):
+        """The format adapter of the analysed model (`spa_keras.formats.Source`)."""
+        return self.graph.source
+
+    @property
+    def input_shapes(self) -> dict[str, tuple]:
+        """{input name: shape at batch 1} the model was analysed at."""
+        shapes = getattr(self.graph.source, "input_shapes", None)
+        return dict(shapes) if shapes else {name: self.graph.shape(name) for name in self.graph.inputs}
+
+    @property
+    def channels(self) -> int:
+        """How many channels the groups hold in all (the length of a removed-channel mask)."""
+        return len(self.group_of_channel)
+
+    @functools.cached_property
+    def offsets(self) -> list[int]:
+        """The first global channel id of each group."""
+        return [int(o) for o in np.cumsum([0] + [g.channels for g in self.groups])[:-1]]
+
+    @functools.cached_property
+    def cost(self) -> CostModel:
+        return CostModel(self)
+
+    @property
+    def counts(self) -> Counts:
+        """Parameters and FLOPs of the model as it is."""
+        return self.cost.base
+
+    def removed_mask(self, removed: dict[str, list[int]]) -> np.ndarray:
+        """The global removed-channel mask of {group key: channel indices}."""
+        mask = np.zeros(self.channels, bool)
+        by_key = {g.key: g for g in self.groups}
+        for key, idx in removed.items():
+            mask[self.offsets[by_key[key].id] + np.asarray(idx, int)] = True
+        return mask
+
+    def removed_per_group(self, mask: np.ndarray) -> dict[str, list[int]]:
+        """{group key: removed channel indices} of a global removed-channel mask (groups that lose none left out)."""
+        out = {}
+        for g, start in zip(self.groups, self.offsets):
+            idx = np.flatnonzero(mask[start:start + g.channels])
+            if len(idx):
+                out[g.key] = idx.tolist()
+        return out
+
+    def report(self, limit: int | None = None):
+        """The groups as a rich table (first `limit` of them)."""
+        from spa_keras.analysis.report import analysis_table
+
+        return analysis_table(self, limit)
+
+    def print(self, limit: int | None = None) -> None:
+        from spa_keras.analysis.report import print_analysis
+
+        print_analysis(self, limit)
 
     def dense(self, labels: np.ndarray) -> np.ndarray:
         """Global channel ids of a label array (-1 where the position belongs to no group)."""
@@ -120,8 +184,8 @@ def _unique_pairs(a, b, b_count):
     return np.stack([code // max(b_count, 1), code % max(b_count, 1)])
 
 
-def analyze_graph(graph: SPAGraph) -> GraphAnalysis:
-    """Propagate masks on `graph` and build its `GraphAnalysis`."""
+def analyze_graph(graph: SPAGraph) -> Analysis:
+    """Propagate masks on `graph` and build its `Analysis`."""
     state = propagate(graph)
     uf = state.uf
     bindings = list(state.bindings.values())
@@ -180,4 +244,4 @@ def analyze_graph(graph: SPAGraph) -> GraphAnalysis:
         iig.append(np.arange(g.channels))
     goc = np.concatenate(goc) if goc else np.zeros(0, np.int64)
     iig = np.concatenate(iig) if iig else np.zeros(0, np.int64)
-    return GraphAnalysis(graph, state, groups, channel_of_root, goc, iig)
+    return Analysis(graph, state, groups, channel_of_root, goc, iig)

@@ -17,7 +17,7 @@ import numpy as np
 
 from spa_keras.common import files
 from spa_keras.common.errors import InputError, first_line
-from spa_keras.common.verify import TensorSpec
+from spa_keras.common.tensors import TensorSpec
 
 
 def _config_of(path):

@@ -26,7 +26,7 @@ from spa_keras.common import files
 from spa_keras.bridges.mxnet_compat import import_mxnet
 from spa_keras.common.console import quiet
 from spa_keras.common.errors import ConversionError, InputError, first_line
-from spa_keras.common.verify import TensorSpec
+from spa_keras.common.tensors import TensorSpec
 
 
 @dataclasses.dataclass

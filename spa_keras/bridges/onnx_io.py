@@ -15,7 +15,7 @@ from onnx import helper
 
 from spa_keras.common import files
 from spa_keras.common.errors import ConversionError, InputError, first_line
-from spa_keras.common.verify import TensorSpec
+from spa_keras.common.tensors import TensorSpec
 
 
 # what onnx.checker and onnxruntime say, without their C++ source paths and signatures

@@ -36,7 +36,7 @@ from onnx import helper, numpy_helper
 from spa_keras.bridges import onnx_io
 from spa_keras.common.errors import ConversionError, InputError, first_line
 from spa_keras.analysis.graph import same_pads
-from spa_keras.common.verify import concrete_shape
+from spa_keras.common.tensors import concrete_shape
 
 NHWC = (0, 2, 3, 1)  # the Keras axes of a 4-D tensor computed channels-last, as ONNX axes
 BATCH = 2**31 - 1  # the free batch size inside folded shapes (Shape → Slice → Concat → Reshape)

@@ -11,7 +11,7 @@ import numpy as np
 
 from spa_keras.common.console import quiet
 from spa_keras.common.errors import ConversionError, InputError, first_line
-from spa_keras.common.verify import TensorSpec, natural_key
+from spa_keras.common.tensors import TensorSpec, natural_key
 
 SIGNATURE = "serving_default"
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from spa_keras.common.console import quiet
 from spa_keras.common.errors import InputError, first_line
-from spa_keras.common.verify import natural_key
+from spa_keras.common.tensors import natural_key
 
 
 def _interpreter(model):

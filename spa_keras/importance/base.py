@@ -58,6 +58,5 @@ class Criterion:
         return self.finish(aggregate(stack, self.agg))
 
     def __call__(self, analysis, data=None, loss=None):
-        analysis = getattr(analysis, "graph_analysis", analysis)  # spa.analyze's Analysis or a GraphAnalysis
         context = self.prepare(analysis, data, loss)
         return [normalize(self.group_scores(analysis, g, context), self.norm) for g in analysis.groups]

@@ -1,8 +1,9 @@
 """Gradient criteria, computed in TensorFlow on the Keras model: Taylor, SNIP, GraSP, CroP and OBD.
 
 Each criterion turns gradients of the loss on `data` into a saliency per weight (laid out like the Keras variable),
-which is mapped into the member's parameter layout (`KerasView.view`) and summed over each channel's slice; members
-are every trainable parameter of the group (kernels, biases, BatchNorm γ and β), combined by AGG and NORM.
+which the model's format adapter maps into the parameters' layout (`Source.params_of_variables`); it is summed over
+each channel's slice; members are every trainable parameter of the group (kernels, biases, BatchNorm γ and β),
+combined by AGG and NORM. The tensor work is `spa_keras.compute.gradients`.
 With g the mean gradient and H the Hessian of the loss (model in inference mode):
 
 - `taylor`: Σ_batches |w ⊙ g_b| / B (first-order Taylor per weight, after Molchanov et al. 2019, whose group form
@@ -31,26 +32,11 @@ import numpy as np
 from spa_keras.common.console import track
 from spa_keras.common.errors import InputError, first_line
 from spa_keras.importance.base import Criterion
-from spa_keras.compute.tf_ops import Batches, as_numpy, hessian_vector_products, loss_gradients, resolve_loss
+from spa_keras.compute.data import Batches, as_numpy
+from spa_keras.compute.gradients import hessian_vector_products, loss_gradients, resolve_loss
 from spa_keras.importance.magnitude import L1
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import slice_sums
-
-DATA_FREE = "l1, l2, bn_scale, random, lamp, fpgm"
-
-
-def keras_model_of(analysis, criterion):
-    """The Keras model behind an analysis from the Keras front-end; `InputError` for anything else."""
-    from spa_keras.pipeline.convert import is_keras_model
-
-    model = analysis.graph.source
-    if not (is_keras_model(model) and analysis.graph.format == "keras"):
-        raise InputError(f"criterion {criterion!r} computes gradients in TensorFlow and needs a TF/Keras model: give "
-                         "spa.prune the keras.Model or .keras/.h5 file (not via='onnx'); convert an ONNX-only model "
-                         "to Keras first (e.g. with onnx2tf), or use a data-free criterion "
-                         f"({DATA_FREE})")
-    return model
-
 
 class GradientCriterion(Criterion):
     """Base of the gradient criteria: `saliency(model, variables, batches, loss)` → one array per variable."""
@@ -69,7 +55,7 @@ class GradientCriterion(Criterion):
         raise NotImplementedError
 
     def prepare(self, analysis, data, loss):
-        model = keras_model_of(analysis, self.name)
+        model = analysis.source.trainable_model(self.name)
         if data is None:
             raise InputError(f"criterion {self.name!r} needs data=: a tf.data.Dataset of (x, y) batches, arrays "
                              "(x, y) or a generator of (x, y) batches (and loss=, or a compiled model)")
@@ -84,25 +70,19 @@ class GradientCriterion(Criterion):
             raise InputError(f"criterion {self.name!r}: running model '{model.name}' and loss= on data= failed: "
                              f"{first_line(exc)}. data must give batches (x, y) with x shaped like the model's "
                              "inputs (batch a tf.data.Dataset with .batch()) and y what the loss expects") from exc
-        return {v.path: np.asarray(s, np.float64) for v, s in zip(variables, per_weight)}
+        return analysis.source.params_of_variables({v.path: np.asarray(s, np.float64)
+                                                     for v, s in zip(variables, per_weight)})
 
     def members(self, analysis, group, saliency):
-        return [m for m in group.members if _variable_path(analysis, m) in saliency]
+        return [m for m in group.members if m.param in saliency]
 
     def member_scores(self, analysis, member, channels, saliency):
-        view = analysis.graph.params[member.param].handle
-        return slice_sums(view.view(saliency[view.variable.path]), member, channels)
+        return slice_sums(saliency[member.param], member, channels)
 
     def group_scores(self, analysis, group, saliency):
         if not self.members(analysis, group, saliency):
             return L1(agg=self.agg, norm=self.norm).group_scores(analysis, group, None)
         return super().group_scores(analysis, group, saliency)
-
-
-def _variable_path(analysis, member):
-    """The path of the Keras variable behind a member (None for a constant, e.g. a layer's config value)."""
-    variable = getattr(analysis.graph.params[member.param].handle, "variable", None)
-    return None if variable is None else variable.path
 
 
 def _weights(variables):

@@ -51,7 +51,7 @@ def score_groups(criterion, analysis, data=None, loss=None):
     from spa_keras.importance.base import Criterion
 
     criterion = get_criterion(criterion)
-    ga = getattr(analysis, "graph_analysis", analysis)
+    ga = analysis
     if isinstance(criterion, Criterion):
         scores = criterion(ga, data=data, loss=loss)
     else:  # a plain function of the analysis

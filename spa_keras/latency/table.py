@@ -34,7 +34,6 @@ import time
 
 import numpy as np
 
-from spa_keras.planning.cost import CostModel
 from spa_keras.analysis.graph import same_pads
 from spa_keras.planning.runtimes import group_multiples
 
@@ -298,7 +297,7 @@ class LayerWidths:
     """
 
     def __init__(self, analysis, batch: int = 1):
-        self.cost = CostModel(analysis)
+        self.cost = analysis.cost
         entry = {(name, axis): e for e, (name, axis, _) in enumerate(self.cost.entries)}
         graph = analysis.graph
         # (LayerShape at full width, entry of its input channel axis, entry of its output channel axis; None: fixed)
@@ -371,6 +370,20 @@ class LatencyModel(LayerWidths):
         base = self.rest + self.full
         return 1.0 - self.seconds(removed) / base if base else 0.0
 
+    def channel_costs(self, groups, offsets) -> np.ndarray:
+        """Per global channel: the predicted seconds its group saves per channel when it loses a quarter of its
+        channels from the full model (what `make_plan(..., rank_by_latency=True)` divides scores by, as HALP
+        does)."""
+        cost = np.zeros(self.cost.channels)
+        base = self.layers_seconds(np.zeros(self.cost.channels, bool))
+        for g in groups:
+            k = max(1, g.channels // 4)
+            mask = np.zeros(self.cost.channels, bool)
+            mask[offsets[g.id]:offsets[g.id] + k] = True
+            cost[offsets[g.id]:offsets[g.id] + g.channels] = max(base - self.layers_seconds(mask), 0.0) / k
+        return cost
+
+
 
 def _monotone(times) -> list[list[float]]:
     """The grid's times made non-decreasing in both channel counts (running maxima): timing noise must not let
@@ -388,16 +401,3 @@ def _interp1(xs: list[int], ys: list[float], x: float) -> float:
     i = min(bisect.bisect_left(xs, x), len(xs) - 1)
     x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
     return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-
-
-def channel_costs(model: LatencyModel, groups, offsets) -> np.ndarray:
-    """Per global channel: the predicted seconds its group saves per channel when it loses a quarter of its
-    channels from the full model (what `make_plan(..., rank_by_latency=True)` divides scores by, as HALP does)."""
-    cost = np.zeros(model.cost.channels)
-    base = model.layers_seconds(np.zeros(model.cost.channels, bool))
-    for g in groups:
-        k = max(1, g.channels // 4)
-        mask = np.zeros(model.cost.channels, bool)
-        mask[offsets[g.id]:offsets[g.id] + k] = True
-        cost[offsets[g.id]:offsets[g.id] + g.channels] = max(base - model.layers_seconds(mask), 0.0) / k
-    return cost

@@ -1,44 +1,28 @@
-"""Latency targets: a plan that removes a fraction of the latency *measured* on a runtime, on this machine.
-
-FLOPs predict latency poorly (memory-bound layers, kernel blocking, fused ops), so `spa.prune(model, latency=0.5,
-runtime="onnxruntime")` plans on measured times. A per-layer latency table (`spa_keras.latency.table`: every
-convolution and matrix product timed alone at a few channel counts, once per machine and runtime, cached) predicts
-the latency of any plan (channels rank by importance, as for every target), and the first plan aims at the asked
-fraction of the predicted latency. The slim model is then built, compiled for the runtime and timed against
-the original (interleaved runs, the median of per-turn ratios); when the measured speed-up misses the goal by more
-than `tolerance`, the planned fraction is corrected by interpolating the measured latencies (a few rounds; each
-shown as a line of progress). The plan records every measured round. Whole-model timing is what a user sees, so the
-landing is checked on the quantity itself; the price is one conversion per round (seconds for small models, ~20 s
-for a ResNet50 through tf2onnx). Everything is timed at the batch size of `input_shape` (default 1): batch 16 can
-want another plan than batch 1. Timings depend on the machine and its load: plan on the machine you deploy on.
+"""Timing models on a runtime: one compiled `Timer` per model, interleaved runs (one of each model per turn, so load
+changes hit all alike), and speed-ups as the median of per-turn ratios.
 
 Runtimes: "onnxruntime" (Keras models through tf2onnx, ONNX models as they are), "tflite" (XNNPACK; Keras
 models) and "tensorflow" (a `tf.function` of the Keras model).
 
 Example:
 
->>> result = spa.prune(model, latency=0.5, runtime="onnxruntime")     # doctest: +SKIP
->>> batch16 = spa.prune(model, latency=0.5, input_shape=(16, 224, 224, 3))  # doctest: +SKIP
->>> result.plan.target["measured_speedup"]                             # doctest: +SKIP
-1.97
+>>> paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 1.0])
+2.0
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
 
 import numpy as np
 
 from spa_keras.common.errors import InputError
+from spa_keras.formats.keras.source import is_keras_model
 from spa_keras.planning.runtimes import RUNTIMES
 
 THREADS = 2
 RUNS = 20
-ROUNDS = 6
-TOLERANCE = 0.04  # a measured latency within this fraction of the goal ends the search
-MAX_FLOPS = 0.95
 
 
 class Timer:
@@ -50,8 +34,7 @@ class Timer:
             raise InputError(f"runtime={runtime!r}: one of {', '.join(RUNTIMES)}")
         rng = np.random.default_rng(0)
         self.feeds = [rng.uniform(0, 1, tuple(shape)).astype("float32") for shape in input_shapes.values()]
-        keras_model = hasattr(model, "layers")
-        if runtime != "onnxruntime" and not keras_model:
+        if runtime != "onnxruntime" and not is_keras_model(model):
             raise InputError(f"latency target on {runtime}: timing runs Keras models there; an ONNX model is timed "
                              "on onnxruntime (runtime='onnxruntime')")
         self.run = getattr(self, f"_{runtime}")(model)
@@ -62,7 +45,7 @@ class Timer:
     def _onnxruntime(self, model):
         import onnxruntime as ort
 
-        if hasattr(model, "layers"):
+        if is_keras_model(model):
             from spa_keras.bridges.keras_to_onnx import keras_to_onnx
 
             model = keras_to_onnx(model)
@@ -143,30 +126,6 @@ def speedup(original: Timer, slim: Timer, runs: int = RUNS) -> float:
     return paired_ratio(a, b)
 
 
-def next_fraction(points: list[tuple[float, float]], goal: float) -> float:
-    """The planned fraction (`points`: (planned, measured latency fraction = 1 / speed-up)) to try next: linear
-    interpolation at the two points that bracket `goal`, or extrapolation from the last two when none lies beyond.
-
-    >>> next_fraction([(0.0, 1.0), (0.5, 0.6)], goal=0.5)     # planning 0.5 gave 0.6 of the latency: go further
-    0.625
-    >>> next_fraction([(0.0, 1.0), (0.5, 0.6), (0.7, 0.4)], goal=0.5)
-    0.6
-    """
-    pts = sorted(points)
-    above = [p for p in pts if p[1] <= goal]  # latency low enough
-    hi = above[0] if above else None
-    below = [p for p in pts if p[1] > goal and (hi is None or p[0] < hi[0])]  # latency still too high, before hi
-    a, b = (below[-1], hi) if below and hi else (pts[-2], pts[-1]) if len(pts) > 1 else (pts[0], pts[0])
-    if b[1] == a[1]:
-        f = (a[0] + b[0]) / 2 if hi else min(a[0] + 0.1, MAX_FLOPS)
-    else:
-        f = a[0] + (goal - a[1]) * (b[0] - a[0]) / (b[1] - a[1])
-    lo, top = (below[-1][0] if below else 0.0), (hi[0] if hi else MAX_FLOPS)
-    if not lo < f < top:  # outside the bracket (noisy timings, or extrapolation too far): bisect it
-        f = (lo + top) / 2
-    return round(min(max(f, 0.0), MAX_FLOPS), 4)
-
-
 class SpeedupMeter:
     """`measure(slim_model) -> speed-up` against `original`, compiled once, on `runtime`."""
 
@@ -181,41 +140,3 @@ class SpeedupMeter:
 
     def __call__(self, slim) -> float:
         return speedup(self.base, Timer(slim, self.runtime, self.input_shapes), self.runs)
-
-
-def latency_plan(amount: float, plan_at: Callable, measure: Callable, rounds: int = ROUNDS,
-                 tolerance: float = TOLERANCE, say=None, what: str = ""):
-    """The plan whose measured speed-up is closest to removing `amount` of the latency.
-
-    `plan_at(fraction)` makes a plan that removes `fraction` of what it plans on (the latency a per-layer table
-    predicts, or FLOPs; its `target["reached"]`); `measure(plan)` is the speed-up of its slim model; `say(line)`
-    reports each round. The plan's target records the rounds (planned fraction, FLOPs removed, measured speed-up),
-    the FLOPs removed and the measured speed-up of the chosen one.
-    """
-    goal = 1.0 - amount
-    say = say or (lambda line: None)
-    points, measured, plans = [(0.0, 1.0)], [], []
-    fraction = amount
-    for k in range(rounds):
-        plan = plan_at(fraction)
-        plans.append(plan)
-        reached = plan.target["reached"]
-        removed_flops = plan.target.get("flops_removed", reached)
-        ratio = measure(plan)
-        measured.append({"planned": round(reached, 4), "flops": round(removed_flops, 4), "speedup": round(ratio, 4)})
-        planned = f"planned -{reached:.1%}, " if plan.target.get("kind") == "latency" else ""
-        say(f"latency target {amount:.0%}{what}: round {k + 1}: {planned}FLOPs -{removed_flops:.1%} -> "
-            f"{ratio:.2f}x (aim {1 / goal:.2f}x)")
-        points.append((reached, 1 / ratio))
-        if abs(1 / ratio - goal) <= tolerance * goal:
-            break
-        following = next_fraction(points, goal)
-        if any(abs(following - f) < 0.002 for f, _ in points):
-            break
-        fraction = following
-    best = min(range(len(measured)), key=lambda i: abs(1 / measured[i]["speedup"] - goal))
-    plan = plans[best]
-    plan.target.update(kind="latency", amount=amount, flops_removed=measured[best]["flops"],
-                       reached=round(1 - 1 / measured[best]["speedup"], 6),
-                       measured_speedup=measured[best]["speedup"], rounds=measured)
-    return plan

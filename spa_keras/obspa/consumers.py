@@ -4,8 +4,8 @@ A consumer computes Y = W X with W seen as a matrix [d_out, d_in]: a Conv (one g
 channel and kernel offset (im2col, columns in (channel, kh, kw) order, as the graph's [M, C, kh, kw] kernel
 flattens), a Dense / Gemm / MatMul has one column per input feature (a Dense after Flatten has the H·W positions
 of a channel). Removing a channel removes its columns from every consumer; OBS scores that removal and refits the
-kept columns. Found on the `SPAGraph`, so it works the same for Keras and ONNX models; only where the input
-activation is read differs (a Keras layer's input tensor, NHWC; an ONNX tensor, NCHW).
+kept columns. Found on the `SPAGraph`, so it works the same for every format; where the input activation is read
+(a Keras layer's input, NHWC; an ONNX tensor, NCHW) is the format's `site` (`spa_keras.obspa.backend`).
 
 Consumers that are not covered (depthwise and grouped convs, 1-D/3-D convs, transposed convs, attention
 projections, layers inside nested Keras models, inputs wider than `MAX_COLUMNS`) are not reconstructed; their
@@ -23,20 +23,10 @@ import dataclasses
 import numpy as np
 
 from spa_keras.analysis.graph import Node
+from spa_keras.compute.patches import InputColumns, PatchSpec
 
 # a consumer with more input columns than this keeps its weights (its d_in x d_in Hessian would not fit)
 MAX_COLUMNS = 8192
-
-
-@dataclasses.dataclass
-class PatchSpec:
-    """How a 2-D convolution reads its input: kernel size, strides, dilations and padding (explicit
-    [top, left, bottom, right], or 'SAME' as TensorFlow pads)."""
-
-    kernel: tuple[int, int]
-    strides: tuple[int, int] = (1, 1)
-    dilations: tuple[int, int] = (1, 1)
-    pads: tuple[int, int, int, int] | str = (0, 0, 0, 0)
 
 
 @dataclasses.dataclass
@@ -49,9 +39,8 @@ class Consumer:
         columns: the global channel id of each column (-1 where no group owns it).
         bias: the graph parameter that takes the compensation of the output mean (a bias, or the running mean of
             the BatchNorm that follows, `bias_sign` -1), or None.
-        source: what to read the input activation from: a Keras layer, or an ONNX tensor name.
-        channels_last: whether that activation is NHWC (Keras) rather than NCHW (ONNX).
-        patch: the convolution's patch spec (None for dense layers).
+        site: where its input activation is read (the format's: a Keras layer name, an ONNX tensor name).
+        inputs: how that activation becomes the matrix's columns (im2col patches for a convolution).
     """
 
     node: Node
@@ -62,9 +51,8 @@ class Consumer:
     columns: np.ndarray
     bias: str | None
     bias_sign: float
-    source: object
-    channels_last: bool
-    patch: PatchSpec | None = None
+    site: object
+    inputs: InputColumns
 
     @property
     def name(self) -> str:
@@ -106,32 +94,7 @@ def _bias(graph, node: Node, d_out: int):
     return None, 0.0
 
 
-def _keras_source(graph, node: Node, weight: str):
-    """The Keras layer whose input is this consumer's input, or None (nested models, shared layers, separable
-    convs, channels_first)."""
-    import keras
-
-    view = graph.params[weight].handle
-    layer = getattr(view, "layer", None)
-    if layer is None or getattr(view, "variable", None) is not getattr(layer, "kernel", None):
-        return None
-    if type(layer).__name__ not in ("Conv2D", "Dense") or len(layer._inbound_nodes) != 1:
-        return None
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        return None
-    try:  # reachable from the top-level model's inputs (not inside a nested model)
-        keras.Model(graph.source.inputs, layer.input)
-    except Exception:
-        return None
-    return layer
-
-
-def _conv_patch_keras(layer) -> PatchSpec:
-    return PatchSpec(tuple(layer.kernel_size), tuple(layer.strides), tuple(layer.dilation_rate),
-                     "SAME" if layer.padding == "same" else (0, 0, 0, 0))
-
-
-def _conv_patch_onnx(node: Node, kernel: tuple[int, int]) -> PatchSpec | None:
+def _conv_patch(node: Node, kernel: tuple[int, int]) -> PatchSpec | None:
     auto_pad = node.attr("auto_pad", "NOTSET")
     if auto_pad == "SAME_LOWER":
         return None
@@ -155,11 +118,10 @@ def _candidate(graph, node: Node):
     return None
 
 
-def find_consumers(analysis) -> tuple[list[Consumer], list[str]]:
+def find_consumers(analysis, backend) -> tuple[list[Consumer], list[str]]:
     """The consumers OBSPA reconstructs, in graph order, and why the other linear ops that read group channels
-    are left as they are."""
+    are left as they are (`backend`: the model's `ActivationBackend`)."""
     graph = analysis.graph
-    keras_graph = graph.format == "keras"
     found, skipped = [], []
     for node in graph.nodes:
         candidate = _candidate(graph, node)
@@ -178,15 +140,12 @@ def find_consumers(analysis) -> tuple[list[Consumer], list[str]]:
         if matrix.shape[1] > MAX_COLUMNS:
             skipped.append(f"{node.display_name}: {matrix.shape[1]} input columns (more than {MAX_COLUMNS})")
             continue
-        if keras_graph:
-            source = _keras_source(graph, node, weight)
-            patch = _conv_patch_keras(source) if source is not None and kind == "conv" else None
-        else:
-            source = node.inputs[0]
-            patch = _conv_patch_onnx(node, tuple(value.shape[2:])) if kind == "conv" else None
-        if source is None or (kind == "conv" and patch is None):
+        site = backend.site(node, weight)
+        patch = _conv_patch(node, tuple(value.shape[2:])) if kind == "conv" else None
+        if site is None or (kind == "conv" and patch is None):
             skipped.append(f"{node.display_name} ({node.op_type}): its input cannot be read here")
             continue
         bias, sign = _bias(graph, node, matrix.shape[0])
-        found.append(Consumer(node, weight, kind, layout, matrix, columns, bias, sign, source, keras_graph, patch))
+        inputs = InputColumns(matrix.shape[1], patch, backend.channels_last)
+        found.append(Consumer(node, weight, kind, layout, matrix, columns, bias, sign, site, inputs))
     return found, skipped

@@ -25,7 +25,7 @@ from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers
 from spa_keras.obspa.hessians import Calibration, get_provider
-from spa_keras.obspa.obs import block_errors
+from spa_keras.compute.obs import block_errors
 from spa_keras.obspa.reconstruct import measure_hessians, reconstruct
 
 
@@ -78,11 +78,11 @@ class OBSPA(Criterion):
         if self._calibration is not None:
             return Calibration(self._calibration, samples, self.batch_size, self.seed)
         hessian = str(self.hessian).lower()
-        if hessian == "batchnorm" and analysis.graph.format != "keras":
-            warnings.warn("OBSPA on an ONNX model without calibration= data: inputs cannot be optimised through "
-                          "onnxruntime, so the Hessians are the identity (relative weight magnitudes, no "
-                          "reconstruction); give calibration= inputs (any images of the kind the model reads) to "
-                          "reconstruct the kept weights", stacklevel=4)
+        if hessian == "batchnorm" and not analysis.source.activations().optimises_inputs:
+            warnings.warn(f"OBSPA on {analysis.source.name} without calibration= data: inputs cannot be optimised "
+                          f"through {analysis.source.framework}, so the Hessians are the identity (relative weight "
+                          "magnitudes, no reconstruction); give calibration= inputs (any images of the kind the "
+                          "model reads) to reconstruct the kept weights", stacklevel=4)
             hessian = "identity"
         options = dict(samples=samples, batch_size=self.batch_size, seed=self.seed)
         if hessian == "batchnorm":
@@ -90,8 +90,8 @@ class OBSPA(Criterion):
         return get_provider(hessian, **options)
 
     def _samples(self, analysis) -> int:
-        """`samples`, or fewer when a Keras model's pruned copy could not hold their activations at once."""
-        if analysis.graph.format != "keras":
+        """`samples`, or fewer when a one-pass model's pruned copy could not hold their activations at once."""
+        if not analysis.source.activations().one_pass:
             return self.samples
         from spa_keras.obspa.hessians import BATCH_BYTES, live_floats
 
@@ -103,9 +103,10 @@ class OBSPA(Criterion):
 
     def prepare(self, analysis, data, loss):
         provider = self._provider(analysis)
-        consumers, skipped = find_consumers(analysis)
+        backend = analysis.source.activations()
+        consumers, skipped = find_consumers(analysis, backend)
         batches = provider.batches(analysis) if provider.needs_inputs and consumers else []
-        measured = (measure_hessians(analysis.graph.source, consumers, batches, self.damping) if batches else
+        measured = (measure_hessians(backend, consumers, batches, self.damping) if batches else
                     ((c, np.eye(c.matrix.shape[1])) for c in consumers))
         n = len(analysis.group_of_channel)
         errors, covered = np.zeros(n), np.zeros(n, bool)
@@ -140,8 +141,8 @@ class OBSPA(Criterion):
     def updates(self, analysis, removed: np.ndarray) -> dict[str, np.ndarray]:
         """New values of the consumers' kept weights for the channels `removed` (after scoring `analysis`)."""
         scored = self._scored
-        if scored is None or scored.analysis is not getattr(analysis, "graph_analysis", analysis):
-            self.prepare(getattr(analysis, "graph_analysis", analysis), None, None)
+        if scored is None or scored.analysis is not analysis:
+            self.prepare(analysis, None, None)
             scored = self._scored
         return reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping,
                            self.recalibrate)

@@ -3,8 +3,9 @@
 Each consumer's Hessian is E[x xᵀ] over its input columns, so a provider only has to say which model inputs to run:
 
 - `BatchNormInputs` (data-free): inputs optimised until every BatchNorm layer sees the batch mean and variance it
-  keeps as running statistics (ZeroQ's distilled data): what the training data looked like to the network, read off
-  the network itself. Keras models (the optimisation needs gradients); with no BatchNorm it is Gaussian noise.
+  keeps as running statistics (ZeroQ's distilled data, `spa_keras.compute.distill`): what the training data looked
+  like to the network, read off the network itself. Models whose format can optimise inputs through them (Keras:
+  it needs gradients); with no BatchNorm it is Gaussian noise.
 - `GaussianInputs` (data-free): standard normal inputs.
 - `Calibration(data)`: real images (in-distribution or any other); `data` as the gradient criteria take it.
 - `IdentityHessian`: no inputs, H = I: no compensation, scores are relative weight magnitudes (the baseline).
@@ -90,11 +91,7 @@ class InputProvider:
 
 def _float_specs(analysis):
     """{input name: shape at batch 1}; inputs that are not floating point cannot be made up."""
-    from spa_keras.bridges import keras_io, onnx_io
-    from spa_keras.pipeline.convert import is_keras_model
-
-    source = analysis.graph.source
-    specs = keras_io.input_specs(source) if is_keras_model(source) else onnx_io.input_specs(source)
+    specs = analysis.source.graph_specs
     bad = [s.name for s in specs if np.dtype(s.dtype).kind != "f"]
     if bad:
         raise InputError(f"OBSPA cannot make up inputs for {', '.join(bad)} (not floating point): give "
@@ -146,7 +143,7 @@ class Calibration(InputProvider):
         self._data = data
 
     def batches(self, analysis):
-        from spa_keras.compute.tf_ops import Batches, as_numpy, length
+        from spa_keras.compute.data import Batches, as_numpy, length
 
         data = self._data
         if hasattr(data, "shape") or isinstance(data, (list, dict)):  # inputs alone: labels are not used
@@ -186,23 +183,22 @@ class BatchNormInputs(InputProvider):
         self.budget = None if budget is None else float(budget)
 
     def batches(self, analysis):
+        import time
         import warnings
 
-        from spa_keras.pipeline.convert import is_keras_model
+        from spa_keras.compute.distill import distil
 
-        source = analysis.graph.source
         noise = GaussianInputs(self.samples, self._batch(analysis, backward=True), self.seed).batches(analysis)
-        norms = _batch_norms(source) if is_keras_model(source) else []
-        if not norms or len(source.inputs) != 1:
+        probe = analysis.source.activations().norm_probe()
+        if probe is None:
             return noise
-        import time
-
+        model, targets = probe
         out, start, budget = [], time.perf_counter(), float("inf") if self.budget is None else self.budget
         for x in track(noise, "OBSPA: synthetic inputs"):
             left = budget - (time.perf_counter() - start)
             if out and left < (time.perf_counter() - start) / len(out):  # another batch would not fit
                 break
-            inputs, steps = _distil(source, norms, x, self.steps, self.learning_rate, left)
+            inputs, steps = distil(model, targets, x, self.steps, self.learning_rate, left)
             out.append(inputs)
         made = sum(len(b) for b in out)
         if made < self.samples or steps < self.steps:
@@ -210,58 +206,6 @@ class BatchNormInputs(InputProvider):
                           f"steps, within budget={budget:g} s; raise budget= for better Hessians, or give "
                           "calibration= data", stacklevel=2)
         return out
-
-
-def _batch_norms(model):
-    """The top-level BatchNormalization layers of a Keras model whose input can be read (called once)."""
-    import keras
-
-    found = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization) and len(layer._inbound_nodes) == 1:
-            found.append(layer)
-    return found
-
-
-def _distil(model, norms, x, steps, learning_rate, budget):
-    """ZeroQ's distilled data: Adam on the inputs; the loss compares, at every BatchNorm input, the batch mean with
-    the running mean (in units of the running standard deviation) and the log batch variance with the log running
-    variance, so that every layer counts alike. Returns the inputs and the steps run within `budget` seconds."""
-    import time
-
-    import keras
-    import tensorflow as tf
-
-    probe = keras.Model(model.inputs, [n.input for n in norms])
-    targets = []
-    for n in norms:
-        axes = [a % len(n.input.shape) for a in np.atleast_1d(n.axis)]
-        reduce = [a for a in range(len(n.input.shape)) if a not in axes]
-        variance = tf.constant(n.moving_variance.numpy()) + n.epsilon
-        targets.append((reduce, tf.constant(n.moving_mean.numpy()), variance))
-    inputs = tf.Variable(x)
-    optimizer = keras.optimizers.Adam(learning_rate)
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            outs = probe([inputs], training=False)
-            outs = outs if isinstance(outs, (list, tuple)) else [outs]
-            loss = 0.0
-            for z, (reduce, mean, variance) in zip(outs, targets):
-                m, v = tf.nn.moments(z, reduce)
-                loss += tf.reduce_mean((m - mean) ** 2 / variance)
-                loss += tf.reduce_mean((tf.math.log(v + 1e-6) - tf.math.log(variance)) ** 2)
-        optimizer.apply_gradients([(tape.gradient(loss, inputs), inputs)])
-        return loss
-
-    start, done = time.perf_counter(), 0
-    while done < steps:
-        step()
-        done += 1
-        if time.perf_counter() - start > budget:
-            break
-    return inputs.numpy(), done
 
 
 PROVIDERS = {p.name: p for p in (BatchNormInputs, GaussianInputs, IdentityHessian)}

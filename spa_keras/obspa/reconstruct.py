@@ -4,10 +4,10 @@
 E[x xᵀ] (in chunks of consumers whose Hessians fit `HESSIAN_BYTES`). `reconstruct` refits the consumers in graph
 order on inputs from the already-pruned network: it accumulates E[x_d x_pᵀ] and E[x_p x_pᵀ] (x_d the original
 network's input of the consumer, x_p the pruned network's, a constant column for the bias), refits the kept
-columns (`obs.refit`) and writes them into the pruned network (removed channels zeroed) before what follows runs.
-A Keras model does it in one pass, the original and the pruned copy side by side (`lockstep.py`), BatchNorm
-statistics recalibrated on the way; an ONNX model in stages of consumers that do not feed each other, each stage
-one onnxruntime run of both models. The result is the plan's `updates`: new full-size values of the consumers'
+columns (`spa_keras.compute.obs.refit`) and writes them into the pruned network (removed channels zeroed) before
+what follows runs. A format whose backend runs both models side by side (Keras) does it in one pass, BatchNorm
+statistics recalibrated on the way; others (ONNX) in stages of consumers that do not feed each other, each stage
+one run of both models. Models are reached only through the format's `ActivationBackend` (`backend.py`). The result is the plan's `updates`: new full-size values of the consumers'
 weights, of the biases (or BatchNorm running means) that take the mean shift, and of recalibrated statistics.
 
 Example:
@@ -17,19 +17,18 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from spa_keras.common.console import track
-from spa_keras.obspa.activations import KerasReader, Moments, OnnxReader
+from spa_keras.common.console import progress_bar, track
+from spa_keras.compute.obs import damped, refit
+from spa_keras.compute.patches import Moments
+from spa_keras.obspa.backend import ActivationBackend, NormSite, PrunedNetwork
 from spa_keras.obspa.consumers import Consumer
-from spa_keras.obspa.obs import damped, refit
 
 # Hessians of the scoring pass held at once (float64): more consumers than fit are measured in several passes
 HESSIAN_BYTES = 1 << 28
-
-
-def _reader(model, consumers: list[Consumer]):
-    return KerasReader(model, consumers) if consumers[0].channels_last else OnnxReader(model, consumers)
 
 
 def _chunks(consumers: list[Consumer]) -> list[list[Consumer]]:
@@ -44,15 +43,15 @@ def _chunks(consumers: list[Consumer]) -> list[list[Consumer]]:
     return out
 
 
-def measure_hessians(model, consumers: list[Consumer], batches: list, damping: float):
+def measure_hessians(backend: ActivationBackend, consumers: list[Consumer], batches: list, damping: float):
     """(consumer, E[x xᵀ] damped) of every consumer's input columns on the original model, a chunk of consumers
     at a time (only one chunk's Hessians are held)."""
     for part in _chunks(consumers):
-        reader = _reader(model, part)
+        reader = backend.reader([c.site for c in part])
         moments = [Moments(c.matrix.shape[1]) for c in part]
         for batch in track(batches, f"OBSPA: Hessians of {len(part)} layers"):
             for m, c, x in zip(moments, part, reader(batch)):
-                m.accumulate(c, x)
+                m.accumulate(c.inputs, x)
         for c, m in zip(part, moments):
             yield c, damped(m.gram, m.rows, damping)
 
@@ -77,50 +76,6 @@ def stages(graph, consumers: list[Consumer]) -> list[list[Consumer]]:
         out[-1].append(c)
         members.add(i)
     return out
-
-
-class PrunedNetwork:
-    """The network with the removed channels zeroed, rewritten as consumers are refit (a Keras clone, or an ONNX
-    copy rebuilt from the updates)."""
-
-    def __init__(self, analysis, removed: np.ndarray):
-        from spa_keras.pipeline.convert import is_keras_model
-
-        self.analysis, self.removed = analysis, removed
-        self.updates: dict[str, np.ndarray] = {}
-        source = analysis.graph.source
-        self.keras = is_keras_model(source)
-        if self.keras:
-            import keras
-
-            from spa_keras.pipeline.engine import analyse, mask_in_place
-
-            self.model = keras.models.clone_model(source)
-            self.model.set_weights(source.get_weights())
-            self.twin = analyse(self.model, {k: v for k, v in _input_shapes(analysis).items()}).graph_analysis
-            mask_in_place(self.twin, removed)
-            self.masks = analysis.param_masks(removed)
-
-    def reader(self, consumers: list[Consumer]):
-        if self.keras:
-            return KerasReader(self.model, consumers)
-        from spa_keras.formats.onnx.surgery import mask_onnx
-
-        return OnnxReader(mask_onnx(self.analysis, self.removed, self.updates), consumers)
-
-    def write(self, param: str, value: np.ndarray):
-        from spa_keras.formats.masking import zeroed
-
-        self.updates[param] = value
-        if self.keras:
-            view = self.twin.graph.params[param].handle
-            masked = zeroed(value, self.masks.get(param, {}))
-            view.variable.assign(view.unview(masked).astype(view.variable.dtype))
-
-
-def _input_shapes(analysis):
-    graph = analysis.graph
-    return {name: graph.shape(name) for name in graph.inputs if graph.shape(name)}
 
 
 def _augmented(m: Moments) -> tuple[np.ndarray, np.ndarray]:
@@ -167,23 +122,37 @@ def _statistics(x, axis: int):
     return x.mean(axis=0), x.var(axis=0)
 
 
-def batchnorm_statistics(layer, dense_input, pruned_input, mode: str):
-    """New running (mean, variance) of a Keras BatchNormalization after pruning upstream of it.
+def batchnorm_statistics(norm: RunningStatistics, dense_input, pruned_input, mode: str):
+    """New running (mean, variance) of a BatchNorm after pruning upstream of it.
 
     'reestimate': the pruned network's own statistics on the inputs. 'correct': the original statistics moved so
     that the pruned network's normalised output has the mean and spread the original's has on the same inputs
     (σ' = σ·σ_p/σ_d, μ' = μ_p − (μ_d − μ)·σ_p/σ_d): only what pruning changed is corrected."""
-    axis = int(np.atleast_1d(layer.axis)[0]) % len(pruned_input.shape)
+    axis = norm.axis % len(pruned_input.shape)
     mean_p, var_p = _statistics(pruned_input, axis)
     if mode == "reestimate":
         return mean_p, var_p
     mean_d, var_d = _statistics(dense_input, axis)
-    mean, var = layer.moving_mean.numpy().astype(np.float64), layer.moving_variance.numpy().astype(np.float64)
+    mean, var = np.asarray(norm.mean, np.float64), np.asarray(norm.variance, np.float64)
     live = var_d > 1e-12
     ratio = np.sqrt(np.where(live, var_p, 1.0) / np.where(live, var_d, 1.0))
     new_mean = np.where(live, mean_p - (mean_d - mean) * ratio, mean)
-    new_var = np.where(live, np.maximum((var + layer.epsilon) * ratio ** 2 - layer.epsilon, 0.0), var)
+    new_var = np.where(live, np.maximum((var + norm.epsilon) * ratio ** 2 - norm.epsilon, 0.0), var)
     return new_mean, new_var
+
+
+@dataclasses.dataclass(frozen=True)
+class RunningStatistics:
+    """A BatchNorm's running statistics, its channel axis and epsilon."""
+
+    mean: np.ndarray
+    variance: np.ndarray
+    axis: int
+    epsilon: float
+
+    @classmethod
+    def of(cls, graph, norm: NormSite) -> RunningStatistics:
+        return cls(graph.params[norm.mean].value, graph.params[norm.variance].value, norm.axis, norm.epsilon)
 
 
 def _stacked(batches):
@@ -196,44 +165,42 @@ def _stacked(batches):
     return np.concatenate([np.asarray(b) for b in batches])
 
 
-def _reconstruct_keras(analysis, network, consumers, removed, batches, damping, recalibrate):
+def _reconstruct_in_one_pass(analysis, network: PrunedNetwork, backend: ActivationBackend, consumers, removed,
+                             batches, damping, recalibrate):
     """One pass of the original and the pruned copy side by side: each consumer is refit, and each BatchNorm
     recalibrated, just before it runs on the pruned copy."""
-    import keras
-
-    from spa_keras.common.console import progress_bar
-    from spa_keras.obspa.lockstep import run_side_by_side
-
     graph = analysis.graph
-    by_layer = {c.source.name: c for c in consumers}
+    by_site = {c.site: c for c in consumers}
+    norms = backend.norm_sites(analysis) if recalibrate else {}
     with progress_bar(len(consumers), "OBSPA: reconstructing") as advance:
-        def hook(operation, args, twin_args):
-            consumer = by_layer.get(operation.name)
+        def hook(site, args, twin_args):
+            consumer = by_site.get(site)
             if consumer is not None:
                 moments = Moments(consumer.matrix.shape[1], cross=True)
-                moments.accumulate(consumer, twin_args[0], reference=args[0])
+                moments.accumulate(consumer.inputs, twin_args[0], reference=args[0])
                 for param, value in _refit_one(graph, consumer, moments, removed, damping).items():
                     network.write(param, value)
                 advance()
-            if recalibrate and isinstance(operation, keras.layers.BatchNormalization):
-                params = (operation.moving_mean.path, operation.moving_variance.path)
-                if all(p in graph.params for p in params):
-                    stats = batchnorm_statistics(operation, args[0], twin_args[0], recalibrate)
-                    for param, value in zip(params, stats):
-                        network.write(param, value.astype(np.float32))
+            norm = norms.get(site)
+            if norm is not None:
+                stats = batchnorm_statistics(RunningStatistics.of(graph, norm), args[0], twin_args[0], recalibrate)
+                for param, value in zip((norm.mean, norm.variance), stats):
+                    network.write(param, value.astype(np.float32))
 
-        run_side_by_side(graph.source, network.model, _stacked(batches), hook)
+        network.run_alongside(_stacked(batches), hook)
 
 
-def _reconstruct_onnx(analysis, network, consumers, removed, batches, damping):
-    """Stage by stage: the original and the current pruned ONNX model run in onnxruntime on every batch."""
+def _reconstruct_in_stages(analysis, network: PrunedNetwork, backend: ActivationBackend, consumers, removed,
+                           batches, damping):
+    """Stage by stage: the original and the current pruned model run on every batch."""
     graph = analysis.graph
     for stage in track(stages(graph, consumers), "OBSPA: reconstructing"):
-        dense, pruned = _reader(graph.source, stage), network.reader(stage)
+        sites = [c.site for c in stage]
+        dense, pruned = backend.reader(sites), network.reader(sites)
         moments = [Moments(c.matrix.shape[1], cross=True) for c in stage]
         for batch in batches:
             for m, c, x_d, x_p in zip(moments, stage, dense(batch), pruned(batch)):
-                m.accumulate(c, x_p, reference=x_d)
+                m.accumulate(c.inputs, x_p, reference=x_d)
         for c, m in zip(stage, moments):
             for param, value in _refit_one(graph, c, m, removed, damping).items():
                 network.write(param, value)
@@ -242,12 +209,13 @@ def _reconstruct_onnx(analysis, network, consumers, removed, batches, damping):
 def reconstruct(analysis, consumers: list[Consumer], removed: np.ndarray, batches: list, damping: float = 0.01,
                 recalibrate: str | None = None) -> dict[str, np.ndarray]:
     """New values of the consumers' kept weights (and biases), and with `recalibrate` ('correct' or
-    'reestimate') of the BatchNorm statistics of a Keras model, after removing the `removed` channels."""
+    'reestimate') of the BatchNorm statistics of a one-pass model, after removing the `removed` channels."""
     if not removed.any() or not batches:
         return {}
-    network = PrunedNetwork(analysis, removed)
-    if network.keras:
-        _reconstruct_keras(analysis, network, consumers, removed, batches, damping, recalibrate)
+    backend = analysis.source.activations()
+    network = backend.pruned(analysis, removed)
+    if backend.one_pass:
+        _reconstruct_in_one_pass(analysis, network, backend, consumers, removed, batches, damping, recalibrate)
     else:
-        _reconstruct_onnx(analysis, network, consumers, removed, batches, damping)
+        _reconstruct_in_stages(analysis, network, backend, consumers, removed, batches, damping)
     return network.updates

@@ -28,8 +28,7 @@ import warnings
 
 import numpy as np
 
-from spa_keras.planning.cost import CostModel
-from spa_keras.analysis.groups import GraphAnalysis
+from spa_keras.analysis.groups import Analysis
 from spa_keras.common.errors import InputError, first_line
 from spa_keras.importance import Criterion, score_groups
 from spa_keras.importance.registry import criterion_name, get_criterion
@@ -54,7 +53,7 @@ class PruningPlan:
     channels: dict[str, int]  # group key -> channel count (a plan replays only on a model with the same groups)
     target: dict = dataclasses.field(default_factory=dict)
     updates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
-    fingerprint: str | None = None  # GraphAnalysis.fingerprint of the model the plan was made on
+    fingerprint: str | None = None  # Analysis.fingerprint of the model the plan was made on
 
     def to_json(self) -> str:
         data = {"format": "spa-keras plan 1", "fingerprint": self.fingerprint, "target": self.target,
@@ -123,14 +122,14 @@ class PruningPlan:
     def removed_channels(self) -> int:
         return sum(len(v) for v in self.removed.values())
 
-    def mask(self, analysis: GraphAnalysis) -> np.ndarray:
+    def mask(self, analysis: Analysis) -> np.ndarray:
         """Global removed-channel mask for `analysis`; raises when the plan was made for another model."""
         if self.fingerprint and self.fingerprint != analysis.fingerprint:
             raise InputError(f"the plan was made on another model (fingerprint {self.fingerprint}, this model "
                              f"{analysis.fingerprint}): make a plan for this model (--flops/--ratio/--params)")
         by_key = {g.key: g for g in analysis.groups}
         removed = np.zeros(len(analysis.group_of_channel), bool)
-        offsets = _offsets(analysis)
+        offsets = analysis.offsets
         for key, indices in self.removed.items():
             group = by_key.get(key)
             if group is None or group.channels != self.channels.get(key):
@@ -168,14 +167,6 @@ def _check_structure(data):
         fail("fingerprint", "a string")
 
 
-def _offsets(analysis: GraphAnalysis) -> list[int]:
-    out, start = [], 0
-    for g in analysis.groups:
-        out.append(start)
-        start += g.channels
-    return out
-
-
 def _fraction(name: str, value) -> float | None:
     if value is None:
         return None
@@ -196,14 +187,14 @@ def compile_ignore(ignore) -> list[re.Pattern]:
     return patterns
 
 
-def ignored_groups(analysis: GraphAnalysis, ignore=()) -> list[bool]:
+def ignored_groups(analysis: Analysis, ignore=()) -> list[bool]:
     """Per group: True when it touches a parameter or node matching one of the `ignore` regular expressions."""
     patterns = compile_ignore(ignore)
     return [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
             for g in analysis.groups]
 
 
-def prunable_channels(analysis: GraphAnalysis, ignore=()) -> int:
+def prunable_channels(analysis: Analysis, ignore=()) -> int:
     """How many channels a `ratio` target counts: the unblocked channels of the groups not ignored."""
     return int(sum((~g.blocked).sum() for g, skip in zip(analysis.groups, ignored_groups(analysis, ignore))
                    if not skip))
@@ -232,7 +223,7 @@ def _search(analysis, score, eligible, round_to, runtime, global_ranking, remove
     multiple = channel_multiple(runtime) if round_to == AUTO else round_to
     while True:
         rounds = group_multiples([g.channels for g in analysis.groups], multiple) if round_to == AUTO else multiple
-        search = BlockSearch(analysis.groups, _offsets(analysis), score, eligible, rounds, global_ranking, removed)
+        search = BlockSearch(analysis.groups, analysis.offsets, score, eligible, rounds, global_ranking, removed)
         mask = search.search(achieved, goal)
         if removed is not None:
             mask = mask | removed
@@ -253,7 +244,7 @@ def _target(ratio, flops, params, latency=None) -> tuple[str, float]:
 def _eligible(analysis, scores, ignored, max_per_group, removable):
     """Per global channel: its score and whether it may go (unblocked, its group not ignored, among the group's
     `cap` lowest scored; the cap keeps at least one channel and `max_per_group` of them)."""
-    offsets = _offsets(analysis)
+    offsets = analysis.offsets
     score = np.full(len(analysis.group_of_channel), np.inf)
     eligible = np.zeros(len(score), bool)
     for g, s, skip in zip(analysis.groups, scores, ignored):
@@ -271,9 +262,7 @@ def _eligible(analysis, scores, ignored, max_per_group, removable):
 def _per_second(analysis, score, eligible, latency_model):
     """Scores divided by the predicted seconds a channel of their group saves (relative to the mean, floored at a
     twentieth of it): the same importance goes first where it buys more time."""
-    from spa_keras.latency.table import channel_costs
-
-    cost = channel_costs(latency_model, analysis.groups, _offsets(analysis))
+    cost = latency_model.channel_costs(analysis.groups, analysis.offsets)
     mean = cost[eligible].mean() if eligible.any() else 0.0
     if mean <= 0:
         return score
@@ -289,12 +278,12 @@ def _achieved(analysis, kind, ignore, latency_model=None):
     if kind == "ratio":
         prunable = max(prunable_channels(analysis, ignore), 1)
         return lambda mask: float(mask.sum()) / prunable
-    cost = CostModel(analysis)
+    cost = analysis.cost
     base = getattr(cost.base, kind)
     return lambda mask: 1 - getattr(cost.counts(mask), kind) / base if base else 0.0
 
 
-def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: float | None = None,
+def make_plan(analysis: Analysis, *, ratio: float | None = None, flops: float | None = None,
               params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int | str = "auto",
               ignore=(), max_per_group: float = 0.9, scores=None, data=None, loss=None,
               removable: dict[str, int] | None = None, removed: np.ndarray | None = None,
@@ -343,12 +332,7 @@ def make_plan(analysis: GraphAnalysis, *, ratio: float | None = None, flops: flo
                       "barriers",
                       stacklevel=2)
     updates = criterion.updates(analysis, mask) if reconstruct and hasattr(criterion, "updates") else {}
-    removed = {}
-    offsets = _offsets(analysis)
-    for g in analysis.groups:
-        idx = np.flatnonzero(mask[offsets[g.id]:offsets[g.id] + g.channels])
-        if len(idx):
-            removed[g.key] = idx.tolist()
+    removed = analysis.removed_per_group(mask)
     options = isinstance(given, Criterion) or hasattr(criterion, "updates")
     return PruningPlan(removed, {g.key: g.channels for g in analysis.groups},
                        {"kind": kind, "amount": amount, "reached": round(float(reached), 6),

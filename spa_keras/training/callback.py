@@ -97,7 +97,7 @@ class SPACallback(_Callback):
 
         self.result = None
         self._analysis = analyze(self.model, self.input_shape)
-        ga = self._analysis.graph_analysis
+        ga = self._analysis
         if not any(g.prunable for g in ga.groups):
             blocked = "; ".join(sorted({r for g in ga.groups for r in g.reasons}))[:300]
             raise InputError(f"SPACallback: nothing in model '{self.model.name}' can be pruned ({blocked})")
@@ -139,7 +139,7 @@ class SPACallback(_Callback):
         self._log(logs)
 
     def on_train_end(self, logs=None):
-        from spa_keras.pipeline.engine import apply_plan
+        from spa_keras.pipeline.prune import apply_plan
 
         if self.when == "during" and self._removed_fraction() < self.amount - 0.005:
             warnings.warn(f"SPACallback: training ended before the schedule reached {self.kind}={self.amount:g} "
@@ -176,7 +176,7 @@ class SPACallback(_Callback):
         from spa_keras.importance import score_groups
         from spa_keras.planning.plan import make_plan
 
-        ga = self._analysis.graph_analysis
+        ga = self._analysis
         if fraction <= 0:
             return
         for param in ga.graph.params.values():  # score the weights as trained so far, not as they were first read
@@ -205,16 +205,15 @@ class SPACallback(_Callback):
     def _zero_channels(self):
         """Channels whose every member slice is exactly zero: removed by an earlier (interrupted) run."""
         from spa_keras.importance.scoring import slice_sums
-        from spa_keras.planning.plan import _offsets
 
-        ga = self._analysis.graph_analysis
-        removed = np.zeros(len(ga.group_of_channel), bool)
-        for group, offset in zip(ga.groups, _offsets(ga)):
+        ga = self._analysis
+        removed = np.zeros(ga.channels, bool)
+        for group, offset in zip(ga.groups, ga.offsets):
             zero = ~group.blocked
             for member in group.members:
-                value = np.abs(np.asarray(ga.graph.params[member.param].handle.read(), np.float64))
-                view = ga.graph.params[member.param].handle
-                zero &= slice_sums(view.view(value), member, group.channels) == 0
+                param = ga.graph.params[member.param]
+                getattr(param, "forget", lambda: None)()  # the weights as they are now
+                zero &= slice_sums(np.abs(np.asarray(param.value, np.float64)), member, group.channels) == 0
             removed[offset:offset + group.channels] = zero
         return removed
 
@@ -229,16 +228,10 @@ class SPACallback(_Callback):
         loses positions."""
         import tensorflow as tf
 
-        from spa_keras.formats.keras.surgery.surgery import SourceMasks
-
-        ga = self._analysis.graph_analysis
-        sources = SourceMasks(ga, self._removed)
+        ga = self._analysis
         slots = _optimizer_slots(self.model)
         out = []
-        for param, axes in sources.masks.items():
-            variable = ga.graph.params[param].handle.variable
-            if variable is None:
-                continue
+        for variable, axes in ga.source.variable_masks(ga, self._removed):
             factors = []
             for axis, keep in axes.items():
                 shape = [1] * len(variable.shape)
@@ -261,8 +254,7 @@ class SPACallback(_Callback):
         if self.kind == "ratio":
             from spa_keras.planning.plan import prunable_channels
 
-            return float(self._removed.sum()) / max(prunable_channels(self._analysis.graph_analysis,
-                                                                       self.options["ignore"]), 1)
+            return float(self._removed.sum()) / max(prunable_channels(self._analysis, self.options["ignore"]), 1)
         return 1 - getattr(self._counts, self.kind) / base if base else 0.0
 
     def _log(self, logs):
@@ -273,16 +265,11 @@ class SPACallback(_Callback):
         logs["spa_sparsity"] = self._removed_fraction()
 
     def _plan(self):
-        from spa_keras.planning.plan import PruningPlan, _offsets
         from spa_keras.importance.registry import criterion_name
+        from spa_keras.planning.plan import PruningPlan
 
-        ga = self._analysis.graph_analysis
-        offsets = _offsets(ga)
-        removed = {}
-        for g in ga.groups:
-            idx = np.flatnonzero(self._removed[offsets[g.id]:offsets[g.id] + g.channels])
-            if len(idx):
-                removed[g.key] = idx.tolist()
+        ga = self._analysis
+        removed = ga.removed_per_group(self._removed)
         target = {"kind": self.kind, "amount": self.amount, "reached": round(self._removed_fraction(), 6),
                   "criterion": criterion_name(self.criterion), "when": self.when,
                   **({"schedule": repr(self._schedule)} if self._schedule is not None else {}), **self.options}

@@ -282,7 +282,7 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
     if plot:
         from spa_keras.ui.plots import plot_widths
 
-        console.print(f"wrote {plot_widths(analysis.graph_analysis, plot)}", soft_wrap=True)
+        console.print(f"wrote {plot_widths(analysis, plot)}", soft_wrap=True)
 
 
 @cli.command()
@@ -331,7 +331,6 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
     on to any other output."""
     from spa_keras.pipeline.convert import convert as run_convert
     from spa_keras.pipeline.prune import prune as run_prune
-    from spa_keras.ui.report import result_table
 
     out_kind = _check_prune_paths(model, output, plan_in, plan_out, via, precision)
     _import_frameworks()
@@ -344,7 +343,7 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
                            epoch=epoch, signature=signature)
         shapes = _analysed_shapes(result.analysis)
         check = _verify_pruned(result, shapes)
-    console.print(result_table(result.before, result.after, result.plan, result.analysis.graph_analysis))
+    console.print(result.report)
     console.print(f"[green]checked[/green] {check}", soft_wrap=True)
     # the plan waits beside --plan-out until the model is written: a failure leaves neither
     with result.plan.staged(plan_out) if plan_out else contextlib.nullcontext():
@@ -359,7 +358,7 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
     if plot:
         from spa_keras.ui.plots import plot_widths
 
-        console.print(f"wrote {plot_widths(result.analysis.graph_analysis, plot, result.plan)}", soft_wrap=True)
+        console.print(f"wrote {plot_widths(result.analysis, plot, result.plan)}", soft_wrap=True)
 
 
 def _analysed_shapes(analysis):
@@ -371,13 +370,13 @@ def _analysed_shapes(analysis):
 
 def _verify_pruned(result, shapes):
     """The slim model runs with the original's output shapes (values change by design)."""
-    from spa_keras.pipeline.convert import load_source, reference_run
+    from spa_keras import formats
     from spa_keras.common.errors import VerificationError
     from spa_keras.common.verify import compare
 
-    original = load_source(result.analysis.graph_analysis.graph.source, input_shape=shapes)
-    slim = load_source(result.model, input_shape=shapes)
-    feeds, ref = reference_run(original, shapes)
+    original = formats.load(result.analysis.source.analysed_model, input_shapes=shapes)
+    slim = formats.load(result.model, input_shapes=shapes)
+    feeds, ref = original.reference_run(shapes)
     out = slim.run(feeds)
     if [v.shape for v in ref.values()] != [v.shape for v in out.values()]:
         raise VerificationError("the pruned model's output shapes differ from the original's; nothing was written")

@@ -5,16 +5,14 @@ Example:
 
 >>> import spa_keras as spa                                                  # doctest: +SKIP
 >>> result = spa.prune(model, flops=0.5)                                     # doctest: +SKIP
->>> plot_widths(result.analysis.graph_analysis, "widths.png", result.plan)   # doctest: +SKIP
+>>> plot_widths(result.analysis, "widths.png", result.plan)   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from spa_keras.planning.cost import CostModel
 from spa_keras.common.files import check_picture_path
-from spa_keras.planning.plan import _offsets
 
 
 def plot_widths(analysis, path: str, plan=None) -> str:
@@ -27,9 +25,9 @@ def plot_widths(analysis, path: str, plan=None) -> str:
 
     check_picture_path(path)
     removed = plan.mask(analysis) if plan is not None else np.zeros(len(analysis.group_of_channel), bool)
-    cost = CostModel(analysis)
+    cost = analysis.cost
     groups = analysis.groups
-    gone = np.array([removed[o:o + g.channels].sum() for g, o in zip(groups, _offsets(analysis))])
+    gone = np.array([removed[o:o + g.channels].sum() for g, o in zip(groups, analysis.offsets)])
     channels = np.array([g.channels for g in groups])
     before = cost.node_flops(np.zeros_like(removed))
     after = cost.node_flops(removed)

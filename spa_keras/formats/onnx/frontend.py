@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from spa_keras.analysis.graph import Node, OnnxConstant, OnnxFolded, OnnxInitializer, Param, SPAGraph
+from spa_keras.analysis.graph import Node, Param, SPAGraph
+from spa_keras.formats.onnx.handles import OnnxConstant, OnnxFolded, OnnxInitializer
 
 
 def _attrs(node, opsets):
@@ -104,7 +105,7 @@ def runtime_shapes(model, names, input_shapes=None):
     import onnxruntime as ort
 
     from spa_keras.bridges import onnx_io
-    from spa_keras.common.verify import random_batch
+    from spa_keras.common.tensors import random_batch
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -230,4 +231,4 @@ def from_onnx(model, input_shapes=None):
         shapes.update(runtime_shapes(model, missing, input_shapes))
     inputs = [i.name for i in model.graph.input if i.name not in params]
     outputs = [o.name for o in model.graph.output]
-    return SPAGraph(nodes, shapes, params, inputs, outputs, source=model, opset=opsets.get("", 1))
+    return SPAGraph(nodes, shapes, params, inputs, outputs, opset=opsets.get("", 1))

@@ -51,6 +51,12 @@ def from_keras(model, input_shapes=None):
     `input_shapes` ({input name or None: shape with batch}) fills input dimensions Keras leaves free; other free
     dimensions are taken as 1, like the ONNX front-end does.
     """
+    return describe_model(model, input_shapes)[0]
+
+
+def describe_model(model, input_shapes=None):
+    """(`SPAGraph`, {id(layer or input tensor): graph name of its first output}) of a Keras model: the second maps
+    what surgery rebuilds to the shapes the analysis gives it."""
     functional = require_graph(model)
     b = GraphBuilder()
     env = {}
@@ -59,8 +65,9 @@ def from_keras(model, input_shapes=None):
         shape = [1] + [int(given[i]) if given is not None else (d or 1) for i, d in enumerate(t.shape) if i > 0]
         env[id(t)] = b.tensor(t.name, shape)
     _walk(b, functional, env, prefix="", scopes=set())
-    return SPAGraph(b.nodes, b.shapes, b.params, [env[id(t)] for t in functional.inputs],
-                    [env[id(t)] for t in functional.outputs], source=model, opset=OPSET, layer_outputs=b.layer_outputs)
+    graph = SPAGraph(b.nodes, b.shapes, b.params, [env[id(t)] for t in functional.inputs],
+                     [env[id(t)] for t in functional.outputs], opset=OPSET)
+    return graph, b.layer_outputs
 
 
 def _walk(b, functional, env, prefix, scopes):

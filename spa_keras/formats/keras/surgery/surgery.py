@@ -19,7 +19,6 @@ import contextlib
 
 import numpy as np
 
-from spa_keras.planning.cost import CostModel
 from spa_keras.common.errors import ConversionError, first_line
 from spa_keras.formats.masking import sliced, zeroed
 from spa_keras.formats.keras.surgery.resizers import resizer_for
@@ -98,16 +97,18 @@ class KerasSurgery:
 
     def __init__(self, analysis, removed, updates=None):
         self.graph = analysis.graph
+        self.model = analysis.source.model
+        self.layer_outputs = analysis.source.layer_outputs
         self.sources = SourceMasks(analysis, removed, updates)
-        self.new_shapes = CostModel(analysis).shapes(removed)
+        self.new_shapes = analysis.cost.shapes(removed)
 
     def out_shape(self, layer):
-        name = self.graph.layer_outputs.get(id(layer))
+        name = self.layer_outputs.get(id(layer))
         return self.new_shapes.get(name) or self.graph.shape(name) if name else None
 
     def new_batch_shape(self, tensor):
         """The Keras shape of a model input after surgery (a nested model's may narrow); free dimensions stay."""
-        name = self.graph.layer_outputs.get(id(tensor), tensor.name)
+        name = self.layer_outputs.get(id(tensor), tensor.name)
         old, new = self.graph.shape(name), self.new_shapes.get(name)
         shape = list(tensor.shape)
         if new is not None:
@@ -160,7 +161,7 @@ class KerasSurgery:
                         twin.finalize_state()
 
     def apply(self):
-        model = self.graph.source
+        model = self.model
         try:
             slim = self.clone(model)
             slim.trainable = model.trainable
@@ -196,4 +197,4 @@ def mask_keras(analysis, removed, updates=None):
         if variable is None:
             continue
         variable.assign(zeroed(np.asarray(sources.value(name), dtype=variable.dtype), sources.masks.get(name, {})))
-    return analysis.graph.source
+    return analysis.source.model

@@ -15,12 +15,11 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from spa_keras.planning.cost import CostModel
 from spa_keras.common.errors import ConversionError, InputError, first_line
-from spa_keras.analysis.graph import OnnxConstant, OnnxFolded, OnnxInitializer
+from spa_keras.formats.onnx.handles import OnnxConstant, OnnxFolded, OnnxInitializer
 from spa_keras.formats.masking import sliced, zeroed
 from spa_keras.formats.onnx.surgery.rewriters import rewriter_for
-from spa_keras.common.verify import random_batch
+from spa_keras.common.tensors import random_batch
 
 
 class OnnxSurgery:
@@ -30,9 +29,9 @@ class OnnxSurgery:
         self.ctx = analysis.state
         self.removed = removed
         self.updates = updates or {}
-        self.new_shapes = CostModel(analysis).shapes(removed)
+        self.new_shapes = analysis.cost.shapes(removed)
         self.model = onnx.ModelProto()
-        self.model.CopyFrom(self.graph.source)
+        self.model.CopyFrom(analysis.source.proto)
         self._inits = {i.name: i for i in self.model.graph.initializer}
         self._uses = {}
         for node in self.model.graph.node:
@@ -239,7 +238,7 @@ def prune_onnx(analysis, removed, updates=None, where="pruned model"):
     try:
         onnx_io.run(session, feeds)  # loading is not enough: shapes fail at run time
     except Exception as exc:
-        onnx_io.require_runs(analysis.graph.source, feeds, where="the input model")  # not ours when it fails too
+        onnx_io.require_runs(analysis.source.proto, feeds, where="the input model")  # not ours when it fails too
         raise ConversionError(f"surgery produced a model onnxruntime cannot run ({first_line(exc)}); please report "
                               "this with the model") from exc
     return model

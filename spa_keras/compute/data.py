@@ -1,14 +1,9 @@
-"""The TensorFlow helpers that the gradient criteria, OBSPA and the training callback share: batches of (x, y) from
-whatever the user has, the loss to differentiate, loss gradients and Hessian-vector products (GradientTape; on a
-GPU when TensorFlow sees one).
+"""Batches of (x, y) from whatever the user has, for the gradient criteria, OBSPA's calibration and the callback.
 
 `data=` may be a `tf.data.Dataset` of batched (x, y) or (x, y, sample_weight) elements (sample weights are not
 used), arrays `(x, y)` (x may be a dict or list of arrays for several inputs; y an array or a list), or any iterable
 or generator of (x, y) batches. A one-shot generator
 is read once: the batches read are kept, so several passes (GraSP, iterative pruning) see the same batches.
-
-`loss=` may be a Keras loss (`keras.losses.SparseCategoricalCrossentropy(from_logits=True)`), a loss name
-(`"mse"`), or any function `loss(y_true, y_pred)`; by default, the loss the model was compiled with.
 
 Example:
 
@@ -116,61 +111,5 @@ def _is_tf_dataset(data):
     return isinstance(data, tf.data.Dataset)
 
 
-def resolve_loss(loss, model, criterion):
-    """A function `(y_true, y_pred) -> loss` from `loss=` or the model's compiled loss."""
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if loss is None:
-        raise InputError(f"criterion {criterion!r} needs loss=: a Keras loss (e.g. "
-                         "keras.losses.SparseCategoricalCrossentropy(from_logits=True)), a loss name ('mse') or a "
-                         "function loss(y_true, y_pred); or compile the model with a loss")
-    if isinstance(loss, str):
-        import keras
-
-        try:
-            loss = keras.losses.get(loss)
-        except ValueError as exc:
-            raise InputError(f"loss={loss!r}: not a Keras loss name") from exc
-    if not callable(loss):
-        raise InputError(f"loss={loss!r}: give a Keras loss, a loss name or a function loss(y_true, y_pred)")
-    return loss
-
-
 def as_numpy(tensor):
     return np.asarray(tensor.numpy() if hasattr(tensor, "numpy") else tensor)
-
-
-def _loss_value(model, batch, loss):
-    import tensorflow as tf
-
-    x, y = batch
-    return tf.reduce_mean(tf.cast(loss(y, model(x, training=False)), tf.float32))
-
-
-def _dense(grads, variables):
-    import tensorflow as tf
-
-    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
-
-
-def loss_gradients(model, variables, batch, loss):
-    """∂loss/∂v for each variable, on one batch."""
-    import tensorflow as tf
-
-    with tf.GradientTape() as tape:
-        value = _loss_value(model, batch, loss)
-    return _dense(tape.gradient(value, variables), variables)
-
-
-def hessian_vector_products(model, variables, batch, loss, vectors):
-    """H·v on one batch (H the Hessian of the loss w.r.t. `variables`, v one array per variable): the gradient of
-    g·v, with g from an inner tape."""
-    import tensorflow as tf
-
-    vectors = [tf.stop_gradient(tf.convert_to_tensor(v, var.dtype)) for v, var in zip(vectors, variables)]
-    with tf.GradientTape() as outer:
-        with tf.GradientTape() as inner:
-            value = _loss_value(model, batch, loss)
-        grads = _dense(inner.gradient(value, variables), variables)
-        dot = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vectors)])
-    return _dense(outer.gradient(dot, variables), variables)

@@ -13,21 +13,69 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spa_keras.planning.counts import GRAPH_MACS, Counts, graph_macs, graph_params
-
 if TYPE_CHECKING:
-    from spa_keras.analysis.groups import GraphAnalysis
+    from spa_keras.analysis.groups import Analysis
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    params: int
+    flops: int
+
+    @property
+    def macs(self):
+        return self.flops // 2
+
+    def __str__(self):
+        return f"{self.params:,} parameters, {self.flops / 1e6:,.2f} MFLOPs"
+
+
+def _conv(node, shape_of):
+    w, y = shape_of(node.inputs[1]), shape_of(node.outputs[0])
+    return math.prod(y) * math.prod(w[1:]) if w and y else 0
+
+
+def _conv_transpose(node, shape_of):
+    x, w = shape_of(node.inputs[0]), shape_of(node.inputs[1])
+    return math.prod(x) * math.prod(w[1:]) if x and w else 0
+
+
+def _matmul(node, shape_of):
+    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
+    return math.prod(y) * a[-1] if a and y else 0
+
+
+def _gemm(node, shape_of):
+    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
+    return math.prod(y) * (a[0] if node.attr("transA") else a[-1]) if a and y else 0
+
+
+GRAPH_MACS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm}
+
+
+def graph_macs(graph, shape_of=None):
+    """MACs of the linear ops of an `SPAGraph` at batch 1 (`shape_of` overrides shapes, for pruned variants)."""
+    shape_of = shape_of or graph.shape
+    return sum(GRAPH_MACS[n.op_type](n, shape_of) for n in graph.nodes if n.op_type in GRAPH_MACS)
+
+
+def graph_params(graph, shape_of=None):
+    """Elements of the parameters an `SPAGraph` counts (front-ends decide: ONNX floating-point weights, every Keras
+    variable as in `count_params()`)."""
+    shape_of = shape_of or graph.shape
+    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items() if p.counted)
 
 
 class CostModel:
     """Exact parameter and FLOP counts of the analysed model with any set of channels removed."""
 
-    def __init__(self, analysis: GraphAnalysis):
+    def __init__(self, analysis: Analysis):
         self.analysis = analysis
         self.graph = graph = analysis.graph
         self.channels = len(analysis.group_of_channel)

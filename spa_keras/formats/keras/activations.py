@@ -1,0 +1,140 @@
+"""OBSPA's view of a Keras model (`spa_keras.obspa.backend.ActivationBackend`): layer inputs read through sub-models,
+a masked clone refit as it runs beside the original (`lockstep.py`), BatchNorm layers to re-estimate and to
+optimise data-free inputs for.
+
+Sites are layer names: a consumer's input can be read when it is a top-level Conv2D or Dense called once,
+channels last, whose input is reachable from the model's inputs (not inside a nested model) and whose kernel is the
+consumer's weight.
+
+Example:
+
+>>> backend = KerasSource(model).activations()              # doctest: +SKIP
+>>> [x] = backend.reader(["conv1"])(batch)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from spa_keras.compute.distill import NormTarget
+from spa_keras.formats.masking import zeroed
+from spa_keras.obspa.backend import NormSite
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node
+    from spa_keras.formats.keras.source import KerasSource
+
+READABLE = ("Conv2D", "Dense")
+
+
+class KerasReader:
+    """Inputs of some layers of a model: one sub-model from the model's inputs to those layers' inputs."""
+
+    def __init__(self, model: Any, sites: list[str]):
+        import keras
+
+        self.names = list(dict.fromkeys(sites))
+        self.model = keras.Model(model.inputs, [model.get_layer(name).input for name in self.names])
+        self.index = [self.names.index(site) for site in sites]
+
+    def __call__(self, batch) -> list:
+        out = self.model(batch if isinstance(batch, (list, dict)) else [batch], training=False)
+        out = [out] if len(self.names) == 1 else list(out)
+        return [out[i] for i in self.index]
+
+
+class KerasActivations:
+    """The `ActivationBackend` of a `KerasSource`."""
+
+    channels_last = True
+    one_pass = True
+    optimises_inputs = True
+
+    def __init__(self, source: KerasSource):
+        self.source = source
+        self.model = source.model
+
+    def site(self, node: Node, weight: str) -> str | None:
+        import keras
+
+        view = self.source.graph.params[weight].handle
+        layer = getattr(view, "layer", None)
+        if layer is None or getattr(view, "variable", None) is not getattr(layer, "kernel", None):
+            return None
+        if type(layer).__name__ not in READABLE or len(layer._inbound_nodes) != 1:
+            return None
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            return None
+        try:  # reachable from the top-level model's inputs (not inside a nested model)
+            keras.Model(self.model.inputs, layer.input)
+        except Exception:
+            return None
+        return layer.name
+
+    def reader(self, sites: list[str]) -> KerasReader:
+        return KerasReader(self.model, sites)
+
+    def pruned(self, analysis, removed: np.ndarray) -> MaskedKerasNetwork:
+        return MaskedKerasNetwork(analysis, removed)
+
+    def norm_sites(self, analysis) -> dict[str, NormSite]:
+        import keras
+
+        out = {}
+        for layer in self.model.layers:
+            if not isinstance(layer, keras.layers.BatchNormalization):
+                continue
+            params = (layer.moving_mean.path, layer.moving_variance.path)
+            if all(p in analysis.graph.params for p in params):
+                out[layer.name] = NormSite(layer.name, *params, int(np.atleast_1d(layer.axis)[0]), layer.epsilon)
+        return out
+
+    def norm_probe(self) -> tuple[Callable, list[NormTarget]] | None:
+        """A sub-model to the inputs of the top-level BatchNorm layers called once, and their running statistics;
+        None without any, or for a model of several inputs."""
+        import keras
+
+        norms = [layer for layer in self.model.layers
+                 if isinstance(layer, keras.layers.BatchNormalization) and len(layer._inbound_nodes) == 1]
+        if not norms or len(self.model.inputs) != 1:
+            return None
+        targets = []
+        for n in norms:
+            axes = [a % len(n.input.shape) for a in np.atleast_1d(n.axis)]
+            reduce = tuple(a for a in range(len(n.input.shape)) if a not in axes)
+            targets.append(NormTarget(reduce, n.moving_mean.numpy(), n.moving_variance.numpy() + n.epsilon))
+        return keras.Model(self.model.inputs, [n.input for n in norms]), targets
+
+
+class MaskedKerasNetwork:
+    """A clone of the analysed model with the removed channels zeroed; `write` assigns refit values to it."""
+
+    def __init__(self, analysis, removed: np.ndarray):
+        import keras
+
+        from spa_keras.analysis.groups import analyze_graph
+        from spa_keras.formats.keras.source import KerasSource
+
+        self.original = analysis.source.model
+        self.model = keras.models.clone_model(self.original)
+        self.model.set_weights(self.original.get_weights())
+        self.twin = analyze_graph(KerasSource(self.model, input_shapes=analysis.input_shapes).graph)
+        self.twin.source.mask_in_place(self.twin, removed)
+        self.masks = analysis.param_masks(removed)
+        self.updates: dict[str, np.ndarray] = {}
+
+    def write(self, param: str, value: np.ndarray) -> None:
+        self.updates[param] = value
+        view = self.twin.graph.params[param].handle
+        masked = zeroed(value, self.masks.get(param, {}))
+        view.variable.assign(view.unview(masked).astype(view.variable.dtype))
+
+    def reader(self, sites: list[str]) -> KerasReader:
+        return KerasReader(self.model, sites)
+
+    def run_alongside(self, batch, hook: Callable) -> None:
+        from spa_keras.formats.keras.lockstep import run_side_by_side
+
+        run_side_by_side(self.original, self.model, batch, lambda op, args, twin_args: hook(op.name, args, twin_args))

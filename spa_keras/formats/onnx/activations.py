@@ -1,0 +1,92 @@
+"""OBSPA's view of an ONNX model (`spa_keras.obspa.backend.ActivationBackend`): tensors read as extra outputs in
+onnxruntime; the pruned network is the masked copy ONNX surgery writes, made anew with the refit values before each
+stage is read. onnxruntime gives no gradients, so inputs are not optimised through it.
+
+Sites are tensor names: a consumer's input tensor.
+
+Example:
+
+>>> backend = OnnxSource(model).activations()               # doctest: +SKIP
+>>> [x] = backend.reader(["conv1_input"])(batch)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node
+    from spa_keras.formats.onnx.source import OnnxSource
+
+
+class OnnxReader:
+    """Tensors of an ONNX model: the model with those tensors as extra outputs, in onnxruntime."""
+
+    def __init__(self, model: Any, sites: list[str]):
+        import onnx
+        from onnx import helper
+
+        from spa_keras.bridges import onnx_io
+
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        del probe.graph.value_info[:]
+        del probe.graph.output[:]
+        self.tensors = list(dict.fromkeys(sites))
+        probe.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in self.tensors)
+        self.session = onnx_io.session(probe, "OBSPA's activation model", optimize=False)
+        self.index = [self.tensors.index(site) for site in sites]
+
+    def __call__(self, batch) -> list:
+        names = [i.name for i in self.session.get_inputs()]
+        feeds = batch if isinstance(batch, dict) else dict(zip(names, batch if isinstance(batch, (list, tuple))
+                                                               else [batch]))
+        values = self.session.run(self.tensors, feeds)
+        return [values[i] for i in self.index]
+
+
+class OnnxActivations:
+    """The `ActivationBackend` of an `OnnxSource`."""
+
+    channels_last = False
+    one_pass = False
+    optimises_inputs = False
+
+    def __init__(self, source: OnnxSource):
+        self.source = source
+
+    def site(self, node: Node, weight: str) -> str:
+        return node.inputs[0]
+
+    def reader(self, sites: list[str]) -> OnnxReader:
+        return OnnxReader(self.source.proto, sites)
+
+    def pruned(self, analysis, removed: np.ndarray) -> MaskedOnnxNetwork:
+        return MaskedOnnxNetwork(analysis, removed)
+
+    def norm_sites(self, analysis) -> dict:
+        return {}
+
+    def norm_probe(self) -> None:
+        return None
+
+
+class MaskedOnnxNetwork:
+    """The analysed model with the removed channels zeroed and the values written so far."""
+
+    def __init__(self, analysis, removed: np.ndarray):
+        self.analysis, self.removed = analysis, removed
+        self.updates: dict[str, np.ndarray] = {}
+
+    def write(self, param: str, value: np.ndarray) -> None:
+        self.updates[param] = value
+
+    def reader(self, sites: list[str]) -> OnnxReader:
+        from spa_keras.formats.onnx.surgery import mask_onnx
+
+        return OnnxReader(mask_onnx(self.analysis, self.removed, self.updates), sites)
+
+    def run_alongside(self, batch, hook) -> None:
+        raise NotImplementedError("ONNX models are refit stage by stage")
