@@ -226,7 +226,7 @@ def test_onnx_attributes_carry_their_schema_defaults():
 
 def test_the_keras_front_ends_copy_of_the_schema_defaults_is_exact():
     from spa_keras.formats.keras.frontend import OPSET
-    from spa_keras.formats.keras.frontend.schema import DEFAULTS
+    from spa_keras.formats.keras.schema import DEFAULTS
     from spa_keras.formats.onnx.frontend import schema_defaults
 
     for op_type, defaults in DEFAULTS.items():

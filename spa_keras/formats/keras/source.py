@@ -83,7 +83,7 @@ class KerasSource(Source):
 
     def variable_masks(self, analysis: Analysis, removed: np.ndarray) -> list[tuple[Any, dict[int, np.ndarray]]]:
         """(variable, {axis: keep}) of every Keras variable that loses positions (config constants left out)."""
-        from spa_keras.formats.keras.surgery.surgery import SourceMasks
+        from spa_keras.formats.keras.surgery import SourceMasks
 
         masks = SourceMasks(analysis, removed).masks
         out = []

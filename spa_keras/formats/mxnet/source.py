@@ -88,7 +88,7 @@ class MXNetSource(OnnxSource):
         from spa_keras.bridges import onnx_io
         from spa_keras.common.verify import compare
         from spa_keras.formats.mxnet.surgery import prune_mxnet
-        from spa_keras.formats.onnx.surgery.surgery import analysis_batch
+        from spa_keras.formats.onnx.surgery import analysis_batch
 
         slim_onnx = self.slim_analysed(analysis, removed, updates)
         slim = prune_mxnet(self.model, analysis.param_masks(removed), slim_onnx, updates)

@@ -3,7 +3,7 @@
 A description adds nodes to the `GraphBuilder` for one call of a layer and returns True, or returns False when this
 call is outside what it covers (the layer then becomes a named barrier). A model class used as a layer may register
 a hook that runs after the front-end walked into it (`after_model`: to tie widths its config holds once). How a
-layer's config is rewritten for its new widths is Keras surgery's table (`spa_keras.formats.keras.surgery.resizers`).
+layer's config is rewritten for its new widths is Keras surgery's table (`spa_keras.formats.keras.resizers`).
 
 Example:
 

@@ -3,7 +3,7 @@ dropout and noise (identity)."""
 
 import numpy as np
 
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.registry import describes
 
 
 def unary(op):

@@ -1,6 +1,6 @@
 """Flatten, Reshape, Permute (the engine traces positions), padding, cropping and upsampling (channels pass)."""
 
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.registry import describes
 
 
 @describes(*(f"{kind}{d}" for kind in ("ZeroPadding", "Cropping", "UpSampling") for d in ("1D", "2D", "3D")))

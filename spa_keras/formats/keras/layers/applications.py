@@ -1,6 +1,6 @@
 """Custom layers of keras.applications: ConvNeXt's LayerScale, InceptionResNetV2's CustomScaleLayer."""
 
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.registry import describes
 
 
 @describes("LayerScale")

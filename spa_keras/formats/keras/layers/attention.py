@@ -5,8 +5,8 @@ is written as ONNX's Transpose/MatMul/Softmax, so the engine's MatMul rule ties 
 K and V and keeps heads whole. Surgery writes the new `num_heads`, `key_dim` and `value_dim` into the config.
 """
 
-from spa_keras.formats.keras.frontend.layers.dense import describe_einsum
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.layers.dense import describe_einsum
+from spa_keras.formats.keras.registry import describes
 
 
 def _call_tensors(call):

@@ -12,11 +12,11 @@ Example:
 """
 
 from spa_keras.common.errors import InputError
-from spa_keras.formats.keras.frontend import layers  # noqa: F401  (fills the registry)
-from spa_keras.formats.keras.frontend.builder import Call, GraphBuilder, KerasParam  # noqa: F401
-from spa_keras.formats.keras.frontend.layers.activation import activation_node, is_elementwise
-from spa_keras.formats.keras.frontend.registry import LAYERS, MODEL_HOOKS
-from spa_keras.formats.keras.frontend.view import KerasView  # noqa: F401
+from spa_keras.formats.keras import layers  # noqa: F401  (fills the registry)
+from spa_keras.formats.keras.builder import Call, GraphBuilder, KerasParam  # noqa: F401
+from spa_keras.formats.keras.layers.activation import activation_node, is_elementwise
+from spa_keras.formats.keras.registry import LAYERS, MODEL_HOOKS
+from spa_keras.formats.keras.view import KerasView  # noqa: F401
 from spa_keras.analysis.graph import SPAGraph
 
 # the ONNX opset whose operator semantics the descriptions follow; they write every attribute its schemas default

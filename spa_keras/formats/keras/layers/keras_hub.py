@@ -6,9 +6,9 @@ described as a barrier that says so, and the feed-forward width (`intermediate_d
 and the hidden size of such models with `via="onnx"`.
 """
 
-from spa_keras.formats.keras.frontend.layers.dense import dense, embedding
-from spa_keras.formats.keras.frontend.layers.normalization import layer_norm
-from spa_keras.formats.keras.frontend.registry import after_model, describes
+from spa_keras.formats.keras.layers.dense import dense, embedding
+from spa_keras.formats.keras.layers.normalization import layer_norm
+from spa_keras.formats.keras.registry import after_model, describes
 
 
 @describes("ReversibleEmbedding", single=False)

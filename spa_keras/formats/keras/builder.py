@@ -8,8 +8,8 @@ no weights.
 import dataclasses
 
 
-from spa_keras.formats.keras.frontend.schema import with_defaults
-from spa_keras.formats.keras.frontend.view import KerasView
+from spa_keras.formats.keras.schema import with_defaults
+from spa_keras.formats.keras.view import KerasView
 from spa_keras.analysis.graph import Node, Param
 
 

@@ -9,7 +9,7 @@ import math
 import re
 import string
 
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.registry import describes
 
 
 @describes("Dense")

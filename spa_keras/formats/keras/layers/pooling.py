@@ -1,7 +1,7 @@
 """Pooling and global pooling: channels pass through unchanged."""
 
-from spa_keras.formats.keras.frontend.builder import channels_first, is_channels_last
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.builder import channels_first, is_channels_last
+from spa_keras.formats.keras.registry import describes
 
 _DIMS = ("1D", "2D", "3D")
 

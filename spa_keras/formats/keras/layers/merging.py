@@ -1,6 +1,6 @@
 """Merge layers: element-wise merges couple the channels of all inputs; Concatenate stacks them."""
 
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.registry import describes
 
 MERGE = {"Add": "Add", "Subtract": "Sub", "Multiply": "Mul", "Average": "Mean", "Maximum": "Max", "Minimum": "Min"}
 

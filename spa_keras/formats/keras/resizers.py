@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spa_keras.formats.keras.frontend.layers.keras_hub import ENCODER_BACKBONES
+from spa_keras.formats.keras.layers.keras_hub import ENCODER_BACKBONES
 
 RESIZERS: dict[str, Callable] = {}
 
@@ -75,7 +75,7 @@ def dense_widths(config, layer, weights, out_shape):
 
 @resizes("EinsumDense")
 def einsum_widths(config, layer, weights, out_shape):
-    from spa_keras.formats.keras.frontend.layers.dense import einsum_parts
+    from spa_keras.formats.keras.layers.dense import einsum_parts
 
     xl, kl, out = einsum_parts(layer.equation, layer.input_spec.ndim)  # the rank it was built for (any call)
     n = len([c for c in xl if c not in out])

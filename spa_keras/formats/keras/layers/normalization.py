@@ -3,8 +3,8 @@ Rescaling with per-channel statistics (constants that travel with their channels
 
 import numpy as np
 
-from spa_keras.formats.keras.frontend.builder import channels_first
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.builder import channels_first
+from spa_keras.formats.keras.registry import describes
 
 
 def _last_axis(layer, rank):

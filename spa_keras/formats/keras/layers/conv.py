@@ -6,8 +6,8 @@ their geometry (strides, dilations, explicit pads as TensorFlow's "same" places 
 alone (per-layer latency tables).
 """
 
-from spa_keras.formats.keras.frontend.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
-from spa_keras.formats.keras.frontend.registry import describes
+from spa_keras.formats.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
+from spa_keras.formats.keras.registry import describes
 from spa_keras.analysis.graph import same_pads
 
 
