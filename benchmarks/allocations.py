@@ -96,7 +96,7 @@ def measure(args):
             plan = spa.plan.make_plan(analysis, flops=args.flops, runtime=args.runtime, reconstruct=False, **options)
         slim = runner(analysis.source.slim(analysis, plan.mask(analysis)), args.runtime, args.batch, args.threads)
         speedups = [timed(original, slim, args.runs)[2] for _ in range(args.repeats)]
-        ratio = 1 / (1 - plan.target["reached"])
+        ratio = 1 / (1 - plan.target.reached)
         kept = {g.key: g.channels - len(plan.removed.get(g.key, [])) for g in analysis.groups}
         report["rows"].append({"plan": name, "flops_ratio": ratio, "speedups": speedups,
                                "efficiency": float(np.mean(speedups)) / ratio, "kept": kept})

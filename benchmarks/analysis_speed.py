@@ -29,7 +29,7 @@ KERAS_APPS = [("MobileNetV2", 224), ("ResNet50", 224), ("DenseNet121", 224), ("E
 def phases(model, repeat):
     import spa_keras as spa
     from spa_keras.bridges import onnx_io
-    from spa_keras.planning.plan import make_plan
+    from spa_keras.planning.selection import make_plan
     from spa_keras.formats.onnx.surgery import OnnxSurgery
 
     times = {k: [] for k in ("analysis", "plan", "surgery", "validate")}

@@ -111,7 +111,7 @@ def slim_models(model, targets, roundings, runtimes):
                     result = spa.prune(model, flops=target, round_to=int(rounding) if fixed else "auto",
                                        runtime=None if fixed else runtime, analysis=analysis)
                 out[(target, rounding, runtime)] = (result.model, result.before.flops / result.after.flops,
-                                                    result.plan.target.get("channel_multiple", rounding))
+                                                    result.plan.target.channel_multiple or rounding)
     return out
 
 
@@ -169,9 +169,9 @@ def latency_cell(name, model, original, runtime, batch, args):
     a, b, measured = timed(original, runner(result.model, runtime, batch), args.runs)
     ratio = result.before.flops / result.after.flops
     cell = {"model": name, "runtime": runtime, "batch": batch, "flops": 1 - 1 / ratio,
-            "round_to": f"latency={args.latency:g}", "multiple": result.plan.target.get("channel_multiple"),
+            "round_to": f"latency={args.latency:g}", "multiple": result.plan.target.channel_multiple,
             "original": a, "slim": b, "flops_ratio": ratio, "speedup": measured,
-            "planned_speedup": result.plan.target["measured_speedup"], "rounds": result.plan.target["rounds"],
+            "planned_speedup": result.plan.target.measured_speedup, "rounds": result.plan.target.rounds,
             "search_seconds": search_seconds}
     cell["efficiency"] = cell["speedup"] / ratio
     print(f"{name} {runtime} b{batch} latency={args.latency:g}: FLOPs -{cell['flops']:.0%}, planned "

@@ -53,7 +53,7 @@ def cells(name, runtime, batch, args):
             mask = plan.mask(ga)
             slim = ga.source.slim(ga, mask)
             a, b, measured = timed(original, runner(slim, runtime, batch), args.runs)
-            flops_ratio = 1 / (1 - plan.target["reached"])
+            flops_ratio = 1 / (1 - plan.target.reached)
             predicted = 1 / (1 - latency_model.removed_fraction(mask))
             cell = {"model": name, "runtime": runtime, "batch": batch, "flops": target, "ranking": ranking,
                     "original": a, "slim": b, "flops_ratio": flops_ratio, "predicted_speedup": predicted,

@@ -77,7 +77,7 @@ def slim_models(model, flops, roundings):
             result = spa.prune(model, flops=flops, round_to=int(rounding) if fixed else "auto",
                                runtime=None if fixed else "onnxruntime", analysis=analysis)
         out[rounding] = (result.model, result.before.flops / result.after.flops,
-                         result.plan.target.get("channel_multiple", rounding))
+                         result.plan.target.channel_multiple or rounding)
     return out
 
 

@@ -113,7 +113,7 @@ def ours_slim(flops):
     keras.utils.set_random_seed(0)
     original = randomize_keras(keras.applications.ResNet50(weights=None))
     result = spa.prune(original, flops=flops, runtime="onnxruntime")
-    return original, result.model, result.before.flops / result.after.flops, result.plan.target
+    return original, result.model, result.before.flops / result.after.flops, result.plan.target.to_json()
 
 
 def ort_session(proto_bytes):

@@ -344,7 +344,7 @@ def test_iterative_pruning_meets_the_target_and_replays():
     analysis = spa.analyze(model)
     for kind in ("flops", "params", "ratio"):
         result = spa.prune(model, steps=3, analysis=analysis, **{kind: 0.5})
-        assert result.plan.target["steps"] == 3
+        assert result.plan.target.steps == 3
         if kind == "ratio":
             prunable = sum(g.prunable for g in analysis.groups)
             assert abs(result.plan.removed_channels / prunable - 0.5) <= 0.02
@@ -420,7 +420,7 @@ def test_every_criterion_on_keras_applications(apps, name, criterion):
     analysis = cache["keras"]
     result = spa.prune(model, flops=0.5, criterion=criterion, data=app_data(), loss=loss_fn(), analysis=analysis)
     check_app(model, result)
-    assert result.plan.target["criterion"] == criterion
+    assert result.plan.target.criterion == criterion
 
 
 @pytest.mark.parametrize("name", [pytest.param("MobileNetV2"), pytest.param("ResNet50", marks=pytest.mark.zoo)])

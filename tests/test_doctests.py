@@ -20,9 +20,10 @@ def test_docstring_examples_run(name):
 
 def test_the_numpy_modules_have_running_examples():
     """The numpy-only modules show a runnable example, not only skipped ones."""
-    for name in ("spa_keras.analysis.labels", "spa_keras.analysis.graph", "spa_keras.common.files", "spa_keras.common.verify", "spa_keras.compute.data",
+    for name in ("spa_keras.analysis.labels", "spa_keras.analysis.graph", "spa_keras.common.files",
+                 "spa_keras.common.verify", "spa_keras.common.tensors", "spa_keras.compute.data",
                  "spa_keras.importance.scoring", "spa_keras.formats.keras.view", "spa_keras.ops.registry",
-                 "spa_keras.formats.onnx.rewriters", "spa_keras.formats.keras.resizers"):
+                 "spa_keras.ops.geometry", "spa_keras.formats.keras.registry", "spa_keras.formats.masking"):
         finder = doctest.DocTestFinder()
         examples = [e for t in finder.find(importlib.import_module(name)) for e in t.examples
                     if not e.options.get(doctest.SKIP)]

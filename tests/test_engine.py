@@ -10,7 +10,8 @@ import spa_keras as spa
 from spa_keras.bridges import onnx_io
 from spa_keras.common.errors import InputError
 from spa_keras.pipeline.prune import apply_plan
-from spa_keras.planning.plan import PruningPlan, make_plan
+from spa_keras.planning.plan import PruningPlan
+from spa_keras.planning.selection import make_plan
 from tests import models
 from tests.test_engine_invariants import resnet_block_model
 

@@ -20,15 +20,15 @@ def test_search_lands_on_an_analytic_latency_model():
     removes the asked latency within the tolerance, and the record lists every round with its FLOPs."""
     model = conv_chain((32, 64, 128), seed=0)
     analysis = spa.analyze(model)
-    plan_at = lambda f: spa.planning.plan.make_plan(analysis, flops=f, round_to=1)  # noqa: E731
-    measure = lambda p: 1 / (1 - p.target["reached"]) ** 0.7  # noqa: E731
+    plan_at = lambda f: spa.planning.selection.make_plan(analysis, flops=f, round_to=1)  # noqa: E731
+    measure = lambda p: 1 / (1 - p.target.reached) ** 0.7  # noqa: E731
     for amount in (0.3, 0.5):
         plan = latency_plan(amount, plan_at, measure, tolerance=0.02)
-        assert abs((1 - 1 / plan.target["measured_speedup"]) - amount) <= 0.02 * (1 - amount) + 1e-9
-        flops = plan.target["flops_removed"]
+        assert abs((1 - 1 / plan.target.measured_speedup) - amount) <= 0.02 * (1 - amount) + 1e-9
+        flops = plan.target.flops_removed
         assert flops > amount  # FLOPs must fall further than latency under this model
-        assert abs(1 - (1 - flops) ** 0.7 - plan.target["reached"]) < 1e-3
-        assert [r["flops"] for r in plan.target["rounds"]][0] == pytest.approx(amount, abs=0.02)
+        assert abs(1 - (1 - flops) ** 0.7 - plan.target.reached) < 1e-3
+        assert [r["flops"] for r in plan.target.rounds][0] == pytest.approx(amount, abs=0.02)
 
 
 def test_next_fraction_stays_inside_the_bracket():
@@ -60,12 +60,12 @@ def test_latency_target_end_to_end_on_a_keras_model(runtime):
     model = conv_chain((32, 64, 128), seed=0)
     result = spa.prune(model, latency=0.4, runtime=runtime)
     target = result.plan.target
-    assert target["kind"] == "latency" and target["runtime"] == runtime and 1 <= len(target["rounds"]) <= 6
-    chosen = min(target["rounds"], key=lambda r: abs(1 / r["speedup"] - 0.6))
-    assert target["measured_speedup"] == chosen["speedup"]
+    assert target.kind == "latency" and target.runtime == runtime and 1 <= len(target.rounds) <= 6
+    chosen = min(target.rounds, key=lambda r: abs(1 / r["speedup"] - 0.6))
+    assert target.measured_speedup == chosen["speedup"]
     # rounds plan on the per-layer table's predicted latency: the first aims at 40% of it (or all it can reach)
-    assert all(0 <= r["planned"] <= 0.4 + 0.03 for r in target["rounds"][:1])
-    assert 1 - result.after.flops / result.before.flops == pytest.approx(target["flops_removed"], abs=1e-4)
+    assert all(0 <= r["planned"] <= 0.4 + 0.03 for r in target.rounds[:1])
+    assert 1 - result.after.flops / result.before.flops == pytest.approx(target.flops_removed, abs=1e-4)
     again = spa.prune(model, plan=spa.PruningPlan.from_json(result.plan.to_json()))
     assert again.after == result.after
 
@@ -91,7 +91,7 @@ def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
     monkeypatch.setattr(latency_table, "time_layer", recording_time_layer)
     model = conv_chain((16, 32), seed=0)
     result = spa.prune(model, latency=0.3, runtime="onnxruntime", input_shape=(4, 32, 32, 3))
-    assert fed and set(fed) == {(4, 32, 32, 3)} and result.plan.target["batch"] == 4
+    assert fed and set(fed) == {(4, 32, 32, 3)} and result.plan.target.batch == 4
     convs = [s for s in layers if s.op == "Conv"]
     assert convs and {s.x[0] for s in convs} == {4}
     assert dict(result.analysis.input_shapes) == {model.inputs[0].name: (1, 32, 32, 3)}

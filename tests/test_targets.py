@@ -134,7 +134,7 @@ def test_round_to_lands_within_two_percent_where_a_layout_exists(widths):
         kept = [layer.filters for layer in result.model.layers if type(layer).__name__ == "Conv2D"]
         assert all(k % 8 == 0 for k in kept)
         reached = 1 - chain_macs(widths, kept) / base
-        assert reached == pytest.approx(result.plan.target["reached"], abs=1e-5)
+        assert reached == pytest.approx(result.plan.target.reached, abs=1e-5)
         if any(abs(r - target) <= 0.02 for r in layouts):
             assert abs(reached - target) <= 0.02, (widths, target, kept, reached)
         else:
@@ -169,8 +169,8 @@ def test_round_to_auto_keeps_the_runtime_multiple_or_the_largest_that_lands(widt
     base = chain_macs(widths, widths)
     reached = 1 - chain_macs(widths, kept) / base
     assert abs(reached - target) <= 0.02, (widths, kept, reached)
-    used = result.plan.target["channel_multiple"]
-    assert result.plan.target["round_to"] == "auto"
+    used = result.plan.target.channel_multiple
+    assert result.plan.target.round_to == "auto"
     assert tuple(kept) in kept_layouts(widths, used)
     lands = lambda m: any(abs(1 - chain_macs(widths, k) / base - target) <= 0.02  # noqa: E731
                           for k in kept_layouts(widths, m))

@@ -2,7 +2,7 @@
 
 Every labelled tensor axis and parameter axis knows which global channel each position belongs to, so the shapes
 after removal are one vectorised count per axis, and the counts follow from the same formulas as `spa.count`
-(FLOPs = 2 × MACs of Conv, ConvTranspose, Gemm, MatMul). Coupled producers and consumers are all included because
+(FLOPs = 2 × MACs of the ops whose spec counts them: Conv, ConvTranspose, Gemm, MatMul; `spa_keras.ops`). Coupled producers and consumers are all included because
 they are all members of the groups.
 
 Example:
@@ -18,6 +18,8 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from spa_keras.ops.registry import spec_for
 
 if TYPE_CHECKING:
     from spa_keras.analysis.groups import Analysis
@@ -36,33 +38,16 @@ class Counts:
         return f"{self.params:,} parameters, {self.flops / 1e6:,.2f} MFLOPs"
 
 
-def _conv(node, shape_of):
-    w, y = shape_of(node.inputs[1]), shape_of(node.outputs[0])
-    return math.prod(y) * math.prod(w[1:]) if w and y else 0
-
-
-def _conv_transpose(node, shape_of):
-    x, w = shape_of(node.inputs[0]), shape_of(node.inputs[1])
-    return math.prod(x) * math.prod(w[1:]) if x and w else 0
-
-
-def _matmul(node, shape_of):
-    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
-    return math.prod(y) * a[-1] if a and y else 0
-
-
-def _gemm(node, shape_of):
-    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
-    return math.prod(y) * (a[0] if node.attr("transA") else a[-1]) if a and y else 0
-
-
-GRAPH_MACS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm}
+def macs_of(op_type: str):
+    """The MAC count of an op type (its spec's `macs`), or None for ops that are not counted."""
+    spec = spec_for(op_type)
+    return None if spec is None else spec.macs
 
 
 def graph_macs(graph, shape_of=None):
     """MACs of the linear ops of an `SPAGraph` at batch 1 (`shape_of` overrides shapes, for pruned variants)."""
     shape_of = shape_of or graph.shape
-    return sum(GRAPH_MACS[n.op_type](n, shape_of) for n in graph.nodes if n.op_type in GRAPH_MACS)
+    return sum(macs_of(n.op_type)(n, shape_of) for n in graph.nodes if macs_of(n.op_type))
 
 
 def graph_params(graph, shape_of=None):
@@ -89,7 +74,7 @@ class CostModel:
         # all entries' channel ids end to end: one bincount per evaluation counts the removed positions of each
         self._ids = np.concatenate([ids for _, _, ids in self.entries]) if self.entries else np.zeros(0, np.int64)
         self._entry_of = np.repeat(np.arange(len(self.entries)), [len(ids) for _, _, ids in self.entries])
-        self.linear = [n for n in graph.nodes if n.op_type in GRAPH_MACS]
+        self.linear = [(n, macs_of(n.op_type)) for n in graph.nodes if macs_of(n.op_type)]
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
         self._counted = {n for n, p in graph.params.items() if p.counted}
 
@@ -112,7 +97,7 @@ class CostModel:
         """FLOPs of each Conv, ConvTranspose, Gemm and MatMul node without the `removed` channels."""
         new = self.shapes(removed)
         shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
-        return {n.name: 2 * GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear}
+        return {n.name: 2 * macs(n, shape_of) for n, macs in self.linear}
 
     def counts(self, removed: np.ndarray) -> Counts:
         """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
@@ -120,5 +105,5 @@ class CostModel:
         shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
         params = self.base.params + sum(math.prod(shape) - math.prod(self.graph.shape(name))
                                         for name, shape in new.items() if name in self._counted)
-        macs = sum(GRAPH_MACS[n.op_type](n, shape_of) for n in self.linear)
+        macs = sum(count(n, shape_of) for n, count in self.linear)
         return Counts(params, 2 * macs)

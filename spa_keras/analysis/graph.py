@@ -27,18 +27,6 @@ import numpy as np
 Shape = tuple  # a static shape, batch as 1
 
 
-def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[tuple[int, int], int]:
-    """TensorFlow's "same" padding of one spatial axis (ONNX auto_pad SAME_UPPER): ((begin, end), output size);
-    the odd pad goes at the end.
-
-    >>> same_pads(16, 3, 2)
-    ((0, 1), 8)
-    """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return (total // 2, total - total // 2), out
-
-
 # ---- parameter handles: where a parameter lives in its source model ------------------------------------------------
 
 class ParamHandle:

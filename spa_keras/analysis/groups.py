@@ -42,10 +42,41 @@ class Member:
         return np.flatnonzero(self.channel_of_position == channel)
 
 
+@dataclasses.dataclass(frozen=True, order=True)
+class GroupKey:
+    """What names a group, stable across runs on the same model: its first member's parameter and axis, and the
+    first position of that axis it owns (a Split can cut one kernel's channels into several groups). Plans write it
+    as "param:axis@position".
+
+    >>> key = GroupKey.parse("conv1/kernel:0@0")
+    >>> key.param, key.axis, key.position, str(key)
+    ('conv1/kernel', 0, 0, 'conv1/kernel:0@0')
+    """
+
+    param: str
+    axis: int
+    position: int
+
+    def __str__(self) -> str:
+        return f"{self.param}:{self.axis}@{self.position}"
+
+    @classmethod
+    def parse(cls, text: str | GroupKey) -> GroupKey:
+        """A key from its text ("param:axis@position"; parameter names may hold ':' and '@')."""
+        if isinstance(text, GroupKey):
+            return text
+        try:
+            head, position = str(text).rsplit("@", 1)
+            param, axis = head.rsplit(":", 1)
+            return cls(param, int(axis), int(position))
+        except ValueError as exc:
+            raise ValueError(f"{text!r} is not a group key ('param:axis@position')") from exc
+
+
 @dataclasses.dataclass
 class ChannelGroup:
     id: int
-    key: str  # stable across runs on the same model: the first member's "param:axis"
+    key: GroupKey
     roots: np.ndarray  # one label root per channel
     members: list[Member]
     blocked: np.ndarray  # per channel: True when a barrier or a graph output pins it
@@ -129,15 +160,7 @@ class Analysis:
         """Parameters and FLOPs of the model as it is."""
         return self.cost.base
 
-    def removed_mask(self, removed: dict[str, list[int]]) -> np.ndarray:
-        """The global removed-channel mask of {group key: channel indices}."""
-        mask = np.zeros(self.channels, bool)
-        by_key = {g.key: g for g in self.groups}
-        for key, idx in removed.items():
-            mask[self.offsets[by_key[key].id] + np.asarray(idx, int)] = True
-        return mask
-
-    def removed_per_group(self, mask: np.ndarray) -> dict[str, list[int]]:
+    def removed_per_group(self, mask: np.ndarray) -> dict[GroupKey, list[int]]:
         """{group key: removed channel indices} of a global removed-channel mask (groups that lose none left out)."""
         out = {}
         for g, start in zip(self.groups, self.offsets):
@@ -229,7 +252,7 @@ def analyze_graph(graph: SPAGraph) -> Analysis:
         reasons = sorted({frozen_reason[int(r)] for r in roots if int(r) in frozen_reason})
         first = members[0]
         # a Split can cut one kernel's channels into several groups: the first position makes the key unique
-        key = f"{first.param}:{first.axis}@{int(np.argmax(first.channel_of_position >= 0))}"
+        key = GroupKey(first.param, first.axis, int(np.argmax(first.channel_of_position >= 0)))
         groups.append(ChannelGroup(0, key, roots, members, blocked, reasons))
     # groups in graph order (creation order of their first label); global channel ids follow that order
     groups.sort(key=lambda g: int(g.roots[0]))

@@ -35,7 +35,7 @@ from onnx import helper, numpy_helper
 
 from spa_keras.bridges import onnx_io
 from spa_keras.common.errors import ConversionError, InputError, first_line
-from spa_keras.analysis.graph import same_pads
+from spa_keras.ops.geometry import same_pads
 from spa_keras.common.tensors import concrete_shape
 
 NHWC = (0, 2, 3, 1)  # the Keras axes of a 4-D tensor computed channels-last, as ONNX axes

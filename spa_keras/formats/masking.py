@@ -1,9 +1,7 @@
-"""Surgery: apply removed channels (and new values of kept weights) to a model and return a new, smaller one.
-
-One package per format (`onnx/`, `keras/`), each with its own table of per-op rewriters or per-layer resizers. The
-engine picks the surgery by the format of the graph's parameter handles (`SPAGraph.format`); originals are never
-mutated. Both surgeries also make masked copies (same shapes, removed positions zero), which OBSPA and training
-with a fixed mask use; `sliced` and `zeroed` are the two ways one value loses positions.
+"""The two ways a parameter's value loses positions, which every format's surgery uses: `sliced` (the slim model)
+and `zeroed` (a masked copy with the shapes kept, which OBSPA and training with a fixed mask use). Each format's
+surgery lives with its adapter (`formats/keras/surgery.py`, `formats/onnx/surgery.py`, `formats/mxnet/surgery.py`);
+originals are never mutated.
 
 Example:
 

@@ -3,10 +3,10 @@ the channel counts a plan may leave it, measured once per machine and runtime an
 
 FLOPs predict latency poorly: a depthwise convolution or a narrow 1x1 convolution at batch 1 takes far longer per
 FLOP than a wide one, and kernels have fast and slow channel counts. So a latency target plans on measured layer
-times instead. Every Conv, Gemm and MatMul with a weight (`TIMED`) is built alone as a one-layer model for the runtime
-(one ONNX node for onnxruntime; one Keras layer, channels last, for TFLite and TensorFlow) at a small grid of input
-and output channel counts (`FRACTIONS` of the original, at multiples the runtime runs fast), and timed (lower quartile
-of `RUNS` runs). A layer's time at other counts is interpolated on that grid (bilinear; proportional below the
+times instead. Every op whose spec gives it a `layer` (`spa_keras.ops`: Conv, Gemm, MatMul with a weight) is built
+alone as a one-layer model for the runtime (one ONNX node for onnxruntime; one Keras layer, channels last, for
+TFLite and TensorFlow) at a small grid of input and output channel counts (`FRACTIONS` of the original, at multiples
+the runtime runs fast), and timed (lower quartile of `RUNS` runs). A layer's time at other counts is interpolated on that grid (bilinear; proportional below the
 smallest count). The time the layers do not account for (activations, pooling, element-wise ops, per-node overhead)
 is the whole model's measured latency minus the layers' sum, and is held constant.
 
@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import hashlib
 import json
 import os
@@ -34,58 +33,15 @@ import time
 
 import numpy as np
 
-from spa_keras.analysis.graph import same_pads
+from spa_keras.ops.geometry import LayerShape
+from spa_keras.ops.registry import spec_for
 from spa_keras.planning.runtimes import group_multiples
 
-TIMED = ("Conv", "Gemm", "MatMul")
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 RUNS = 10
 WARMUP = 3
 FORMAT = "spa-keras latency table 1"
 SAVE_EVERY = 30.0  # seconds between saves while a table is measured
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerShape:
-    """One timed layer: `op` ("Conv", "Gemm" or "MatMul"), input shape `x` (batch included; NCHW for Conv), weight
-    shape `w` (ONNX layout: OIHW for Conv, (K, N) for MatMul, (N, K) for Gemm with transB), and for Conv its
-    `strides`, `pads`, `dilations` and `group`."""
-
-    op: str
-    x: tuple
-    w: tuple
-    strides: tuple = ()
-    pads: tuple = ()
-    dilations: tuple = ()
-    group: int = 1
-
-    @property
-    def key(self) -> str:
-        return json.dumps(dataclasses.astuple(self))
-
-    @property
-    def depthwise(self) -> bool:
-        return self.op == "Conv" and self.group > 1 and self.group == self.x[1]
-
-    @property
-    def cin(self) -> int:
-        return self.x[1] if self.op == "Conv" else self.x[-1]
-
-    @property
-    def cout(self) -> int:
-        return self.w[1] if self.op == "MatMul" else self.w[0]
-
-    def at(self, cin: int, cout: int) -> "LayerShape":
-        """The same layer with `cin` input and `cout` output channels (a depthwise layer keeps its multiplier)."""
-        if self.op == "Conv":
-            group = cin if self.depthwise else self.group
-            if self.depthwise:
-                cout = cin * (self.w[0] // self.x[1])
-            x = (self.x[0], cin, *self.x[2:])
-            return dataclasses.replace(self, x=x, w=(cout, cin // group, *self.w[2:]), group=group)
-        x = (*self.x[:-1], cin)
-        w = (cin, cout) if self.op == "MatMul" else (cout, cin)
-        return dataclasses.replace(self, x=x, w=w)
 
 
 # a one-node model that does nothing: its time is the runtime's fixed cost of one run (binding inputs, fetching
@@ -94,37 +50,10 @@ NOTHING = LayerShape("Identity", (1, 1), ())
 
 
 def layer_shape(node, graph, batch: int) -> LayerShape | None:
-    """The `LayerShape` of a graph node at `batch`, or None when it is not timed: other ops, a product of two
-    activations, Gemm with transA, grouped convolutions that are not depthwise."""
-    if node.op_type not in TIMED or len(node.inputs) < 2 or node.inputs[1] not in graph.params:
-        return None
-    x, w = graph.shape(node.inputs[0]), graph.shape(node.inputs[1])
-    if not x or not w:
-        return None
-    x = (batch, *x[1:])
-    if node.op_type == "Conv":
-        if len(x) != 4 or len(w) != 4:
-            return None
-        group = int(node.attr("group") or 1)
-        if group not in (1, x[1]):
-            return None
-        strides, dilations = tuple(node.attr("strides") or (1, 1)), tuple(node.attr("dilations") or (1, 1))
-        return LayerShape("Conv", x, tuple(w), strides, _pads(node, x, w, strides, dilations), dilations, group)
-    if len(w) != 2 or (node.op_type == "Gemm" and (node.attr("transA") or len(x) != 2)):
-        return None
-    w = tuple(w) if node.op_type == "MatMul" or node.attr("transB") else tuple(w[::-1])
-    return LayerShape(node.op_type, x, w)
-
-
-def _pads(node, x, w, strides, dilations) -> tuple:
-    """Explicit pads (top, left, bottom, right); ONNX's auto_pad SAME_* resolved from the shapes."""
-    auto = node.attr("auto_pad") or "NOTSET"
-    if auto in ("NOTSET", "VALID"):
-        return tuple(node.attr("pads") or (0, 0, 0, 0)) if auto == "NOTSET" else (0, 0, 0, 0)
-    pads = [same_pads(n, k, s, d)[0] for n, k, s, d in zip(x[2:], w[2:], strides, dilations)]
-    if auto == "SAME_LOWER":
-        pads = [p[::-1] for p in pads]
-    return tuple(b for b, _ in pads) + tuple(e for _, e in pads)
+    """The `LayerShape` of a graph node at `batch` (its op spec's `layer`), or None when it is not timed: other ops,
+    a product of two activations, Gemm with transA, grouped convolutions that are not depthwise."""
+    spec = spec_for(node.op_type)
+    return None if spec is None or spec.layer is None else spec.layer(node, graph, batch)
 
 
 def grid(channels: int) -> list[int]:
@@ -289,7 +218,7 @@ def keras_layer(shape: LayerShape):
 
 
 class LayerWidths:
-    """The timed layers (`TIMED`) of an analysed model and their channel counts with any set of channels removed.
+    """The timed layers (`layer_shape`) of an analysed model and their channel counts with any set of channels removed.
 
     Args:
         analysis: the `GraphAnalysis` of the model.

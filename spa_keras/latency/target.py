@@ -18,7 +18,7 @@ Example:
 
 >>> result = spa.prune(model, latency=0.5, runtime="onnxruntime")     # doctest: +SKIP
 >>> batch16 = spa.prune(model, latency=0.5, input_shape=(16, 224, 224, 3))  # doctest: +SKIP
->>> result.plan.target["measured_speedup"]                             # doctest: +SKIP
+>>> result.plan.target.measured_speedup                                # doctest: +SKIP
 1.97
 """
 
@@ -32,7 +32,8 @@ from spa_keras.common.errors import InputError
 from spa_keras.importance import get_criterion, score_groups
 from spa_keras.latency.table import LatencyModel
 from spa_keras.latency.timing import SpeedupMeter
-from spa_keras.planning.plan import _fraction, make_plan
+from spa_keras.planning.selection import make_plan
+from spa_keras.planning.target import fraction
 
 ROUNDS = 6
 TOLERANCE = 0.04  # a measured latency within this fraction of the goal ends the search
@@ -68,7 +69,7 @@ def latency_plan(amount: float, plan_at: Callable, measure: Callable, rounds: in
     """The plan whose measured speed-up is closest to removing `amount` of the latency.
 
     `plan_at(fraction)` makes a plan that removes `fraction` of what it plans on (the latency a per-layer table
-    predicts, or FLOPs; its `target["reached"]`); `measure(plan)` is the speed-up of its slim model; `say(line)`
+    predicts, or FLOPs; its `target.reached`); `measure(plan)` is the speed-up of its slim model; `say(line)`
     reports each round. The plan's target records the rounds (planned fraction, FLOPs removed, measured speed-up),
     the FLOPs removed and the measured speed-up of the chosen one.
     """
@@ -79,11 +80,11 @@ def latency_plan(amount: float, plan_at: Callable, measure: Callable, rounds: in
     for k in range(rounds):
         plan = plan_at(fraction)
         plans.append(plan)
-        reached = plan.target["reached"]
-        removed_flops = plan.target.get("flops_removed", reached)
+        reached = plan.target.reached
+        removed_flops = plan.target.flops_removed if plan.target.flops_removed is not None else reached
         ratio = measure(plan)
         measured.append({"planned": round(reached, 4), "flops": round(removed_flops, 4), "speedup": round(ratio, 4)})
-        planned = f"planned -{reached:.1%}, " if plan.target.get("kind") == "latency" else ""
+        planned = f"planned -{reached:.1%}, " if plan.target.kind == "latency" else ""
         say(f"latency target {amount:.0%}{what}: round {k + 1}: {planned}FLOPs -{removed_flops:.1%} -> "
             f"{ratio:.2f}x (aim {1 / goal:.2f}x)")
         points.append((reached, 1 / ratio))
@@ -95,9 +96,10 @@ def latency_plan(amount: float, plan_at: Callable, measure: Callable, rounds: in
         fraction = following
     best = min(range(len(measured)), key=lambda i: abs(1 / measured[i]["speedup"] - goal))
     plan = plans[best]
-    plan.target.update(kind="latency", amount=amount, flops_removed=measured[best]["flops"],
-                       reached=round(1 - 1 / measured[best]["speedup"], 6),
-                       measured_speedup=measured[best]["speedup"], rounds=measured)
+    target = plan.target
+    target.kind, target.amount, target.flops_removed = "latency", amount, measured[best]["flops"]
+    target.reached = round(1 - 1 / measured[best]["speedup"], 6)
+    target.measured_speedup, target.rounds = measured[best]["speedup"], measured
     return plan
 
 
@@ -107,7 +109,7 @@ def latency_target_plan(analysis, latency, options: dict, batch: int = 1):
     predicted latency fraction without reconstruction (latency does not depend on weight values), and the whole
     slim model is timed to correct the prediction; the chosen plan gets the criterion's new weights. Everything is
     timed at `batch` (the analysis keeps shapes at batch 1)."""
-    latency = _fraction("latency", latency)
+    latency = fraction("latency", latency)
     options = dict(options)
     runtime = options.pop("runtime") or ("tensorflow" if analysis.source.kind in ("keras", "h5") else "onnxruntime")
     options["runtime"] = runtime
@@ -123,12 +125,12 @@ def latency_target_plan(analysis, latency, options: dict, batch: int = 1):
             warnings.simplefilter("ignore")
             plan = make_plan(analysis, latency=fraction, latency_model=model, scores=scores, criterion=criterion,
                              reconstruct=False, **options)
-        plan.target["flops_removed"] = round(1 - flops.counts(plan.mask(analysis)).flops / flops.base.flops, 6)
+        plan.target.flops_removed = round(1 - flops.counts(plan.mask(analysis)).flops / flops.base.flops, 6)
         return plan
 
     measure = lambda p: speedup_of(analysis.source.slim_analysed(analysis, p.mask(analysis)))  # noqa: E731
     plan = latency_plan(latency, plan_at, measure, say=say, what=f" on {runtime}")
-    plan.target["batch"] = batch  # the speed-ups recorded hold at this batch size
+    plan.target.batch = batch  # the speed-ups recorded hold at this batch size
     if hasattr(criterion, "updates"):
         plan.updates = criterion.updates(analysis, plan.mask(analysis))
     return plan

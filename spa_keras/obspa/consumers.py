@@ -24,6 +24,7 @@ import numpy as np
 
 from spa_keras.analysis.graph import Node
 from spa_keras.compute.patches import InputColumns, PatchSpec
+from spa_keras.ops.registry import WeightMatrix, spec_for
 
 # a consumer with more input columns than this keeps its weights (its d_in x d_in Hessian would not fit)
 MAX_COLUMNS = 8192
@@ -104,18 +105,10 @@ def _conv_patch(node: Node, kernel: tuple[int, int]) -> PatchSpec | None:
     return PatchSpec(kernel, tuple(node.attr("strides") or (1, 1)), tuple(node.attr("dilations") or (1, 1)), pads)
 
 
-def _candidate(graph, node: Node):
-    """(weight, input axis of the weight, kind, layout) for a linear op with a constant weight, or None."""
-    if node.op_type == "Conv" and graph.is_param(node.inputs[1]):
-        w = graph.shape(node.inputs[1])
-        if node.attr("group", 1) == 1 and len(w) == 4:
-            return node.inputs[1], 1, "conv", "conv"
-    if node.op_type == "Gemm" and graph.is_param(node.inputs[1]) and not node.attr("transA", 0):
-        trans_b = node.attr("transB", 0)
-        return node.inputs[1], 1 if trans_b else 0, "dense", "rows" if trans_b else "cols"
-    if node.op_type == "MatMul" and graph.is_param(node.inputs[1]) and len(graph.shape(node.inputs[1])) == 2:
-        return node.inputs[1], 0, "dense", "cols"
-    return None
+def _candidate(graph, node: Node) -> WeightMatrix | None:
+    """The op's constant weight as a matrix (its spec's `weight_matrix`), or None."""
+    spec = spec_for(node.op_type)
+    return None if spec is None or spec.weight_matrix is None else spec.weight_matrix(graph, node)
 
 
 def find_consumers(analysis, backend) -> tuple[list[Consumer], list[str]]:
@@ -127,7 +120,7 @@ def find_consumers(analysis, backend) -> tuple[list[Consumer], list[str]]:
         candidate = _candidate(graph, node)
         if candidate is None:
             continue
-        weight, axis, kind, layout = candidate
+        weight, axis, kind, layout = candidate.weight, candidate.input_axis, candidate.kind, candidate.layout
         binding = analysis.state.bindings.get((weight, axis))
         if binding is None:
             continue

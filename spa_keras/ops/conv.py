@@ -1,15 +1,87 @@
 """Conv and ConvTranspose: output channels are new labels; input channels bind the kernel's input axis.
 
-- `group == 1`: W [M, C, k...] axis 1 takes the input's labels, axis 0 (and the bias) new labels.
+- Dense (`group == 1`): W [M, C, k...] axis 1 takes the input's labels, axis 0 (and the bias) new labels.
 - Depthwise (`C / group == 1`, channel multiplier m = M / C): output channel c·m + j comes from input channel c, so
-  the outputs repeat the input labels m times and `group` shrinks with the channels (rewritten in surgery).
+  the outputs repeat the input labels m times and `group` shrinks with the channels (ONNX surgery rewrites it).
 - Grouped (`1 < group < C`): every group must stay the same size, so position j of each group is one channel: the
   input labels are merged across groups, and the outputs get M / group new labels tiled over the groups.
+
+MACs: every output position multiplies one kernel slice (Conv), every input position scatters one (ConvTranspose).
+OBSPA refits a dense 2-D Conv as W [M, C·kh·kw] over im2col columns; latency tables time dense and depthwise 2-D
+convolutions alone.
 """
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spa_keras.ops.registry import register
+from spa_keras.ops.geometry import DENSE, DEPTHWISE, LayerShape, conv_kind, same_pads
+from spa_keras.ops.registry import WeightMatrix, register
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node, SPAGraph
+    from spa_keras.ops.registry import OnnxRewriter, ShapeOf
+
+
+def conv_macs(node: Node, shape_of: ShapeOf) -> int:
+    w, y = shape_of(node.inputs[1]), shape_of(node.outputs[0])
+    return math.prod(y) * math.prod(w[1:]) if w and y else 0
+
+
+def conv_transpose_macs(node: Node, shape_of: ShapeOf) -> int:
+    x, w = shape_of(node.inputs[0]), shape_of(node.inputs[1])
+    return math.prod(x) * math.prod(w[1:]) if x and w else 0
+
+
+def conv_matrix(graph: SPAGraph, node: Node) -> WeightMatrix | None:
+    """A dense 2-D Conv with a constant kernel [M, C, kh, kw] as [M, C·kh·kw]."""
+    if not graph.is_param(node.inputs[1]):
+        return None
+    w = graph.shape(node.inputs[1])
+    if node.attr("group", 1) != 1 or len(w) != 4:
+        return None
+    return WeightMatrix(node.inputs[1], 1, "conv", "conv")
+
+
+def conv_layer(node: Node, graph: SPAGraph, batch: int) -> LayerShape | None:
+    """A dense or depthwise 2-D Conv with a constant kernel, alone at `batch`."""
+    if len(node.inputs) < 2 or node.inputs[1] not in graph.params:
+        return None
+    x, w = graph.shape(node.inputs[0]), graph.shape(node.inputs[1])
+    if not x or not w or len(x) != 4 or len(w) != 4:
+        return None
+    x = (batch, *x[1:])
+    group = int(node.attr("group") or 1)
+    if conv_kind(group, x[1] // group) not in (DENSE, DEPTHWISE):
+        return None
+    strides, dilations = tuple(node.attr("strides") or (1, 1)), tuple(node.attr("dilations") or (1, 1))
+    return LayerShape("Conv", x, tuple(w), strides, explicit_pads(node, x, w, strides, dilations), dilations, group)
+
+
+def explicit_pads(node: Node, x: tuple, w: tuple, strides: tuple, dilations: tuple) -> tuple:
+    """Explicit pads (top, left, bottom, right); ONNX's auto_pad SAME_* resolved from the shapes."""
+    auto = node.attr("auto_pad") or "NOTSET"
+    if auto in ("NOTSET", "VALID"):
+        return tuple(node.attr("pads") or (0, 0, 0, 0)) if auto == "NOTSET" else (0, 0, 0, 0)
+    pads = [same_pads(n, k, s, d)[0] for n, k, s, d in zip(x[2:], w[2:], strides, dilations)]
+    if auto == "SAME_LOWER":
+        pads = [p[::-1] for p in pads]
+    return tuple(b for b, _ in pads) + tuple(e for _, e in pads)
+
+
+def depthwise_group(surgery: OnnxRewriter, node: Node, proto) -> None:
+    """A depthwise convolution's `group` is its channel count: it shrinks with them."""
+    w = surgery.old_shape(node.inputs[1])
+    group = node.attr("group")
+    if node.op_type == "Conv":
+        depthwise = conv_kind(group, w[1]) == DEPTHWISE
+    else:  # ConvTranspose: W [C, M/group, k...]
+        depthwise = conv_kind(group, w[0] // group) == DEPTHWISE and w[1] == 1
+    if depthwise:
+        surgery.set_attr(proto, "group", surgery.new_shape(node.inputs[0])[1])
 
 
 def _bind_bias(ctx, node, labels, slot=2):
@@ -29,7 +101,8 @@ def _input_channels(ctx, node):
     return labels.get(1)
 
 
-@register("Conv", creates_channels=True)
+@register("Conv", creates_channels=True, macs=conv_macs, weight_matrix=conv_matrix, layer=conv_layer,
+          rewrite=depthwise_group)
 def conv(ctx, node):
     lin = _input_channels(ctx, node)
     if lin is False:
@@ -38,11 +111,12 @@ def conv(ctx, node):
     m, cg = ctx.shape(w)[:2]
     group = node.attr("group")
     c = cg * group
-    if group == 1:
+    kind = conv_kind(group, cg)
+    if kind == DENSE:
         if lin is not None:
             ctx.bind(w, 1, lin)
         out = ctx.new(m)
-    elif cg == 1:  # depthwise
+    elif kind == DEPTHWISE:
         if lin is None:
             return  # channels tied to unprunable inputs
         out = np.repeat(lin, m // c)
@@ -58,7 +132,7 @@ def conv(ctx, node):
     ctx.set(node.outputs[0], {1: out})
 
 
-@register("ConvTranspose", creates_channels=True)
+@register("ConvTranspose", creates_channels=True, macs=conv_transpose_macs, rewrite=depthwise_group)
 def conv_transpose(ctx, node):
     lin = _input_channels(ctx, node)
     if lin is False:
@@ -66,12 +140,13 @@ def conv_transpose(ctx, node):
     w = node.inputs[1]
     c, mg = ctx.shape(w)[:2]
     group = node.attr("group")
-    if group == 1:
+    kind = conv_kind(group, c // group)
+    if kind == DENSE:
         if lin is not None:
             ctx.bind(w, 0, lin)
         out = ctx.new(mg)
         ctx.bind(w, 1, out)
-    elif c == group and mg == 1:  # depthwise
+    elif kind == DEPTHWISE and mg == 1:
         if lin is None:
             return
         ctx.bind(w, 0, lin)

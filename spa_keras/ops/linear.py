@@ -3,12 +3,63 @@
 A constant weight's output axis makes new labels; its input axis takes the labels of the activation's contracted
 axis. MatMul of two activations (attention's Q·Kᵀ and A·V) merges the contracted axes' labels and the batch axes'
 labels (heads), so a head removed in Q is removed in K and V too.
+
+MACs: output elements times the contracted size. OBSPA refits a constant 2-D weight as [d_out, d_in]; latency
+tables time Gemm and MatMul with a constant 2-D weight alone.
 """
 
-from spa_keras.ops.registry import register
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from spa_keras.ops.geometry import LayerShape
+from spa_keras.ops.registry import WeightMatrix, register
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node, SPAGraph
+    from spa_keras.ops.registry import ShapeOf
 
 
-@register("Gemm", creates_channels=True)
+def matmul_macs(node: Node, shape_of: ShapeOf) -> int:
+    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
+    return math.prod(y) * a[-1] if a and y else 0
+
+
+def gemm_macs(node: Node, shape_of: ShapeOf) -> int:
+    a, y = shape_of(node.inputs[0]), shape_of(node.outputs[0])
+    return math.prod(y) * (a[0] if node.attr("transA") else a[-1]) if a and y else 0
+
+
+def gemm_matrix(graph: SPAGraph, node: Node) -> WeightMatrix | None:
+    if not graph.is_param(node.inputs[1]) or node.attr("transA", 0):
+        return None
+    trans_b = node.attr("transB", 0)
+    return WeightMatrix(node.inputs[1], 1 if trans_b else 0, "dense", "rows" if trans_b else "cols")
+
+
+def matmul_matrix(graph: SPAGraph, node: Node) -> WeightMatrix | None:
+    if not graph.is_param(node.inputs[1]) or len(graph.shape(node.inputs[1])) != 2:
+        return None
+    return WeightMatrix(node.inputs[1], 0, "dense", "cols")
+
+
+def dense_layer(node: Node, graph: SPAGraph, batch: int) -> LayerShape | None:
+    """Gemm (not transA, 2-D input) or MatMul with a constant 2-D weight, alone at `batch`; the weight as (K, N) for
+    MatMul and (N, K) for Gemm (transB)."""
+    if len(node.inputs) < 2 or node.inputs[1] not in graph.params:
+        return None
+    x, w = graph.shape(node.inputs[0]), graph.shape(node.inputs[1])
+    if not x or not w:
+        return None
+    x = (batch, *x[1:])
+    if len(w) != 2 or (node.op_type == "Gemm" and (node.attr("transA") or len(x) != 2)):
+        return None
+    w = tuple(w) if node.op_type == "MatMul" or node.attr("transB") else tuple(w[::-1])
+    return LayerShape(node.op_type, x, w)
+
+
+@register("Gemm", creates_channels=True, macs=gemm_macs, weight_matrix=gemm_matrix, layer=dense_layer)
 def gemm(ctx, node):
     a, b = node.inputs[0], node.inputs[1]
     trans_a, trans_b = node.attr("transA"), node.attr("transB")
@@ -42,7 +93,7 @@ def _contract(ctx, la, lb, a, b):
         ctx.freeze("contracted axis with channels on one side only", [l for l in (la, lb) if l is not None])
 
 
-@register("MatMul", creates_channels=True)
+@register("MatMul", creates_channels=True, macs=matmul_macs, weight_matrix=matmul_matrix, layer=dense_layer)
 def matmul(ctx, node):
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)

@@ -3,10 +3,17 @@
 BatchNormalization and InstanceNormalization bind scale, bias, mean and variance to the channel axis (1).
 LayerNormalization normalises over axes [axis, rank): its scale and bias span those axes and are bound to the labels
 there (the channels stay coupled through the statistic). GroupNormalization removes whole groups: the channels of
-one group merge into one prunable unit.
+one group merge into one prunable unit, and surgery lowers `num_groups`.
 """
 
 from spa_keras.ops.registry import register
+
+
+def group_count(surgery, node, proto) -> None:
+    """GroupNormalization's `num_groups` shrinks with the channels (whole groups go)."""
+    old_c, new_c = surgery.old_shape(node.inputs[0])[1], surgery.new_shape(node.inputs[0])[1]
+    if old_c != new_c:
+        surgery.set_attr(proto, "num_groups", node.attr("num_groups") * new_c // old_c)
 
 
 @register("BatchNormalization", "InstanceNormalization")
@@ -37,7 +44,7 @@ def layer_norm(ctx, node):
     ctx.set(node.outputs[0], labels)
 
 
-@register("GroupNormalization")
+@register("GroupNormalization", rewrite=group_count)
 def group_norm(ctx, node):
     labels = dict(ctx.get(node.inputs[0]))
     if 1 in labels:

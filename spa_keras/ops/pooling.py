@@ -8,6 +8,7 @@ LayerNorm or an L2 normalisation) keep the structure valid when channels go, so 
 import numpy as np
 
 from spa_keras.ops.registry import register
+from spa_keras.ops.shape import shape_target
 
 REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
@@ -23,8 +24,16 @@ def pool(ctx, node):
     ctx.set(node.outputs[0], labels)
 
 
-@register("Expand", "Tile", creates_channels=True)
-@register("Pad", "Resize", "Upsample", "SpaceToDepth", "DepthToSpace", "LpNormalization")
+def resize_sizes(surgery, node, proto) -> None:
+    """Resize given by `sizes`: they name the new channel counts."""
+    if len(node.inputs) > 3 and node.inputs[3]:
+        surgery.rewrite_shape_input(node, 3)
+
+
+@register("Expand", creates_channels=True, rewrite=shape_target)
+@register("Tile", creates_channels=True)
+@register("Resize", rewrite=resize_sizes)
+@register("Pad", "Upsample", "SpaceToDepth", "DepthToSpace", "LpNormalization")
 def same_size_axes(ctx, node):
     """Labels survive on axes whose size is unchanged; an op that changes a channel axis is a barrier."""
     x, y = node.inputs[0], node.outputs[0]

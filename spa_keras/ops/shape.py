@@ -15,6 +15,11 @@ import numpy as np
 from spa_keras.ops.registry import register
 
 
+def shape_target(surgery, node, proto) -> None:
+    """Reshape and Expand: the target shape operand names the new channel counts."""
+    surgery.rewrite_shape_input(node, 1)
+
+
 def _trace(ctx, xs, ys, axes, grid):
     """Where the positions of a label `grid` over input `axes` land in the output: (varying axes, grid there)."""
     positions = np.arange(grid.size).reshape(grid.shape)
@@ -26,7 +31,8 @@ def _trace(ctx, xs, ys, axes, grid):
     return varying, grid.reshape(-1)[sub]
 
 
-@register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+@register("Reshape", rewrite=shape_target)
+@register("Flatten", "Squeeze", "Unsqueeze")
 def reshape(ctx, node):
     x, y = node.inputs[0], node.outputs[0]
     xs, ys = ctx.shape(x), ctx.shape(y)

@@ -10,6 +10,50 @@ import numpy as np
 from spa_keras.ops.registry import register
 
 
+def split_sizes(surgery, node, proto) -> None:
+    """The split sizes along a shrinking axis: the outputs' new lengths, where the model says them."""
+    x = node.inputs[0]
+    axis = node.attr("axis") % len(surgery.old_shape(x))
+    if surgery.old_shape(x)[axis] == surgery.new_shape(x)[axis]:
+        return
+    sizes = [surgery.new_shape(t)[axis] for t in node.outputs]
+    if node.attr("split") is not None:
+        surgery.set_attr(proto, "split", sizes)
+    elif len(node.inputs) > 1 and node.inputs[1]:
+        surgery.set_input_constant(node, 1, np.array(sizes, dtype=np.int64))
+    elif len(set(sizes)) > 1:
+        surgery.add_input_constant(node, np.array(sizes, dtype=np.int64))
+
+
+def slice_bounds(surgery, node, proto) -> None:
+    """Slice bounds on a shrinking axis: counted again over the positions that stay."""
+    x = node.inputs[0]
+    spec = slice_params(surgery.ctx, node, len(surgery.old_shape(x)))
+    if spec is None:  # bounds computed at run time: the rule froze the channels they cut, none of them goes
+        return
+    changed = False
+    starts, ends = [], []
+    for axis, start, end, step in spec:
+        keep = surgery.kept_positions(x, axis)
+        if keep is None or keep.all():
+            starts.append(start)
+            ends.append(end)
+            continue
+        lo, hi, _ = slice(start, end).indices(len(keep))  # the rule lets only step 1 cut channels
+        new_lo = int(keep[:lo].sum())
+        starts.append(new_lo)
+        ends.append(new_lo + int(keep[lo:hi].sum()))
+        changed = True
+    if not changed:
+        return
+    if len(node.inputs) == 1:
+        surgery.set_attr(proto, "starts", starts)
+        surgery.set_attr(proto, "ends", ends)
+    else:
+        surgery.set_input_constant(node, 1, np.array(starts, dtype=np.int64))
+        surgery.set_input_constant(node, 2, np.array(ends, dtype=np.int64))
+
+
 @register("Concat")
 def concat(ctx, node):
     y = node.outputs[0]
@@ -53,7 +97,7 @@ def _split_sizes(ctx, node, length):
     return [int(s) for s in sizes]
 
 
-@register("Split")
+@register("Split", rewrite=split_sizes)
 def split(ctx, node):
     x = node.inputs[0]
     rank = ctx.rank(x)
@@ -85,7 +129,7 @@ def slice_params(ctx, node, rank):
     return [(a % rank, s, e, st) for a, s, e, st in zip(axes, starts, ends, steps)]
 
 
-@register("Slice")
+@register("Slice", rewrite=slice_bounds)
 def slice_(ctx, node):
     x = node.inputs[0]
     rank = ctx.rank(x)

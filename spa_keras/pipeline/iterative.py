@@ -13,14 +13,16 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 
 from spa_keras import formats
-from spa_keras.analysis.groups import Analysis, analyze_graph
+from spa_keras.analysis.groups import Analysis, GroupKey, analyze_graph
 from spa_keras.common.errors import SpaError
-from spa_keras.planning.plan import PruningPlan, make_plan, prunable_channels
+from spa_keras.planning.plan import PruningPlan
+from spa_keras.planning.selection import make_plan, prunable_channels
 
 
 def iterative_plan(analysis: Analysis, ratio, flops, params, steps: int, **options) -> PruningPlan:
@@ -51,8 +53,8 @@ def iterative_plan(analysis: Analysis, ratio, flops, params, steps: int, **optio
             current = _slimmer(current, plan)
     removed = {key: np.setdiff1d(np.arange(n), kept[key]).tolist() for key, n in original.items()
                if len(kept[key]) < n}
-    return PruningPlan(removed, original, dict(plan.target, amount=amount, steps=steps),
-                       fingerprint=analysis.fingerprint)
+    target = dataclasses.replace(plan.target, amount=amount, steps=steps)
+    return PruningPlan(removed, original, target, fingerprint=analysis.fingerprint)
 
 
 def _slimmer(analysis: Analysis, plan: PruningPlan) -> Analysis:
@@ -63,14 +65,14 @@ def _slimmer(analysis: Analysis, plan: PruningPlan) -> Analysis:
     return analyze_graph(slim.graph)
 
 
-def _original_keys(analysis: Analysis, kept: dict) -> dict[str, str]:
-    """{current group key: original group key}. Keys are `param:axis@position`; the position of a group cut from
-    a kernel by a Split moves as channels go, so groups of one `param:axis` pair up in position order."""
+def _original_keys(analysis: Analysis, kept: dict[GroupKey, np.ndarray]) -> dict[GroupKey, GroupKey]:
+    """{current group key: original group key}. The position of a group cut from a kernel by a Split moves as
+    channels go, so groups of one parameter axis pair up in position order."""
 
     def by_prefix(keys):
-        out: dict[str, list[str]] = {}
-        for key in sorted(keys, key=lambda k: int(k.rsplit("@", 1)[1])):
-            out.setdefault(key.rsplit("@", 1)[0], []).append(key)
+        out: dict[tuple[str, int], list[GroupKey]] = {}
+        for key in sorted(keys, key=lambda k: k.position):
+            out.setdefault((key.param, key.axis), []).append(key)
         return out
 
     now, before = by_prefix(g.key for g in analysis.groups), by_prefix(kept)
@@ -79,7 +81,7 @@ def _original_keys(analysis: Analysis, kept: dict) -> dict[str, str]:
     for prefix, keys in now.items():
         old = before.get(prefix, [])
         if len(old) != len(keys) or any(channels[k] != len(kept[o]) for k, o in zip(keys, old)):
-            raise SpaError(f"iterative pruning: the slim model's groups of {prefix} do not match the original's; "
-                           "prune in one step (steps=1)")
+            raise SpaError(f"iterative pruning: the slim model's groups of {prefix[0]}:{prefix[1]} do not match the "
+                           "original's; prune in one step (steps=1)")
         mapping.update(zip(keys, old))
     return mapping

@@ -22,7 +22,8 @@ from spa_keras.analysis.groups import Analysis, analyze_graph
 from spa_keras.common.errors import InputError
 from spa_keras.common.tensors import parse_input_shape
 from spa_keras.pipeline.result import PruneResult
-from spa_keras.planning.plan import PruningPlan, make_plan
+from spa_keras.planning.plan import PruningPlan
+from spa_keras.planning.selection import make_plan
 
 
 def analyze(model: Any, input_shape: Any = None, via: str | None = None, epoch: int = 0,

@@ -1,19 +1,14 @@
-"""PruningPlan: which channels of which group to remove, chosen to meet a target; JSON in and out.
-
-Targets (fractions removed, in [0, 1)): `ratio` of prunable channels, `flops` or `params` of the whole model
-(exact counts from the cost model, so coupled producers and consumers are all counted). Ranking is global by
-default (normalised group scores compare across layers) or uniform per group (`global_ranking=False`).
-`max_per_group` caps the fraction any group loses (a group never loses all its channels), `round_to` keeps channel
-counts multiples of a number (for fast kernels), `ignore` leaves groups that touch the named parameters or nodes
-(regular expressions) alone.
-
-`criterion` is a registered name or a criterion instance (`spa_keras.importance`); data-driven criteria get `data`
-and `loss`. `scores` (one array per group) skips the criterion.
+"""PruningPlan: which channels of which group to remove (made by `spa_keras.planning.selection.make_plan`); JSON in
+and out, replayable on the model it was made on (its fingerprint), with the new values of kept weights a
+reconstruction gives beside it.
 
 Example:
 
->>> plan = make_plan(analysis, flops=0.5)          # doctest: +SKIP
->>> plan.save("plan.json")                         # doctest: +SKIP
+>>> plan = PruningPlan({"conv/kernel:0@0": [1, 3]}, {"conv/kernel:0@0": 8}, Target("ratio", 0.25))
+>>> plan.removed_channels, str(next(iter(plan.removed)))
+(2, 'conv/kernel:0@0')
+>>> PruningPlan.from_json(plan.to_json()).removed == plan.removed
+True
 """
 
 from __future__ import annotations
@@ -21,22 +16,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
-import re
-import warnings
+from typing import Any, Iterator
 
 import numpy as np
 
-from spa_keras.analysis.groups import Analysis
+from spa_keras.analysis.groups import Analysis, GroupKey
 from spa_keras.common.errors import InputError, first_line
-from spa_keras.importance import Criterion, score_groups
-from spa_keras.importance.registry import criterion_name, get_criterion
-from spa_keras.planning.runtimes import AUTO, channel_multiple, check_runtime, group_multiples
-from spa_keras.planning.search import BlockSearch
+from spa_keras.planning.target import Target
 
-# a plan that lands further than this from its target (absolute fraction) says so
-LANDING = 0.02
+FORMAT = "spa-keras plan 1"
 
 
 @dataclasses.dataclass
@@ -49,23 +38,31 @@ class PruningPlan:
     without that file is an error, since replaying it without them would give another model.
     """
 
-    removed: dict[str, list[int]]  # group key -> sorted channel indices to remove
-    channels: dict[str, int]  # group key -> channel count (a plan replays only on a model with the same groups)
-    target: dict = dataclasses.field(default_factory=dict)
+    removed: dict[GroupKey, list[int]]  # sorted channel indices to remove, per group
+    channels: dict[GroupKey, int]  # channel count per group (a plan replays only on a model with the same groups)
+    target: Target = dataclasses.field(default_factory=Target)
     updates: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
     fingerprint: str | None = None  # Analysis.fingerprint of the model the plan was made on
 
+    def __post_init__(self) -> None:
+        # keys may be given as their text ("param:axis@position"), targets as their JSON
+        self.removed = {GroupKey.parse(k): list(v) for k, v in self.removed.items()}
+        self.channels = {GroupKey.parse(k): int(v) for k, v in self.channels.items()}
+        if not isinstance(self.target, Target):
+            self.target = Target.from_json(dict(self.target or {}))
+
     def to_json(self) -> str:
-        data = {"format": "spa-keras plan 1", "fingerprint": self.fingerprint, "target": self.target,
-                "channels": self.channels, "removed": self.removed}
+        data = {"format": FORMAT, "fingerprint": self.fingerprint, "target": self.target.to_json(),
+                "channels": {str(k): v for k, v in self.channels.items()},
+                "removed": {str(k): v for k, v in self.removed.items()}}
         if self.updates:
             data["updates"] = sorted(self.updates)  # kept weights whose values this plan changes
         return json.dumps(data, indent=1)
 
     @classmethod
-    def from_json(cls, text: str, updates: dict | None = None) -> "PruningPlan":
+    def from_json(cls, text: str, updates: dict[str, Any] | None = None) -> PruningPlan:
         data = json.loads(text)
-        if not isinstance(data, dict) or data.get("format") != "spa-keras plan 1":
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InputError("not a spa-keras pruning plan (missing 'format': 'spa-keras plan 1')")
         _check_structure(data)
         changed = list(data.get("updates", []))
@@ -74,21 +71,26 @@ class PruningPlan:
             raise InputError(f"the plan changes the values of {len(missing)} kept weight(s) ({', '.join(missing[:3])}"
                              f"{' ...' if len(missing) > 3 else ''}) but their values were not given; without them "
                              "it would give another model (keep the plan's .weights.npz beside it)")
-        return cls({k: list(map(int, v)) for k, v in data["removed"].items()}, data["channels"], data.get("target", {}),
+        try:
+            removed = {GroupKey.parse(k): list(map(int, v)) for k, v in data["removed"].items()}
+            channels = {GroupKey.parse(k): v for k, v in data["channels"].items()}
+        except ValueError as exc:
+            raise InputError(f"not a valid spa-keras pruning plan: {exc}") from exc
+        return cls(removed, channels, Target.from_json(data.get("target", {})),
                    {k: np.asarray(updates[k]) for k in changed}, data.get("fingerprint"))
 
     @staticmethod
-    def weights_path(path) -> str:
+    def weights_path(path: str | os.PathLike) -> str:
         """Where a plan saved at `path` keeps its new weight values."""
         return os.path.splitext(str(path))[0] + ".weights.npz"
 
-    def save(self, path) -> str:
+    def save(self, path: str | os.PathLike) -> str | os.PathLike:
         with self.staged(path):
             pass
         return path
 
     @contextlib.contextmanager
-    def staged(self, path):
+    def staged(self, path: str | os.PathLike) -> Iterator[str | os.PathLike]:
         """Write the plan beside `path` now, move it into place when the block succeeds (`spa prune` writes the
         model inside, so a failure leaves neither). The weight values land before the JSON that names them."""
         from spa_keras.common import files
@@ -104,7 +106,7 @@ class PruningPlan:
                 yield path
 
     @classmethod
-    def load(cls, path) -> "PruningPlan":
+    def load(cls, path: str | os.PathLike) -> PruningPlan:
         try:
             with open(path) as f:
                 text = f.read()
@@ -165,181 +167,3 @@ def _check_structure(data):
         fail("updates", "a list of parameter names")
     if not isinstance(data.get("fingerprint"), (str, type(None))):
         fail("fingerprint", "a string")
-
-
-def _fraction(name: str, value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    if not 0 <= value < 1:
-        raise InputError(f"{name}={value}: a fraction removed, in [0, 1)")
-    return value
-
-
-def compile_ignore(ignore) -> list[re.Pattern]:
-    """The `ignore` regular expressions, compiled; a bad one is an `InputError` that names it."""
-    patterns = []
-    for text in [ignore] if isinstance(ignore, str) else list(ignore or ()):
-        try:
-            patterns.append(re.compile(text))
-        except re.error as exc:
-            raise InputError(f"ignore {text!r}: not a regular expression ({exc})") from exc
-    return patterns
-
-
-def ignored_groups(analysis: Analysis, ignore=()) -> list[bool]:
-    """Per group: True when it touches a parameter or node matching one of the `ignore` regular expressions."""
-    patterns = compile_ignore(ignore)
-    return [any(p.search(name) for p in patterns for m in g.members for name in [m.param] + m.nodes)
-            for g in analysis.groups]
-
-
-def prunable_channels(analysis: Analysis, ignore=()) -> int:
-    """How many channels a `ratio` target counts: the unblocked channels of the groups not ignored."""
-    return int(sum((~g.blocked).sum() for g, skip in zip(analysis.groups, ignored_groups(analysis, ignore))
-                   if not skip))
-
-
-def _round_to(round_to) -> int | str:
-    if round_to == AUTO:
-        return AUTO
-    try:
-        whole = not isinstance(round_to, bool) and float(round_to).is_integer() and int(round_to) >= 1
-    except (TypeError, ValueError):
-        whole = False
-    if not whole:
-        raise InputError(f"round_to={round_to!r}: 'auto' (channel counts the runtime runs fast) or a whole number "
-                         "of at least 1 that kept channel counts stay multiples of")
-    return int(round_to)
-
-
-def _said(round_to, multiple) -> str:
-    return f"'auto' (multiples of {multiple})" if round_to == AUTO else str(multiple)
-
-
-def _search(analysis, score, eligible, round_to, runtime, global_ranking, removed, achieved, goal):
-    """(removed-channel mask, the channel multiple used). For "auto", the runtime's multiple, halved until a layout
-    lands within `LANDING` of the goal (a multiple of 1 always may)."""
-    multiple = channel_multiple(runtime) if round_to == AUTO else round_to
-    while True:
-        rounds = group_multiples([g.channels for g in analysis.groups], multiple) if round_to == AUTO else multiple
-        search = BlockSearch(analysis.groups, analysis.offsets, score, eligible, rounds, global_ranking, removed)
-        mask = search.search(achieved, goal)
-        if removed is not None:
-            mask = mask | removed
-        if round_to != AUTO or multiple == 1 or not goal or abs(achieved(mask) - goal) <= LANDING:
-            return mask, multiple
-        multiple //= 2
-
-
-def _target(ratio, flops, params, latency=None) -> tuple[str, float]:
-    targets = {k: _fraction(k, v) for k, v in (("ratio", ratio), ("flops", flops), ("params", params),
-                                               ("latency", latency)) if v is not None}
-    if len(targets) != 1:
-        raise InputError("give exactly one target: ratio=, flops=, params= or latency= (a fraction removed)")
-    (kind, amount), = targets.items()
-    return kind, amount
-
-
-def _eligible(analysis, scores, ignored, max_per_group, removable):
-    """Per global channel: its score and whether it may go (unblocked, its group not ignored, among the group's
-    `cap` lowest scored; the cap keeps at least one channel and `max_per_group` of them)."""
-    offsets = analysis.offsets
-    score = np.full(len(analysis.group_of_channel), np.inf)
-    eligible = np.zeros(len(score), bool)
-    for g, s, skip in zip(analysis.groups, scores, ignored):
-        free = np.flatnonzero(~g.blocked)
-        if skip or not len(free):
-            continue
-        cap = min(int(math.floor(max_per_group * g.channels)), g.channels - 1, len(free))
-        if removable is not None and g.key in removable:
-            cap = max(0, min(cap, int(removable[g.key])))
-        score[offsets[g.id] + free] = s[free]
-        eligible[offsets[g.id] + free[np.argsort(s[free], kind="stable")[:cap]]] = True
-    return score, eligible
-
-
-def _per_second(analysis, score, eligible, latency_model):
-    """Scores divided by the predicted seconds a channel of their group saves (relative to the mean, floored at a
-    twentieth of it): the same importance goes first where it buys more time."""
-    cost = latency_model.channel_costs(analysis.groups, analysis.offsets)
-    mean = cost[eligible].mean() if eligible.any() else 0.0
-    if mean <= 0:
-        return score
-    relative = np.maximum(cost / mean, 0.05)
-    return np.where(score >= 0, score / relative, score * relative)  # negative scores: cheap ones go later too
-
-
-def _achieved(analysis, kind, ignore, latency_model=None):
-    """The fraction a removed-channel mask achieves of the target's kind (channels after rounding for `ratio`;
-    predicted latency for `latency`)."""
-    if kind == "latency":
-        return latency_model.removed_fraction
-    if kind == "ratio":
-        prunable = max(prunable_channels(analysis, ignore), 1)
-        return lambda mask: float(mask.sum()) / prunable
-    cost = analysis.cost
-    base = getattr(cost.base, kind)
-    return lambda mask: 1 - getattr(cost.counts(mask), kind) / base if base else 0.0
-
-
-def make_plan(analysis: Analysis, *, ratio: float | None = None, flops: float | None = None,
-              params: float | None = None, criterion="l1", global_ranking: bool = True, round_to: int | str = "auto",
-              ignore=(), max_per_group: float = 0.9, scores=None, data=None, loss=None,
-              removable: dict[str, int] | None = None, removed: np.ndarray | None = None,
-              runtime: str | None = None, reconstruct: bool = True, latency: float | None = None,
-              latency_model=None, rank_by_latency: bool = False) -> PruningPlan:
-    """Choose the channels to remove; return a `PruningPlan`.
-
-    `removable` ({group key: channel count}) lowers the cap of the named groups (iterative pruning keeps the cap
-    relative to the original model). `removed` (bool per global channel) are channels already gone (training with
-    growing masks): they stay in the plan. `reconstruct=False` leaves out a criterion's new weight values (OBSPA).
-    `latency` is a fraction of the latency `latency_model` (a `spa_keras.latency.table.LatencyModel`) predicts
-    (`spa.prune(latency=...)` measures the landing). `rank_by_latency=True` ranks channels by score per second
-    the `latency_model` predicts they save (HALP-style), whatever the target; measured here it gave slower models
-    than ranking by score alone at the same FLOPs (`benchmarks/latency_table.py`), so it is off by default.
-    `round_to="auto"` keeps pruned groups at channel counts `runtime` runs fast (`spa_keras.planning.runtimes`), a smaller
-    multiple when that one cannot land within 2% of the target; the plan records the multiple used. When no layout within 2% of the target exists under `round_to`,
-    `max_per_group` and the barriers, a warning says where the plan landed (`plan.target["reached"]`).
-    """
-    kind, amount = _target(ratio, flops, params, latency)
-    if (kind == "latency" or rank_by_latency) and latency_model is None:
-        raise InputError("latency= and rank_by_latency= need a latency model of the runtime (latency_model=; "
-                         "spa.prune(model, latency=...) builds one)")
-    if not 0 < max_per_group <= 1:
-        raise InputError(f"max_per_group={max_per_group}: a fraction in (0, 1]")
-    round_to = _round_to(round_to)
-    check_runtime(runtime)
-    given = criterion
-    if scores is None:
-        criterion = get_criterion(criterion)  # one instance scores and, for OBSPA, reconstructs
-        scores = score_groups(criterion, analysis, data=data, loss=loss)
-    score, eligible = _eligible(analysis, scores, ignored_groups(analysis, ignore), max_per_group, removable)
-    achieved = _achieved(analysis, kind, ignore, latency_model)
-    if rank_by_latency:
-        score = _per_second(analysis, score, eligible, latency_model)
-    goal = amount
-    if kind == "ratio":  # a whole number of channels
-        prunable = max(prunable_channels(analysis, ignore), 1)
-        goal = round(amount * prunable) / prunable
-    if removed is not None:  # channels already gone rank first
-        score = np.where(removed & eligible, -np.inf, score)
-    mask, multiple = _search(analysis, score, eligible, round_to, runtime, global_ranking, removed, achieved, goal)
-    reached = achieved(mask)
-    if amount and abs(reached - amount) > LANDING:
-        warnings.warn(f"{kind}={amount:g}: the plan removes {reached:.1%}; no layout closer to the target was found "
-                      f"with round_to={_said(round_to, multiple)}, max_per_group={max_per_group:g} and the model's "
-                      "barriers",
-                      stacklevel=2)
-    updates = criterion.updates(analysis, mask) if reconstruct and hasattr(criterion, "updates") else {}
-    removed = analysis.removed_per_group(mask)
-    options = isinstance(given, Criterion) or hasattr(criterion, "updates")
-    return PruningPlan(removed, {g.key: g.channels for g in analysis.groups},
-                       {"kind": kind, "amount": amount, "reached": round(float(reached), 6),
-                        "criterion": criterion_name(criterion),
-                        **({"criterion_options": repr(criterion)} if options else {}),
-                        **({"reconstructed": "kept weights of the layers after removed channels were refit "
-                                             "(their new values are in the plan's .weights.npz)"} if updates else {}),
-                        "global_ranking": global_ranking, "round_to": round_to, "max_per_group": max_per_group,
-                        **({"channel_multiple": multiple, "runtime": runtime or "any"} if round_to == AUTO else {})},
-                       updates, analysis.fingerprint)

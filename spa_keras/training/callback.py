@@ -33,7 +33,7 @@ import numpy as np
 
 from spa_keras.common.errors import InputError
 from spa_keras.training.schedules import PolynomialDecay, Schedule
-from spa_keras.planning.plan import compile_ignore
+from spa_keras.planning.selection import compile_ignore
 
 try:  # the base class is Keras's own; spa_keras imports without Keras too
     import keras
@@ -174,7 +174,7 @@ class SPACallback(_Callback):
     def _prune_to(self, fraction):
         """Rescore the current weights and grow the removed set until `fraction` of the target kind is gone."""
         from spa_keras.importance import score_groups
-        from spa_keras.planning.plan import make_plan
+        from spa_keras.planning.selection import make_plan
 
         ga = self._analysis
         if fraction <= 0:
@@ -252,7 +252,7 @@ class SPACallback(_Callback):
     def _removed_fraction(self):
         base = getattr(self._analysis.counts, self.kind, None) if self.kind != "ratio" else None
         if self.kind == "ratio":
-            from spa_keras.planning.plan import prunable_channels
+            from spa_keras.planning.selection import prunable_channels
 
             return float(self._removed.sum()) / max(prunable_channels(self._analysis, self.options["ignore"]), 1)
         return 1 - getattr(self._counts, self.kind) / base if base else 0.0
@@ -267,13 +267,14 @@ class SPACallback(_Callback):
     def _plan(self):
         from spa_keras.importance.registry import criterion_name
         from spa_keras.planning.plan import PruningPlan
+        from spa_keras.planning.target import Target
 
         ga = self._analysis
         removed = ga.removed_per_group(self._removed)
-        target = {"kind": self.kind, "amount": self.amount, "reached": round(self._removed_fraction(), 6),
-                  "criterion": criterion_name(self.criterion), "when": self.when,
-                  **({"schedule": repr(self._schedule)} if self._schedule is not None else {}), **self.options}
-        target["ignore"] = list(target["ignore"]) if not isinstance(target["ignore"], str) else [target["ignore"]]
+        ignore = self.options["ignore"]
+        target = Target(self.kind, self.amount, round(self._removed_fraction(), 6), criterion_name(self.criterion),
+                        when=self.when, schedule=None if self._schedule is None else repr(self._schedule),
+                        **{**self.options, "ignore": [ignore] if isinstance(ignore, str) else list(ignore)})
         return PruningPlan(removed, {g.key: g.channels for g in ga.groups}, target, fingerprint=ga.fingerprint)
 
 

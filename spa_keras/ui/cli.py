@@ -91,7 +91,7 @@ def _round_to(ctx, param, value):
 def _ignore(ctx, param, value):
     """Regular expressions, checked while parsing."""
     from spa_keras.common.errors import InputError
-    from spa_keras.planning.plan import compile_ignore
+    from spa_keras.planning.selection import compile_ignore
 
     try:
         compile_ignore(value)

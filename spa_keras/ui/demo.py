@@ -129,7 +129,7 @@ def _prune_demo(model, data, workdir, console, flops=0.5, finetune_images=20000)
         table.add_column(col, justify="right" if col != "group" else "left")
     for g in groups:
         gone = len(result.plan.removed.get(g.key, []))
-        table.add_row(g.key.split("/")[0], str(g.channels), str(g.channels - gone))
+        table.add_row(g.key.param.split("/")[0], str(g.channels), str(g.channels - gone))
     console.print(table)
     out = {"seconds": seconds, "params": [result.before.params, result.after.params],
            "flops": [result.before.flops, result.after.flops]}

@@ -4,9 +4,9 @@
     frontend.py     the model as an SPAGraph: every layer call described in ONNX ops, channels last
     builder.py      GraphBuilder and the helpers layer descriptions use; KerasParam (lazy variable values)
     view.py         KerasView: a graph parameter as a view of a layer's variable (and its inverse for masks)
-    registry.py     the per-layer-class registry descriptions and resizers fill
-    layers/         one module per layer family: how its calls are described
-    resizers.py     how a layer's config takes its new widths
+    registry.py     LayerSpec per layer class: description, resizer, MAC count
+    layers/         one module per layer family: how its calls are described, how its config takes new widths,
+                    its MACs
     surgery.py      the slim model (clone_model at the new widths) and in-place masking
     counts.py       spa.count for Keras models
     activations.py  OBSPA's access: layer inputs, a masked clone refit beside the original, BatchNorm statistics

@@ -1,47 +1,101 @@
-"""The registry of Keras layer descriptions, keyed by layer class name.
+"""The registry of what the Keras adapter knows about each layer class: its `LayerSpec`, filled by the layer family
+modules (`layers/*.py`), one decorator per part.
 
-A description adds nodes to the `GraphBuilder` for one call of a layer and returns True, or returns False when this
-call is outside what it covers (the layer then becomes a named barrier). A model class used as a layer may register
-a hook that runs after the front-end walked into it (`after_model`: to tie widths its config holds once). How a
-layer's config is rewritten for its new widths is Keras surgery's table (`spa_keras.formats.keras.resizers`).
+- `@describes(...)`: a description adds nodes to the `GraphBuilder` for one call of a layer and returns True, or
+  returns False when this call is outside what it covers (the layer then becomes a named barrier).
+- `@resizes(...)`: `resize(config, layer, weights, out_shape)` returns the config of the slim layer (filters, units,
+  heads, groups, target shapes) given its sliced weights (in `layer.weights` order) and new output shape; a model
+  class rebuilt from its own config (keras-hub backbones, which keep their class) has one too. Layers without one
+  keep their config.
+- `@counts(...)`: `macs(layer, xs, ys)` for `spa.count` (input and output shapes of one call; lists of shapes for
+  layers described with `single=False`).
+- `@after_model(...)`: a hook a model class used as a layer runs after the front-end walked into it (to tie widths
+  its config holds once).
 
 Example:
 
->>> @describes("Identity")                              # doctest: +SKIP
-... def identity(b, layer, x, y, xs, ys):
-...     b.node(layer, "Identity", [x], [y])
-...     return True
+>>> @resizes("MyDense")
+... def my_dense(config, layer, weights, out_shape):
+...     return {**config, "units": int(weights[0].shape[-1])}
+>>> resizer_for_class("MyDense") is my_dense
+True
+>>> del LAYERS["MyDense"]
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import Any, Callable, Optional
 
 
 @dataclasses.dataclass
-class LayerDescription:
-    describe: object = None
+class LayerSpec:
+    describe: Optional[Callable[..., bool]] = None
     single: bool = True  # one input and one output tensor, both with known shapes: describe(b, layer, x, y, xs, ys)
+    resize: Optional[Callable[..., dict]] = None
+    macs: Optional[Callable[..., int]] = None
 
 
-LAYERS = {}
+LAYERS: dict[str, LayerSpec] = {}
+MODEL_HOOKS: dict[str, Callable[..., None]] = {}
 
 
-def describes(*class_names, single=True):
+def _spec(name: str) -> LayerSpec:
+    return LAYERS.setdefault(name, LayerSpec())
+
+
+def describes(*class_names: str, single: bool = True):
     def wrap(fn):
         for name in class_names:
-            LAYERS.setdefault(name, LayerDescription()).describe = fn
-            LAYERS[name].single = single
+            _spec(name).describe = fn
+            _spec(name).single = single
         return fn
 
     return wrap
 
 
-MODEL_HOOKS = {}
+def resizes(*class_names: str):
+    def wrap(fn):
+        for name in class_names:
+            _spec(name).resize = fn
+        return fn
+
+    return wrap
 
 
-def after_model(*class_names):
+def counts(*class_names: str):
+    def wrap(fn):
+        for name in class_names:
+            _spec(name).macs = fn
+        return fn
+
+    return wrap
+
+
+def after_model(*class_names: str):
     def wrap(fn):
         for name in class_names:
             MODEL_HOOKS[name] = fn
         return fn
 
     return wrap
+
+
+def spec_of(layer: Any) -> LayerSpec | None:
+    """The spec of a layer's class (the registry is filled by importing `spa_keras.formats.keras.layers`)."""
+    from spa_keras.formats.keras import layers  # noqa: F401
+
+    return LAYERS.get(type(layer).__name__)
+
+
+def resizer_for_class(name: str) -> Callable[..., dict] | None:
+    spec = LAYERS.get(name)
+    return None if spec is None else spec.resize
+
+
+def elements(shape: tuple) -> int:
+    """Elements of one sample of a Keras shape (batch left out; free dimensions count as 1, as in the engine)."""
+    out = 1
+    for d in shape[1:]:
+        out *= d or 1
+    return int(out)

@@ -1,9 +1,9 @@
 """Keras surgery: a slim keras.Model with the same layer classes, names and configs except widths.
 
 The original model is untouched: `keras.models.clone_model` rebuilds the graph (models used as layers too) from new
-layers made with `from_config`, with the widths the layer's resizer writes (`resizers.py`: filters, units, heads,
-...), and each new layer gets its old weights (or the new values a plan carries for kept weights) sliced along the
-axes whose channels were removed. The slim model is compiled like the source when the source was compiled.
+layers made with `from_config`, with the widths the layer's resizer writes (the `@resizes` of its family module in
+`layers/`: filters, units, heads, ...), and each new layer gets its old weights (or the new values a plan carries
+for kept weights) sliced along the axes whose channels were removed. The slim model is compiled like the source when the source was compiled.
 
 `mask_keras` is the other use of the same masks: it zeroes the removed channels of every member variable of a live
 model in place (what training with a fixed mask needs).
@@ -21,7 +21,7 @@ import numpy as np
 
 from spa_keras.common.errors import ConversionError, first_line
 from spa_keras.formats.masking import sliced, zeroed
-from spa_keras.formats.keras.resizers import resizer_for
+from spa_keras.formats.keras.registry import spec_of
 
 
 class SourceMasks:
@@ -121,7 +121,8 @@ class KerasSurgery:
         from spa_keras.formats.keras.frontend import graph_model
 
         with _naming(layer):
-            resize = resizer_for(layer)
+            spec = spec_of(layer)
+            resize = None if spec is None else spec.resize
             if graph_model(layer) is not None:
                 if resize is not None:  # a model class with its own config (keras-hub)
                     return _from_config(layer.__class__, resize(layer.get_config(), layer,

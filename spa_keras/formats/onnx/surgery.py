@@ -1,8 +1,8 @@
 """ONNX surgery: slice initializers and Constant-node weights, fix attributes and shape constants, validate.
 
 The input ModelProto is copied, never changed. Each parameter axis keeps the positions whose channel stays (new
-values of kept weights, when a plan carries them, replace the old ones first); the op rewriters of
-`rewriters.py` fix what depends on channel counts (depthwise `group`, Split sizes, Slice bounds,
+values of kept weights, when a plan carries them, replace the old ones first); each op's `rewrite` (its spec in
+`spa_keras.ops`) fixes what depends on channel counts (depthwise `group`, Split sizes, Slice bounds,
 Reshape/Expand/Resize targets). Stale `value_info` is dropped; the result passes onnx.checker and loads in
 onnxruntime before it is returned.
 
@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from spa_keras.common.errors import ConversionError, InputError, first_line
 from spa_keras.formats.onnx.handles import OnnxConstant, OnnxFolded, OnnxInitializer
 from spa_keras.formats.masking import sliced, zeroed
-from spa_keras.formats.onnx.rewriters import rewriter_for
+from spa_keras.ops.registry import spec_for
 from spa_keras.common.tensors import random_batch
 
 
@@ -209,7 +209,8 @@ class OnnxSurgery:
     def apply(self):
         self._write_values(cut=True)
         for node in self.graph.nodes:
-            rewrite = rewriter_for(node.op_type)
+            spec = spec_for(node.op_type)
+            rewrite = None if spec is None else spec.rewrite
             if rewrite is not None and node.index >= 0 and self.old_shape(node.inputs[0]) is not None:
                 rewrite(self, node, self.model.graph.node[node.index])
         if self._dropped or self._released:

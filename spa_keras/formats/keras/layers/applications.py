@@ -1,6 +1,6 @@
 """Custom layers of keras.applications: ConvNeXt's LayerScale, InceptionResNetV2's CustomScaleLayer."""
 
-from spa_keras.formats.keras.registry import describes
+from spa_keras.formats.keras.registry import describes, resizes
 
 
 @describes("LayerScale")
@@ -10,6 +10,12 @@ def layer_scale(b, layer, x, y, xs, ys):
         return False
     b.node(layer, "Mul", [x, b.param(layer, layer.gamma)], [y])
     return True
+
+
+@resizes("LayerScale")
+def layer_scale_width(config, layer, weights, out_shape):
+    config["projection_dim"] = int(weights[0].shape[0])
+    return config
 
 
 @describes("CustomScaleLayer", single=False)

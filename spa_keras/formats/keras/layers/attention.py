@@ -2,11 +2,14 @@
 
 The projections are EinsumDense layers ([D, heads, key_dim] kernels, seen as [D, heads·key_dim]); the attention core
 is written as ONNX's Transpose/MatMul/Softmax, so the engine's MatMul rule ties each head of Q to the same head of
-K and V and keeps heads whole. Surgery writes the new `num_heads`, `key_dim` and `value_dim` into the config.
+K and V and keeps heads whole. Surgery writes the new `num_heads`, `key_dim` and `value_dim` into the config;
+`spa.count` counts the projections and Q·Kᵀ and A·V per head.
 """
 
-from spa_keras.formats.keras.layers.dense import describe_einsum
-from spa_keras.formats.keras.registry import describes
+import math
+
+from spa_keras.formats.keras.layers.dense import describe_einsum, einsum_macs
+from spa_keras.formats.keras.registry import counts, describes, resizes
 
 
 def _call_tensors(call):
@@ -51,3 +54,33 @@ def multi_head_attention(b, layer, call):
     merged = b.fresh(layer, "context_bthv", [1, t, heads, value_dim])
     b.node(layer, "Transpose", [context], [merged], perm=[0, 2, 1, 3])
     return describe_einsum(b, layer, layer._output_dense, merged, call.outputs[0], [1, t, heads, value_dim], ys)
+
+
+@resizes("MultiHeadAttention", "CachedMultiHeadAttention")
+def attention_widths(config, layer, weights, out_shape):
+    by_path = dict(zip((v.path for v in layer.weights), weights))
+    query, value = by_path[layer._query_dense.kernel.path], by_path[layer._value_dense.kernel.path]
+    output = by_path[layer._output_dense.kernel.path]
+    config["num_heads"], config["key_dim"] = int(query.shape[1]), int(query.shape[2])
+    if config.get("value_dim") is not None or value.shape[2] != query.shape[2]:
+        config["value_dim"] = int(value.shape[2])
+    # without output_shape the output width follows the query's; say it when the two groups differ now
+    if config.get("output_shape") is not None or output.shape[-1] != query.shape[0]:
+        partial = config.get("output_shape")
+        config["output_shape"] = [int(output.shape[-1])] if isinstance(partial, (list, tuple)) else int(
+            output.shape[-1])
+    return config
+
+
+@counts("MultiHeadAttention")
+def attention_macs(layer, xs, ys):
+    """Q, K, V and output projections plus Q·Kᵀ and A·V per head."""
+    query, value = xs[0], xs[1] if len(xs) > 1 else xs[0]
+    key = xs[2] if len(xs) > 2 else value
+    heads, key_dim = layer._query_dense.kernel.shape[1:]
+    value_dim = layer._value_dense.kernel.shape[2]
+    t, s = math.prod(d or 1 for d in query[1:-1]), math.prod(d or 1 for d in key[1:-1])
+    projections = sum(einsum_macs(d.equation, shape, d.kernel.shape) for d, shape in (
+        (layer._query_dense, query), (layer._key_dense, key), (layer._value_dense, value),
+        (layer._output_dense, (1,) + tuple(query[1:-1]) + (heads, value_dim))))
+    return projections + heads * t * s * (key_dim + value_dim)

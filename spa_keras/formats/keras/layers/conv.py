@@ -3,12 +3,15 @@
 Kernels are seen in ONNX layout; the engine's Conv/ConvTranspose rules decide which channels couple (a depthwise
 conv ties output channel c·m + j to input channel c, a grouped conv ties position j of every group). Conv nodes carry
 their geometry (strides, dilations, explicit pads as TensorFlow's "same" places them) so a layer can be rebuilt
-alone (per-layer latency tables).
+alone (per-layer latency tables). Surgery writes the new `filters` (and the `groups` of a depthwise conv written as a
+grouped one); `spa.count` counts every output position times one kernel slice.
 """
 
 from spa_keras.formats.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
-from spa_keras.formats.keras.registry import describes
-from spa_keras.analysis.graph import same_pads
+import math
+
+from spa_keras.formats.keras.registry import counts, describes, elements, resizes
+from spa_keras.ops.geometry import DEPTHWISE, conv_kind, same_pads
 
 
 def geometry(layer, xs) -> dict:
@@ -76,3 +79,52 @@ def separable(b, layer, x, y, xs, ys):
                pads=(0,) * 2 * len(ones))
 
     return channels_first(b, layer, x, y, xs, ys, body)
+
+
+# ---- surgery: the slim layer's config --------------------------------------------------------------------------
+
+@resizes("Conv1D", "Conv2D", "Conv3D")
+def conv_widths(config, layer, weights, out_shape):
+    kernel = weights[0]
+    groups = config.get("groups", 1)
+    if conv_kind(groups, layer.kernel.shape[-2]) == DEPTHWISE:  # depthwise written as a grouped conv (ConvNeXt)
+        config["groups"] = int(kernel.shape[-1] // (layer.filters // groups))
+    config["filters"] = int(kernel.shape[-1])
+    return config
+
+
+@resizes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+def conv_transpose_widths(config, layer, weights, out_shape):
+    config["filters"] = int(weights[0].shape[-2])  # kernel [*k, filters, in]
+    return config
+
+
+@resizes("SeparableConv1D", "SeparableConv2D")
+def separable_widths(config, layer, weights, out_shape):
+    config["filters"] = int(weights[1].shape[-1])
+    return config
+
+
+# ---- spa.count -------------------------------------------------------------------------------------------------
+
+@counts("Conv1D", "Conv2D", "Conv3D")
+def conv_macs(layer, xs, ys):
+    return elements(ys) * math.prod(layer.kernel.shape[:-1])  # kernel (*k, in/groups, out)
+
+
+@counts("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
+def conv_transpose_macs(layer, xs, ys):
+    return elements(xs) * math.prod(layer.kernel.shape[:-1])  # kernel (*k, out, in)
+
+
+@counts("DepthwiseConv1D", "DepthwiseConv2D")
+def depthwise_macs(layer, xs, ys):
+    return elements(ys) * math.prod(layer.kernel.shape[:-2])  # kernel (*k, in, multiplier)
+
+
+@counts("SeparableConv1D", "SeparableConv2D")
+def separable_macs(layer, xs, ys):
+    dw = layer.depthwise_kernel.shape  # (*k, in, multiplier)
+    pw = layer.pointwise_kernel.shape  # (*1, in*mult, out)
+    spatial = elements(ys) // pw[-1]
+    return spatial * pw[-2] * math.prod(dw[:-2]) + elements(ys) * pw[-2]

@@ -2,14 +2,15 @@
 
 An EinsumDense that contracts the input's trailing axes with the kernel's leading axes is a MatMul between the input
 with those axes merged and the kernel seen as a matrix [contracted, free]; Reshapes around it let the engine's
-position tracing split the merged axes again (attention heads × key dims).
+position tracing split the merged axes again (attention heads × key dims). Surgery writes the new `units`,
+`output_dim` or `output_shape`.
 """
 
 import math
 import re
 import string
 
-from spa_keras.formats.keras.registry import describes
+from spa_keras.formats.keras.registry import counts, describes, elements, resizes
 
 
 @describes("Dense")
@@ -84,3 +85,55 @@ def einsum_dense(b, layer, x, y, xs, ys):
 def embedding(b, layer, x, y, xs, ys):
     b.node(layer, "Gather", [b.param(layer, layer.embeddings), x], [y], axis=0)
     return True
+
+
+# ---- surgery: the slim layer's config --------------------------------------------------------------------------
+
+@resizes("Dense")
+def dense_widths(config, layer, weights, out_shape):
+    config["units"] = int(weights[0].shape[-1])
+    return config
+
+
+@resizes("EinsumDense")
+def einsum_widths(config, layer, weights, out_shape):
+    xl, kl, out = einsum_parts(layer.equation, layer.input_spec.ndim)  # the rank it was built for (any call)
+    n = len([c for c in xl if c not in out])
+    new = dict(zip(kl[n:], weights[0].shape[n:]))
+    partial = config["output_shape"]
+    scalar = not isinstance(partial, (list, tuple))
+    partial = [partial] if scalar else list(partial)
+    letters = out[1:]  # output_shape leaves out the first (batch) axis
+    partial = [int(new[c]) if c in new and d is not None else d for c, d in zip(letters[-len(partial):], partial)]
+    config["output_shape"] = partial[0] if scalar else partial
+    return config
+
+
+@resizes("Embedding", "ReversibleEmbedding")
+def embedding_width(config, layer, weights, out_shape):
+    config["output_dim"] = int(weights[0].shape[-1])
+    return config
+
+
+# ---- spa.count -------------------------------------------------------------------------------------------------
+
+@counts("Dense")
+def dense_macs(layer, xs, ys):
+    return elements(ys) * layer.kernel.shape[0]
+
+
+def einsum_macs(equation, x_shape, kernel_shape):
+    """MACs of a two-operand einsum: the product of the sizes of all its distinct indices (batch and free
+    dimensions as 1)."""
+    x, rest = equation.replace(" ", "").split(",")
+    k = rest.split("->")[0]
+    if "..." in x:
+        x = x.replace("...", "#" * (len(x_shape) - len(x) + 3))
+    sizes = {c: d or 1 for c, d in zip(x[1:], x_shape[1:]) if c != "#"}
+    sizes.update(zip(k, kernel_shape))
+    return math.prod(sizes.values()) * math.prod(d or 1 for c, d in zip(x, x_shape) if c == "#")
+
+
+@counts("EinsumDense")
+def einsum_dense_macs(layer, xs, ys):
+    return einsum_macs(layer.equation, xs, layer.kernel.shape)

@@ -8,7 +8,7 @@ and the hidden size of such models with `via="onnx"`.
 
 from spa_keras.formats.keras.layers.dense import dense, embedding
 from spa_keras.formats.keras.layers.normalization import layer_norm
-from spa_keras.formats.keras.registry import after_model, describes
+from spa_keras.formats.keras.registry import after_model, describes, resizes
 
 
 @describes("ReversibleEmbedding", single=False)
@@ -108,3 +108,40 @@ def tie_encoder_widths(b, model):
         if type(layer).__name__ == "Dense" and id(layer) in b.layer_outputs:
             b.node(layer, "FixedWidth", [b.layer_outputs[id(layer)]], [], domain="keras",
                    reason=f"{type(model).__name__} sets this width from hidden_dim in its config")
+
+
+# ---- surgery: the slim layer's (or backbone's) config ----------------------------------------------------------
+
+def _by_path(layer, weights):
+    return dict(zip((v.path for v in layer.weights), weights))
+
+
+@resizes("TransformerEncoder")
+def transformer_encoder_width(config, layer, weights, out_shape):
+    config["intermediate_dim"] = int(_by_path(layer, weights)[layer._feedforward_intermediate_dense.kernel.path]
+                                     .shape[-1])
+    return config
+
+
+@resizes("ViTEncoder")
+def vit_encoder_width(config, layer, weights, out_shape):
+    config["mlp_dim"] = int(_by_path(layer, weights)[layer.encoder_layers[0].mlp.dense_1.kernel.path].shape[-1])
+    return config
+
+
+@resizes(*ENCODER_BACKBONES)
+def encoder_backbone_width(config, model, weights, out_shape):
+    encoder = next(layer for layer in model.layers if type(layer).__name__ == "TransformerEncoder")
+    return transformer_encoder_width(config, encoder, _weights_of(encoder, model, weights), out_shape)
+
+
+@resizes("ViTBackbone")
+def vit_backbone_width(config, model, weights, out_shape):
+    encoder = next(layer for layer in model.layers if type(layer).__name__ == "ViTEncoder")
+    return vit_encoder_width(config, encoder, _weights_of(encoder, model, weights), out_shape)
+
+
+def _weights_of(layer, model, weights):
+    """The sliced weights of `layer` out of its model's sliced weights (matched by variable path)."""
+    by_path = _by_path(model, weights)
+    return [by_path[v.path] for v in layer.weights]

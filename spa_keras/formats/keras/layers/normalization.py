@@ -4,7 +4,7 @@ Rescaling with per-channel statistics (constants that travel with their channels
 import numpy as np
 
 from spa_keras.formats.keras.builder import channels_first
-from spa_keras.formats.keras.registry import describes
+from spa_keras.formats.keras.registry import describes, resizes
 
 
 def _last_axis(layer, rank):
@@ -92,3 +92,10 @@ def rescaling(b, layer, x, y, xs, ys):
             return False
         steps.append((b.constant(layer, key, value.shape), op))
     return per_channel_steps(b, layer, x, y, xs, steps)
+
+
+@resizes("GroupNormalization")
+def group_norm_widths(config, layer, weights, out_shape):
+    old = layer.gamma.shape[0] if layer.scale else layer.beta.shape[0] if layer.center else layer.input.shape[-1]
+    config["groups"] = int(layer.groups * out_shape[-1] // old)
+    return config

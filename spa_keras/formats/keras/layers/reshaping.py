@@ -1,6 +1,6 @@
 """Flatten, Reshape, Permute (the engine traces positions), padding, cropping and upsampling (channels pass)."""
 
-from spa_keras.formats.keras.registry import describes
+from spa_keras.formats.keras.registry import describes, resizes
 
 
 @describes(*(f"{kind}{d}" for kind in ("ZeroPadding", "Cropping", "UpSampling") for d in ("1D", "2D", "3D")))
@@ -28,3 +28,10 @@ def reshape(b, layer, x, y, xs, ys):
 def permute(b, layer, x, y, xs, ys):
     b.node(layer, "Transpose", [x], [y], perm=[0] + list(layer.dims))
     return True
+
+
+@resizes("Reshape")
+def reshape_target(config, layer, weights, out_shape):
+    # only sizes that pruning changed are rewritten: -1 stays inferred (a free length the analysis took as 1)
+    config["target_shape"] = tuple(d if d == -1 else int(n) for d, n in zip(layer.target_shape, out_shape[1:]))
+    return config
