@@ -74,8 +74,8 @@ class PruningPlan:
         try:
             removed = {GroupKey.parse(k): list(map(int, v)) for k, v in data["removed"].items()}
             channels = {GroupKey.parse(k): v for k, v in data["channels"].items()}
-        except ValueError as exc:
-            raise InputError(f"not a valid spa-keras pruning plan: {exc}") from exc
+        except ValueError as exc:  # no model has such a group
+            raise InputError(f"the plan does not fit this model: {exc}") from exc
         return cls(removed, channels, Target.from_json(data.get("target", {})),
                    {k: np.asarray(updates[k]) for k in changed}, data.get("fingerprint"))
 
