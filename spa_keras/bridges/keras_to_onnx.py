@@ -5,6 +5,9 @@ Two fixes that Keras 3 graphs need (stack notes §1):
 - Keras wraps grouped convolutions (`Conv2D(groups>1)`, ConvNeXt's depthwise convs) in an XLA-compiled
   `tf.function`, which tf2onnx does not inline: while tracing we use a plain `tf.nn.convolution` instead.
 tf2onnx does not raise when TF ops are left in the graph (`continue_on_error`), so the result is checked here.
+The names tf2onnx makes carry a process-wide counter and which of two equal constants it keeps follows its passes'
+hash order: `stable_merges` fixes the second, `onnx_names.canonicalize` renumbers the first in graph order, so the
+same model gives the same ONNX bytes in every run and plans made on the export replay.
 
 Example:
 
@@ -16,7 +19,7 @@ import logging
 
 import numpy as np
 
-from spa_keras.bridges import onnx_io
+from spa_keras.bridges import onnx_io, onnx_names
 from spa_keras.common.errors import ConversionError, first_line
 
 OPSET = 17
@@ -57,6 +60,38 @@ def no_xla_grouped_conv():
         knn.conv = original
 
 
+@contextlib.contextmanager
+def stable_merges():
+    """Let tf2onnx's merging of duplicate nodes keep the same node in every run (conversion only).
+
+    Of equal constants (two Relu6 bounds, two Tensordot axes, two zero biases) tf2onnx keeps the first in its node
+    list, an order that follows its counter and Python's hash seed, so the name the merged constant keeps changed
+    from run to run. Here the duplicates are first put in order of their names without counters (tf2onnx's own
+    rule, the node with the most outputs, still comes before that order), and `onnx_names.canonicalize`
+    renumbers the counter the kept name holds.
+    """
+    from tf2onnx import optimizer
+    from tf2onnx.optimizer.merge_duplicated_nodes_optimizer import MergeDuplicatedNodesOptimizer
+
+    from spa_keras.bridges.onnx_names import counters_removed
+
+    class StableMerge(MergeDuplicatedNodesOptimizer):
+        def _merge_nodes_that_are_duplicated(self, nodes_to_process, graph):
+            nodes_to_process.sort(key=lambda node: (counters_removed(node.name), node.name))
+            super()._merge_nodes_that_are_duplicated(nodes_to_process, graph)  # (its sort by outputs is stable)
+
+    registry = optimizer._get_optimizers()
+    original = registry.get("merge_duplication")
+    if original is None:  # another tf2onnx: nothing to replace
+        yield
+        return
+    registry["merge_duplication"] = StableMerge
+    try:
+        yield
+    finally:
+        registry["merge_duplication"] = original
+
+
 def _quiet_tf2onnx():
     import tf2onnx
 
@@ -79,7 +114,7 @@ def keras_to_onnx(model, opset=OPSET, where="Keras model"):
     signature = tuple(tf.TensorSpec((None,) + tuple(s.shape[1:]), s.dtype, name=s.name)
                       for s in keras_io.input_specs(model))
     try:
-        with no_xla_grouped_conv():
+        with no_xla_grouped_conv(), stable_merges():
             onnx_model, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset,
                                                        custom_op_handlers=CUSTOM_OP_HANDLERS)
     except Exception as exc:
@@ -93,5 +128,6 @@ def keras_to_onnx(model, opset=OPSET, where="Keras model"):
                               f"{', '.join(ops)} (e.g. node {nodes}); replace the layers that produce them or "
                               "convert through TFLite instead (-o model.tflite)")
     onnx_io.rename_outputs(onnx_model, keras_io.output_names(model))
+    onnx_names.canonicalize(onnx_model, keep=[s.name for s in signature] + keras_io.output_names(model))
     onnx_io.check(onnx_model, where=f"ONNX from {where}")
     return onnx_model

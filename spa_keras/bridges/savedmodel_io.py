@@ -61,17 +61,18 @@ def run(path, feeds, signature=None):
 
 
 def savedmodel_to_onnx(path, opset=17, signature=None):
-    """Convert a SavedModel's signature (default serving_default) to a checked ONNX model through tf2onnx."""
+    """Convert a SavedModel's signature (default serving_default) to a checked ONNX model through tf2onnx, the
+    names tf2onnx generated renumbered in graph order (`onnx_names`: the same directory gives the same bytes)."""
     from tf2onnx import tf_loader
     import tf2onnx
 
-    from spa_keras.bridges import onnx_io
-    from spa_keras.bridges.keras_to_onnx import CUSTOM_OP_HANDLERS, _quiet_tf2onnx
+    from spa_keras.bridges import onnx_io, onnx_names
+    from spa_keras.bridges.keras_to_onnx import CUSTOM_OP_HANDLERS, _quiet_tf2onnx, stable_merges
 
     _signature(path, signature)  # a missing signature gets our message, which lists the ones there are
     _quiet_tf2onnx()
     try:
-        with quiet():
+        with quiet(), stable_merges():
             graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
                 str(path), None, None, signatures=[signature or SIGNATURE], return_tensors_to_rename=True)
             model, _ = tf2onnx.convert.from_graph_def(graph_def, input_names=inputs, output_names=outputs,
@@ -83,5 +84,6 @@ def savedmodel_to_onnx(path, opset=17, signature=None):
     if left:
         raise ConversionError(f"{path}: tf2onnx left TensorFlow op(s) it cannot convert: "
                               f"{', '.join(sorted({op for op, _ in left}))} (e.g. node {left[0][1]})")
+    onnx_names.canonicalize(model, keep=[renames.get(name, name) for name in inputs + outputs])
     onnx_io.check(model, where=f"ONNX from {path}")
     return model
