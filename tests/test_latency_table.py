@@ -11,7 +11,9 @@ import onnxruntime as ort
 import pytest
 
 import spa_keras as spa
-from spa_keras.latency.table import LatencyModel, LatencyTable, grid, keras_layer, layer_shape, onnx_layer
+from spa_keras.formats.keras.single_layer import keras_layer
+from spa_keras.formats.onnx.single_layer import onnx_layer
+from spa_keras.latency.table import LatencyModel, LatencyTable, grid, layer_shape
 from spa_keras.ops.geometry import LayerShape
 from tests.test_targets import conv_chain
 

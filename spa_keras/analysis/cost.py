@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from spa_keras.ops.registry import spec_for
+from spa_keras.ops import spec_for
 
 if TYPE_CHECKING:
     from spa_keras.analysis.groups import Analysis

@@ -21,7 +21,7 @@ import numpy as np
 
 from spa_keras.analysis.graph import Node, SPAGraph
 from spa_keras.analysis.labels import UnionFind
-from spa_keras.ops.registry import creates_channels, rule_for
+from spa_keras.ops import creates_channels, rule_for
 
 # ops whose outputs are shapes or indices, not activations: channel labels neither pass nor stop there
 SHAPE_OPS = {"Shape", "Size", "NonZero", "ConstantOfShape", "Range", "EyeLike", "RandomNormalLike",

@@ -24,7 +24,7 @@ from spa_keras.importance.magnitude import L1, L2, Magnitude  # noqa: F401
 from spa_keras.importance.random import Random  # noqa: F401
 from spa_keras.importance.registry import CRITERIA, get_criterion, register_criterion, score_groups  # noqa: F401
 from spa_keras.importance.scoring import AGGREGATIONS, NORMALIZATIONS, aggregate, normalize  # noqa: F401
-from spa_keras.obspa import OBSPA  # noqa: F401,E402  (registers 'obspa')
+from spa_keras.importance.obspa import OBSPA  # noqa: F401
 from spa_keras.compute.data import Batches  # noqa: F401  (re-exported: data= of the gradient criteria)
 
 __all__ = ["Criterion", "GradientCriterion", "Magnitude", "L1", "L2", "BNScale", "Random", "LAMP", "FPGM", "Taylor",

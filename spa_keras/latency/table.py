@@ -34,7 +34,7 @@ import time
 import numpy as np
 
 from spa_keras.ops.geometry import LayerShape
-from spa_keras.ops.registry import spec_for
+from spa_keras.ops import spec_for
 from spa_keras.planning.runtimes import group_multiples
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
@@ -158,63 +158,18 @@ class LatencyTable:
 def time_layer(shape: LayerShape, runtime: str, threads: int) -> float:
     """Seconds one run of the one-layer model of `shape` takes on `runtime` (lower quartile of `RUNS`)."""
     from spa_keras.common.console import quiet
+    from spa_keras.formats.keras.single_layer import keras_input_shape, keras_layer
+    from spa_keras.formats.onnx.single_layer import onnx_layer
     from spa_keras.latency.timing import Timer, interleaved, lower_quartile
 
     with quiet():
         if runtime == "onnxruntime":
             model, inputs = onnx_layer(shape), {"x": shape.x}
         else:
-            model, inputs = keras_layer(shape), {"x": _keras_input(shape)}
+            model, inputs = keras_layer(shape), {"x": keras_input_shape(shape)}
         timer = Timer(model, runtime, inputs, threads=threads)
         times, = interleaved((timer,), RUNS, WARMUP)
     return lower_quartile(times)
-
-
-def onnx_layer(shape: LayerShape):
-    """A one-node ONNX model of `shape` (random weights, a bias)."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = []
-    if shape.op == "Identity":
-        node = helper.make_node("Identity", ["x"], ["y"])
-    else:
-        weights = [numpy_helper.from_array(rng.standard_normal(shape.w).astype("float32"), "w"),
-                   numpy_helper.from_array(rng.standard_normal(shape.cout).astype("float32"), "b")]
-    if shape.op == "Conv":
-        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], strides=list(shape.strides), pads=list(shape.pads),
-                                dilations=list(shape.dilations), group=shape.group)
-    elif shape.op == "Gemm":
-        node = helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)
-    elif shape.op == "MatMul":
-        node, weights = helper.make_node("MatMul", ["x", "w"], ["y"]), weights[:1]
-    graph = helper.make_graph([node], "layer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape.x)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _keras_input(shape: LayerShape) -> tuple:
-    return (shape.x[0], *shape.x[2:], shape.x[1]) if shape.op == "Conv" else shape.x
-
-
-def keras_layer(shape: LayerShape):
-    """A one-layer Keras model of `shape`, channels last (TFLite and TensorFlow run Keras models that way)."""
-    import keras
-
-    x = keras.Input(batch_shape=_keras_input(shape))
-    if shape.op == "Identity":
-        return keras.Model(x, keras.layers.Identity()(x))
-    if shape.op != "Conv":
-        return keras.Model(x, keras.layers.Dense(shape.cout)(x))
-    top, left, bottom, right = shape.pads
-    y = keras.layers.ZeroPadding2D(((top, bottom), (left, right)))(x) if any(shape.pads) else x
-    kernel = tuple(shape.w[2:])
-    if shape.depthwise:
-        layer = keras.layers.DepthwiseConv2D(kernel, shape.strides, depth_multiplier=shape.cout // shape.cin,
-                                             dilation_rate=shape.dilations)
-    else:
-        layer = keras.layers.Conv2D(shape.cout, kernel, shape.strides, dilation_rate=shape.dilations)
-    return keras.Model(x, layer(y))
 
 
 class LayerWidths:

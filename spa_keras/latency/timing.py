@@ -2,7 +2,7 @@
 changes hit all alike), and speed-ups as the median of per-turn ratios.
 
 Runtimes: "onnxruntime" (Keras models through tf2onnx, ONNX models as they are), "tflite" (XNNPACK; Keras
-models) and "tensorflow" (a `tf.function` of the Keras model).
+models) and "tensorflow" (a `tf.function` of the Keras model); `spa_keras.bridges.runtimes` compiles them.
 
 Example:
 
@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from spa_keras.bridges.runtimes import runner
 from spa_keras.common.errors import InputError
 from spa_keras.formats.keras.source import is_keras_model
 from spa_keras.planning.runtimes import RUNTIMES
@@ -37,52 +38,10 @@ class Timer:
         if runtime != "onnxruntime" and not is_keras_model(model):
             raise InputError(f"latency target on {runtime}: timing runs Keras models there; an ONNX model is timed "
                              "on onnxruntime (runtime='onnxruntime')")
-        self.run = getattr(self, f"_{runtime}")(model)
+        self.run = runner(model, runtime, self.feeds, threads, keras_model=is_keras_model(model))
 
     def __call__(self):
         return self.run()
-
-    def _onnxruntime(self, model):
-        import onnxruntime as ort
-
-        if is_keras_model(model):
-            from spa_keras.bridges.keras_to_onnx import keras_to_onnx
-
-            model = keras_to_onnx(model)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.threads
-        # idle worker threads sleep instead of spinning: two sessions timed in turns (and anything else on the
-        # machine) otherwise lose the cores to each other's spinning, which adds the same time to both models and
-        # pulls measured speed-ups towards 1 (MobileNetV2 at batch 16: 1.6x spinning, 1.8-2.0x not; kernels 1.9x)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 4
-        session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feed = {i.name: x for i, x in zip(session.get_inputs(), self.feeds)}
-        return lambda: session.run(None, feed)
-
-    def _tflite(self, model):
-        from ai_edge_litert.interpreter import Interpreter
-
-        from spa_keras.bridges.keras_to_tf import keras_to_tflite
-
-        interpreter = Interpreter(model_content=keras_to_tflite(model), num_threads=self.threads)
-        details = interpreter.get_input_details()
-        for d, x in zip(details, self.feeds):
-            interpreter.resize_tensor_input(d["index"], x.shape)
-        interpreter.allocate_tensors()
-
-        def run():
-            for d, x in zip(details, self.feeds):
-                interpreter.set_tensor(d["index"], x)
-            interpreter.invoke()
-        return run
-
-    def _tensorflow(self, model):
-        import tensorflow as tf
-
-        call = tf.function(lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False))
-        feeds = [tf.constant(x) for x in self.feeds]
-        return lambda: tf.nest.map_structure(lambda t: t.numpy(), call(*feeds))
 
 
 def interleaved(runs_of: tuple, runs: int = RUNS, warmup: int = 5) -> list[list[float]]:

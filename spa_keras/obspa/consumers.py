@@ -24,7 +24,8 @@ import numpy as np
 
 from spa_keras.analysis.graph import Node
 from spa_keras.compute.patches import InputColumns, PatchSpec
-from spa_keras.ops.registry import WeightMatrix, spec_for
+from spa_keras.ops import spec_for
+from spa_keras.ops.registry import WeightMatrix
 
 # a consumer with more input columns than this keeps its weights (its d_in x d_in Hessian would not fit)
 MAX_COLUMNS = 8192

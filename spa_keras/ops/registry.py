@@ -100,7 +100,7 @@ def register(*op_types: str, creates_channels: bool = False, macs=None, weight_m
 
 
 def spec_for(op_type: str) -> OpSpec | None:
-    _load()
+    """The spec of `op_type` (`spa_keras.ops` imports every family module, which fills the registry)."""
     return SPECS.get(op_type)
 
 
@@ -112,8 +112,3 @@ def rule_for(op_type: str) -> Rule | None:
 def creates_channels(op_type: str) -> bool:
     spec = spec_for(op_type)
     return spec is not None and spec.creates_channels
-
-
-def _load() -> None:
-    # importing the op family modules fills the registry
-    from spa_keras.ops import conv, elementwise, linear, normalization, pooling, shape, slicing, tie  # noqa: F401

@@ -115,12 +115,11 @@ class MaskedKerasNetwork:
         import keras
 
         from spa_keras.analysis.groups import analyze_graph
-        from spa_keras.formats.keras.source import KerasSource
 
         self.original = analysis.source.model
         self.model = keras.models.clone_model(self.original)
         self.model.set_weights(self.original.get_weights())
-        self.twin = analyze_graph(KerasSource(self.model, input_shapes=analysis.input_shapes).graph)
+        self.twin = analyze_graph(analysis.source.like(self.model).graph)
         self.twin.source.mask_in_place(self.twin, removed)
         self.masks = analysis.param_masks(removed)
         self.updates: dict[str, np.ndarray] = {}

@@ -9,7 +9,7 @@ Example:
 """
 
 from spa_keras.analysis.cost import Counts
-from spa_keras.formats.keras.registry import spec_of
+from spa_keras.formats.keras.layers import spec_of
 
 
 def _keras_calls(model):

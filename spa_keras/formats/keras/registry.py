@@ -82,9 +82,8 @@ def after_model(*class_names: str):
 
 
 def spec_of(layer: Any) -> LayerSpec | None:
-    """The spec of a layer's class (the registry is filled by importing `spa_keras.formats.keras.layers`)."""
-    from spa_keras.formats.keras import layers  # noqa: F401
-
+    """The spec of a layer's class (`spa_keras.formats.keras.layers` imports every family module, which fills the
+    registry)."""
     return LAYERS.get(type(layer).__name__)
 
 

@@ -45,6 +45,10 @@ class KerasSource(Source):
         super().__init__(model, name or f"Keras model '{model.name}'", input_shapes)
         self.layer_outputs: dict[int, str] = {}  # id(layer or input tensor) -> graph name of its first output
 
+    def like(self, model: Any) -> KerasSource:
+        """The source of another model of the same inputs (a clone), at the same input shapes."""
+        return KerasSource(model, input_shapes=self.input_shapes)
+
     @classmethod
     def open(cls, path: str, input_shapes: dict | None = None) -> KerasSource:
         source = cls(keras_io.load(path), str(path), input_shapes)

@@ -21,7 +21,7 @@ import numpy as np
 
 from spa_keras.common.errors import ConversionError, first_line
 from spa_keras.formats.masking import sliced, zeroed
-from spa_keras.formats.keras.registry import spec_of
+from spa_keras.formats.keras.layers import spec_of
 
 
 class SourceMasks:

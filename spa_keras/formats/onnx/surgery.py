@@ -18,7 +18,7 @@ from onnx import helper, numpy_helper
 from spa_keras.common.errors import ConversionError, InputError, first_line
 from spa_keras.formats.onnx.handles import OnnxConstant, OnnxFolded, OnnxInitializer
 from spa_keras.formats.masking import sliced, zeroed
-from spa_keras.ops.registry import spec_for
+from spa_keras.ops import spec_for
 from spa_keras.common.tensors import random_batch
 
 

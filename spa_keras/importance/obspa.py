@@ -1,4 +1,5 @@
-"""`OBSPA`: Optimal Brain SPA, the criterion that prunes a trained model without fine-tuning.
+"""`OBSPA`: Optimal Brain SPA, the criterion that prunes a trained model without fine-tuning (its machinery is
+`spa_keras.obspa`).
 
 It scores every channel by the exact layer-wise OBS error of removing it from each consumer (the layers that read
 it), relative to that layer's output energy so that layers compare, summed over the group's consumers (AGG) with
