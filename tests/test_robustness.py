@@ -241,6 +241,57 @@ def test_subgraph_reading_the_outer_scope_is_a_barrier(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
+def if_on_a_boolean_input():
+    """x -> Conv(8) -> Relu -> Conv(8) -> Relu (r2) -> If(cond: a scalar boolean input; then Relu(r2), else Neg(r2),
+    r2 read from the outer scope) -> Conv(4)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+             for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (4, 8, 3, 3)))]
+    out = lambda b: helper.make_tensor_value_info(b, TensorProto.FLOAT, None)  # noqa: E731
+    branch = {f"{b}_branch": helper.make_graph([helper.make_node(op, ["r2"], [b])], b, [], [out(b)])
+              for b, op in (("then", "Relu"), ("else", "Neg"))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["y1"], name="conv1", pads=[1] * 4),
+             helper.make_node("Relu", ["y1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y2"], name="conv2", pads=[1] * 4),
+             helper.make_node("Relu", ["y2"], ["r2"], name="relu2"),
+             helper.make_node("If", ["cond"], ["b"], name="branch", **branch),
+             helper.make_node("Conv", ["b", "w3"], ["z"], name="conv3", pads=[1] * 4)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+              helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+    graph = helper.make_graph(nodes, "if_net", inputs, [helper.make_tensor_value_info("z", TensorProto.FLOAT,
+                                                                                      [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_if_on_a_scalar_boolean_input_prunes_around_its_branches(tmp_path):
+    """A rank-0 input (the If's condition) has no batch axis: the random batches that run the model gave it one
+    (IndexError, "internal error"). The channels the branches read stay, named in the report; conv1's go."""
+    import spa_keras
+    from spa_keras.bridges import onnx_io
+    from spa_keras.common.verify import compare
+    from tests.oracles import masked_model
+
+    model = if_on_a_boolean_input()
+    onnx.save(model, tmp_path / "if.onnx")
+    spa(tmp_path, "prune", "if.onnx", "-o", "slim.onnx", "--ratio", "0.3")
+    assert "its subgraph reads r2 from the outer scope" in spa(tmp_path, "analyze", "if.onnx")
+    dims = {i.name: tuple(i.dims) for i in onnx.load(tmp_path / "slim.onnx").graph.initializer}
+    assert dims["w2"][1] < 8 and dims["w3"][1] == 8  # conv1's channels went, those the branches read stayed
+    analysis = spa_keras.analyze(model)
+    assert "branch" in [b.node for b in analysis.state.barriers]
+    result = spa_keras.prune(model, analysis=analysis, ratio=0.3)
+    masked = masked_model(analysis, result.plan.mask(analysis))
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    for cond in (True, False):  # both branches: the slim model computes the masked original
+        feeds = {"x": x, "cond": np.array(cond)}
+        check = compare(onnx_io.run(masked, feeds), onnx_io.run(result.model, feeds),
+                        source="masked", target="slim", tolerance=1e-4)
+        assert check.ok, check
+
+
 def _plan(folder):
     spa(folder, "prune", "m.onnx", "-o", "o.onnx", "--flops", "0.3", "--plan-out", "plan.json")
     os.remove(folder / "o.onnx")
