@@ -411,6 +411,65 @@ def test_unregistered_custom_layer_is_named_and_import_loads_it(tmp_path):
         expect="--import nowhere_module: cannot import it")
 
 
+CUSTOM_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable("{package}")
+class Doubling(keras.layers.Layer):
+    def call(self, x):
+        return x * 2
+
+
+@keras.saving.register_keras_serializable("{package}")
+def half_relu(x):
+    return keras.ops.relu(x) * 0.5
+'''
+
+
+def test_unregistered_custom_objects_are_named_wherever_they_sit(tmp_path):
+    """Custom objects the earlier check missed, each named with its layer and the way to load it: a module whose
+    name starts with "keras" (taken for Keras's own: "could not be deserialized properly"), a layer inside a
+    sub-model of a legacy .h5 (no `module` field: "Unknown layer"), a custom activation function (an
+    AttributeError, "internal error"), and a class this process registers under another name."""
+    import importlib.util
+
+    import keras
+
+    package = f"extras{os.getpid()}"
+    (tmp_path / "keras_extras.py").write_text(CUSTOM_MODULE.format(package=package))  # not imported when loading
+    spec = importlib.util.spec_from_file_location("keras_extras", tmp_path / "keras_extras.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inner = keras.Input((6, 6, 8))
+    block = keras.Model(inner, module.Doubling(name="inner_double")(inner), name="block")
+    inputs = keras.Input((8, 8, 3))
+    x = block(keras.layers.Conv2D(8, 3, name="c1")(inputs))
+    nested = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c2")(x))
+    nested.save(tmp_path / "nested.keras")
+    nested.save(tmp_path / "nested.h5")
+    x = keras.layers.Conv2D(8, 3, activation=module.half_relu, name="c_act")(inputs)
+    keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c2")(x)).save(tmp_path / "act.keras")
+    registry = keras.saving.get_custom_objects()
+    for name in ("Doubling", "half_relu"):
+        registry.pop(f"{package}>{name}")
+    layer = f"class '{package}>Doubling' (layer 'inner_double')"
+    spa(tmp_path, "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3",
+        expect=f"custom {layer} is not registered: in Python, import the module that defines it (keras_extras) "
+        "before loading; with the CLI, spa --import keras_extras")
+    spa(tmp_path, "prune", "nested.h5", "-o", "o.keras", "--ratio", "0.3", expect=f"custom {layer} is not "
+        "registered: in Python, import the module that defines it before loading; with the CLI, spa --import MODULE")
+    spa(tmp_path, "prune", "act.keras", "-o", "o.keras", "--ratio", "0.3",
+        expect=f"custom function '{package}>half_relu' (layer 'c_act') is not registered")
+    keras.saving.register_keras_serializable("renamed")(module.Doubling)
+    try:
+        spa(tmp_path, "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3",
+            expect=f"{layer} (registered here as 'renamed>Doubling', another name) is not registered")
+    finally:
+        registry.pop("renamed>Doubling")
+    spa(tmp_path, "--import", "keras_extras", "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3")
+
+
 @pytest.fixture(scope="module")
 def gluon_pair(tmp_path_factory):
     folder = tmp_path_factory.mktemp("mx")
