@@ -153,7 +153,10 @@ def test_argument_mistakes_are_one_line_and_come_before_tensorflow(tmp_path):
              (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--round-to", "eight"], "'auto' or a whole"),
              (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--runtime", "coreml"], "--runtime"),
              (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--plot", tmp_path / "w.txt"], ".png"),
-             (["analyze", src, "--plot", tmp_path / "no" / "w.png"], "does not exist")]
+             (["analyze", src, "--plot", tmp_path / "no" / "w.png"], "does not exist"),
+             (["prune", src, "-o", tmp_path / "b.keras"], "give a target: --ratio, --flops, --params or --latency"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--ratio", "0.3", "--latency", "0.2"],
+              "--latency is a target of its own: give it without --ratio")]
     script = ("import sys\nfrom spa_keras.ui.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
               "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
     for args, fragment in cases:

@@ -332,6 +332,35 @@ def test_bad_plan_files(folder, text, expect):
     spa(folder, "prune", "m.onnx", "-o", "o.onnx", "--plan", "bad.json", expect=expect)
 
 
+@pytest.mark.parametrize("args, expect", [
+    ([], "give a target: --ratio, --flops, --params or --latency (fractions removed), or a plan (--plan PLAN.json)"),
+    (["--ratio", "0.3", "--plan", "plan.json"], "give either --plan or a target (--ratio, --flops, --params or "
+     "--latency), not both (got --plan and --ratio)"),
+    (["--plan", "plan.json", "--steps", "2"], "--steps 2 prunes towards a target; a plan (--plan) is applied in one"),
+    (["--ratio", "0.3", "--latency", "0.2"], "--latency is a target of its own: give it without --ratio, --flops, "
+     "--params and --steps"),
+    (["--latency", "0.2", "--steps", "2"], "--latency is a target of its own"),
+    (["--ratio", "0.3", "--flops", "0.2"], "give exactly one target: --ratio, --flops, --params or --latency (got "
+     "--ratio, --flops)"),
+    (["--flops", "0.3", "--steps", "3", "--criterion", "obspa"], "--steps 3 rescores between steps, but --criterion "
+     "obspa rewrites kept weights"),
+])
+def test_target_mistakes_speak_the_cli(folder, args, expect):
+    """prune()'s target rules said as the options a CLI user typed (they spoke Python: `ratio=`, `steps=`)."""
+    (folder / "plan.json").write_text("{}")  # never read: the options are wrong before any file is
+    spa(folder, "prune", "m.onnx", "-o", "o.onnx", *args, expect=expect)
+
+
+def test_target_mistakes_in_python_keep_python_spelling(onnx_model):
+    import spa_keras
+
+    model = onnx.load(onnx_model)
+    with pytest.raises(spa_keras.InputError, match=r"give a target: ratio=, flops=, params= or latency="):
+        spa_keras.prune(model)
+    with pytest.raises(spa_keras.InputError, match=r"latency= is a target of its own"):
+        spa_keras.prune(model, ratio=0.3, latency=0.2)
+
+
 # ---- user mistakes are never internal errors ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape, expect", [

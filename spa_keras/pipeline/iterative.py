@@ -80,6 +80,6 @@ def _original_keys(analysis: Analysis, kept: dict) -> dict[str, str]:
         old = before.get(prefix, [])
         if len(old) != len(keys) or any(channels[k] != len(kept[o]) for k, o in zip(keys, old)):
             raise SpaError(f"iterative pruning: the slim model's groups of {prefix} do not match the original's; "
-                           "prune in one step (steps=1)")
+                           "prune in one step (steps=1; on the command line, without --steps)")
         mapping.update(zip(keys, old))
     return mapping
