@@ -268,7 +268,8 @@ def if_on_a_boolean_input():
 
 def test_if_on_a_scalar_boolean_input_prunes_around_its_branches(tmp_path):
     """A rank-0 input (the If's condition) has no batch axis: the random batches that run the model gave it one
-    (IndexError, "internal error"). The channels the branches read stay, named in the report; conv1's go."""
+    (IndexError, "internal error"), and a shape given for every input applies to x alone. The channels the
+    branches read stay, named in the report; conv1's go."""
     import spa_keras
     from spa_keras.bridges import onnx_io
     from spa_keras.common.verify import compare
@@ -277,6 +278,7 @@ def test_if_on_a_scalar_boolean_input_prunes_around_its_branches(tmp_path):
     model = if_on_a_boolean_input()
     onnx.save(model, tmp_path / "if.onnx")
     spa(tmp_path, "prune", "if.onnx", "-o", "slim.onnx", "--ratio", "0.3")
+    spa(tmp_path, "prune", "if.onnx", "-o", "slim2.onnx", "--ratio", "0.3", "--input-shape", "1,3,8,8")  # x's only
     assert "its subgraph reads r2 from the outer scope" in spa(tmp_path, "analyze", "if.onnx")
     dims = {i.name: tuple(i.dims) for i in onnx.load(tmp_path / "slim.onnx").graph.initializer}
     assert dims["w2"][1] < 8 and dims["w3"][1] == 8  # conv1's channels went, those the branches read stayed

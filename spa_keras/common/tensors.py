@@ -79,8 +79,8 @@ def suggested_shape(shape):
 def _given(spec, input_shapes):
     """The shape `input_shapes` gives for `spec`, checked against its rank and fixed dimensions (or None)."""
     given = (input_shapes or {}).get(spec.name, (input_shapes or {}).get(None))
-    if given is None:
-        return None
+    if given is None or (not spec.shape and spec.name not in (input_shapes or {})):
+        return None  # a scalar input (an If's condition) has no dimension to fill: a shape for every input skips it
     if len(given) != len(spec.shape):
         raise InputError(f"input '{spec.name}' has rank {len(spec.shape)} {_fmt(spec.shape)}, but --input-shape "
                          f"gives {len(given)} dimensions {_fmt(given)}; for example --input-shape "
