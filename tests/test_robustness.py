@@ -241,6 +241,59 @@ def test_subgraph_reading_the_outer_scope_is_a_barrier(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
+def if_on_a_boolean_input():
+    """x -> Conv(8) -> Relu -> Conv(8) -> Relu (r2) -> If(cond: a scalar boolean input; then Relu(r2), else Neg(r2),
+    r2 read from the outer scope) -> Conv(4)."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+             for name, shape in (("w1", (8, 3, 3, 3)), ("w2", (8, 8, 3, 3)), ("w3", (4, 8, 3, 3)))]
+    out = lambda b: helper.make_tensor_value_info(b, TensorProto.FLOAT, None)  # noqa: E731
+    branch = {f"{b}_branch": helper.make_graph([helper.make_node(op, ["r2"], [b])], b, [], [out(b)])
+              for b, op in (("then", "Relu"), ("else", "Neg"))}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["y1"], name="conv1", pads=[1] * 4),
+             helper.make_node("Relu", ["y1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["y2"], name="conv2", pads=[1] * 4),
+             helper.make_node("Relu", ["y2"], ["r2"], name="relu2"),
+             helper.make_node("If", ["cond"], ["b"], name="branch", **branch),
+             helper.make_node("Conv", ["b", "w3"], ["z"], name="conv3", pads=[1] * 4)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]),
+              helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+    graph = helper.make_graph(nodes, "if_net", inputs, [helper.make_tensor_value_info("z", TensorProto.FLOAT,
+                                                                                      [1, 4, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_if_on_a_scalar_boolean_input_prunes_around_its_branches(tmp_path):
+    """A rank-0 input (the If's condition) has no batch axis: the random batches that run the model gave it one
+    (IndexError, "internal error"), and a shape given for every input applies to x alone. The channels the
+    branches read stay, named in the report; conv1's go."""
+    import spa_keras
+    from spa_keras.bridges import onnx_io
+    from spa_keras.common.verify import compare
+    from tests.oracles import masked_model
+
+    model = if_on_a_boolean_input()
+    onnx.save(model, tmp_path / "if.onnx")
+    spa(tmp_path, "prune", "if.onnx", "-o", "slim.onnx", "--ratio", "0.3")
+    spa(tmp_path, "prune", "if.onnx", "-o", "slim2.onnx", "--ratio", "0.3", "--input-shape", "1,3,8,8")  # x's only
+    assert "its subgraph reads r2 from the outer scope" in spa(tmp_path, "analyze", "if.onnx")
+    dims = {i.name: tuple(i.dims) for i in onnx.load(tmp_path / "slim.onnx").graph.initializer}
+    assert dims["w2"][1] < 8 and dims["w3"][1] == 8  # conv1's channels went, those the branches read stayed
+    analysis = spa_keras.analyze(model)
+    assert "branch" in [b.node for b in analysis.state.barriers]
+    result = spa_keras.prune(model, analysis=analysis, ratio=0.3)
+    masked = masked_model(analysis, result.plan.mask(analysis))
+    x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    for cond in (True, False):  # both branches: the slim model computes the masked original
+        feeds = {"x": x, "cond": np.array(cond)}
+        check = compare(onnx_io.run(masked, feeds), onnx_io.run(result.model, feeds),
+                        source="masked", target="slim", tolerance=1e-4)
+        assert check.ok, check
+
+
 def _plan(folder):
     spa(folder, "prune", "m.onnx", "-o", "o.onnx", "--flops", "0.3", "--plan-out", "plan.json")
     os.remove(folder / "o.onnx")
@@ -279,6 +332,35 @@ def test_plan_of_another_model(folder):
 def test_bad_plan_files(folder, text, expect):
     (folder / "bad.json").write_text(text)
     spa(folder, "prune", "m.onnx", "-o", "o.onnx", "--plan", "bad.json", expect=expect)
+
+
+@pytest.mark.parametrize("args, expect", [
+    ([], "give a target: --ratio, --flops, --params or --latency (fractions removed), or a plan (--plan PLAN.json)"),
+    (["--ratio", "0.3", "--plan", "plan.json"], "give either --plan or a target (--ratio, --flops, --params or "
+     "--latency), not both (got --plan and --ratio)"),
+    (["--plan", "plan.json", "--steps", "2"], "--steps 2 prunes towards a target; a plan (--plan) is applied in one"),
+    (["--ratio", "0.3", "--latency", "0.2"], "--latency is a target of its own: give it without --ratio, --flops, "
+     "--params and --steps"),
+    (["--latency", "0.2", "--steps", "2"], "--latency is a target of its own"),
+    (["--ratio", "0.3", "--flops", "0.2"], "give exactly one target: --ratio, --flops, --params or --latency (got "
+     "--ratio, --flops)"),
+    (["--flops", "0.3", "--steps", "3", "--criterion", "obspa"], "--steps 3 rescores between steps, but --criterion "
+     "obspa rewrites kept weights"),
+])
+def test_target_mistakes_speak_the_cli(folder, args, expect):
+    """prune()'s target rules said as the options a CLI user typed (they spoke Python: `ratio=`, `steps=`)."""
+    (folder / "plan.json").write_text("{}")  # never read: the options are wrong before any file is
+    spa(folder, "prune", "m.onnx", "-o", "o.onnx", *args, expect=expect)
+
+
+def test_target_mistakes_in_python_keep_python_spelling(onnx_model):
+    import spa_keras
+
+    model = onnx.load(onnx_model)
+    with pytest.raises(spa_keras.InputError, match=r"give a target: ratio=, flops=, params= or latency="):
+        spa_keras.prune(model)
+    with pytest.raises(spa_keras.InputError, match=r"latency= is a target of its own"):
+        spa_keras.prune(model, ratio=0.3, latency=0.2)
 
 
 # ---- user mistakes are never internal errors ------------------------------------------------------------------------
@@ -358,6 +440,65 @@ def test_unregistered_custom_layer_is_named_and_import_loads_it(tmp_path):
     spa(tmp_path, "--import", "layers.py", "prune", "custom.keras", "-o", "o.keras", "--ratio", "0.3")
     spa(tmp_path, "--import", "nowhere_module", "prune", "custom.keras", "-o", "o2.keras", "--ratio", "0.3",
         expect="--import nowhere_module: cannot import it")
+
+
+CUSTOM_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable("{package}")
+class Doubling(keras.layers.Layer):
+    def call(self, x):
+        return x * 2
+
+
+@keras.saving.register_keras_serializable("{package}")
+def half_relu(x):
+    return keras.ops.relu(x) * 0.5
+'''
+
+
+def test_unregistered_custom_objects_are_named_wherever_they_sit(tmp_path):
+    """Custom objects the earlier check missed, each named with its layer and the way to load it: a module whose
+    name starts with "keras" (taken for Keras's own: "could not be deserialized properly"), a layer inside a
+    sub-model of a legacy .h5 (no `module` field: "Unknown layer"), a custom activation function (an
+    AttributeError, "internal error"), and a class this process registers under another name."""
+    import importlib.util
+
+    import keras
+
+    package = f"extras{os.getpid()}"
+    (tmp_path / "keras_extras.py").write_text(CUSTOM_MODULE.format(package=package))  # not imported when loading
+    spec = importlib.util.spec_from_file_location("keras_extras", tmp_path / "keras_extras.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inner = keras.Input((6, 6, 8))
+    block = keras.Model(inner, module.Doubling(name="inner_double")(inner), name="block")
+    inputs = keras.Input((8, 8, 3))
+    x = block(keras.layers.Conv2D(8, 3, name="c1")(inputs))
+    nested = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c2")(x))
+    nested.save(tmp_path / "nested.keras")
+    nested.save(tmp_path / "nested.h5")
+    x = keras.layers.Conv2D(8, 3, activation=module.half_relu, name="c_act")(inputs)
+    keras.Model(inputs, keras.layers.Conv2D(4, 3, name="c2")(x)).save(tmp_path / "act.keras")
+    registry = keras.saving.get_custom_objects()
+    for name in ("Doubling", "half_relu"):
+        registry.pop(f"{package}>{name}")
+    layer = f"class '{package}>Doubling' (layer 'inner_double')"
+    spa(tmp_path, "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3",
+        expect=f"custom {layer} is not registered: in Python, import the module that defines it (keras_extras) "
+        "before loading; with the CLI, spa --import keras_extras")
+    spa(tmp_path, "prune", "nested.h5", "-o", "o.keras", "--ratio", "0.3", expect=f"custom {layer} is not "
+        "registered: in Python, import the module that defines it before loading; with the CLI, spa --import MODULE")
+    spa(tmp_path, "prune", "act.keras", "-o", "o.keras", "--ratio", "0.3",
+        expect=f"custom function '{package}>half_relu' (layer 'c_act') is not registered")
+    keras.saving.register_keras_serializable("renamed")(module.Doubling)
+    try:
+        spa(tmp_path, "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3",
+            expect=f"{layer} (registered here as 'renamed>Doubling', another name) is not registered")
+    finally:
+        registry.pop("renamed>Doubling")
+    spa(tmp_path, "--import", "keras_extras", "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3")
 
 
 @pytest.fixture(scope="module")

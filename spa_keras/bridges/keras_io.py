@@ -35,35 +35,90 @@ def _config_of(path):
         return None
 
 
-def _layer_configs(node):
-    """Every serialised object ({"class_name", "config", ...}) in a model config, nested ones included."""
+def _layer_configs(node, layer="?"):
+    """`(object, layer name)` for every serialised object ({"class_name", "config", ...}) in a model config, nested
+    ones included (a layer's activation function, a sub-model's layers): the layer is the innermost one holding it."""
     if isinstance(node, dict):
         if "class_name" in node:
-            yield node
+            config = node.get("config")
+            if isinstance(config, dict) and isinstance(config.get("name"), str):
+                layer = config["name"]
+            yield node, layer
         for v in node.values():
-            yield from _layer_configs(v)
+            yield from _layer_configs(v, layer)
     elif isinstance(node, list):
         for v in node:
-            yield from _layer_configs(v)
+            yield from _layer_configs(v, layer)
 
 
 def _lambda_layers(config):
-    return [(c.get("config") or {}).get("name", "?") for c in _layer_configs(config) if c["class_name"] == "Lambda"]
+    return [layer for c, layer in _layer_configs(config) if c["class_name"] == "Lambda"]
+
+
+# the packages whose classes Keras finds by their module alone (no registration needed)
+KERAS_PACKAGES = {"keras", "keras_hub", "keras_cv", "keras_nlp", "tf_keras"}
+SPA_PACKAGE = "spa_keras>"  # the classes spa-keras itself writes into models (the ONNX rebuild's ConstantAffine)
+
+
+def _custom_objects(config):
+    """`[(kind, registered name, layer, module or None, class name)]` of the custom (non-Keras) classes and
+    functions a model config names. Keras 3 files give a class's `registered_name` ("package>Name" for
+    `register_keras_serializable(package=...)`) and `module` (custom unless Keras finds it by its module: a user's
+    module may well be called keras_something); legacy .h5 files only "package>Name" as `class_name`; a function
+    is {"class_name": "function", "config": its registered name}."""
+    found = []
+    for c, layer in _layer_configs(config):
+        class_name, module = c["class_name"], c.get("module")
+        module = module if isinstance(module, str) and module not in ("", "builtins", "__main__") else None
+        if class_name == "function":
+            name, kind = c.get("config"), "function"
+        else:
+            name, kind = c.get("registered_name") or class_name, "class"
+        if not isinstance(name, str) or name.startswith("__"):  # tensors, numpy arrays, lambdas: Keras's own
+            continue
+        custom = module.split(".")[0] not in KERAS_PACKAGES if module is not None else ">" in name
+        if custom and (kind, name, layer, module, class_name) not in found:
+            found.append((kind, name, layer, module, class_name))
+    return found
+
+
+def _spa_objects(config):
+    """{registered name: class} of spa-keras's own classes the config names: every load provides them, so a file
+    spa wrote loads in a fresh process, where nothing has imported the module that registers them."""
+    if not any(found[1].startswith(SPA_PACKAGE) for found in _custom_objects(config)):
+        return {}
+    from spa_keras.bridges.onnx_to_keras import ConstantAffine
+
+    return {SPA_PACKAGE + "ConstantAffine": ConstantAffine}
 
 
 def _unregistered_classes(config):
-    """`[(class, layer name)]` of the custom (non-Keras) classes in a model config that Keras cannot find: not
-    registered in this process."""
+    """`[(kind, registered name, layer, module or None, class name)]` of the custom classes and functions in a model
+    config that Keras cannot find: not registered in this process (spa-keras's own ones are, by `load`)."""
     import keras
 
-    found = []
-    for c in _layer_configs(config):
-        module = str(c.get("module") or "")
-        registered = c.get("registered_name") or c["class_name"]
-        if ("config" in c and module and not module.startswith("keras")
-                and keras.saving.get_registered_object(registered) is None):
-            found.append((registered, (c.get("config") or {}).get("name", "?")))
-    return found
+    return [found for found in _custom_objects(config)
+            if not found[1].startswith(SPA_PACKAGE) and keras.saving.get_registered_object(found[1]) is None]
+
+
+def _unregistered_message(path, missing):
+    """One line: which custom classes are missing (and in which layers), and how to make them known."""
+    import keras
+
+    listed = []
+    for kind, name, layer, module, class_name in missing[:3]:
+        # the very class (same module and name) registered under another name than the file's
+        elsewhere = [other for other, obj in keras.saving.get_custom_objects().items()
+                     if module and getattr(obj, "__module__", None) == module
+                     and getattr(obj, "__name__", None) == class_name]
+        listed.append(f"{kind} '{name}' (layer '{layer}')" +
+                      (f" (registered here as '{elsewhere[0]}', another name)" if elsewhere else ""))
+    modules = list(dict.fromkeys(found[3] for found in missing if found[3]))
+    where = f" ({', '.join(modules)})" if modules else ""
+    return (f"{path}: custom {', '.join(listed)}{' ...' if len(missing) > 3 else ''} "
+            f"{'is' if len(missing) == 1 else 'are'} not registered: in Python, import the module that defines it"
+            f"{where} before loading; with the CLI, spa --import {modules[0] if modules else 'MODULE'} (the module "
+            "registers it with @keras.saving.register_keras_serializable)")
 
 
 def _not_a_model_file(path):
@@ -98,22 +153,35 @@ def load(path):
         raise InputError(f"{path}: contains Lambda layer(s) {', '.join(lambdas)}; Keras safe_mode forbids running "
                          "their stored Python code and spa-keras will not execute it. Replace them with registered "
                          "custom layers, or load the model yourself and pass the keras.Model to the Python API")
+    own = _spa_objects(config)
     with warnings.catch_warnings():  # "compiled metrics have yet to be built" and the like
         warnings.simplefilter("ignore")
         try:
-            return keras.models.load_model(path, compile=True, safe_mode=True)
+            return keras.models.load_model(path, custom_objects=own, compile=True, safe_mode=True)
         except Exception:  # a compile configuration Keras cannot rebuild (custom loss): the model alone
             pass
         try:
-            return keras.models.load_model(path, compile=False, safe_mode=True)
+            return keras.models.load_model(path, custom_objects=own, compile=False, safe_mode=True)
         except Exception as exc:
             missing = _unregistered_classes(config)
             if missing:
-                listed = ", ".join(f"'{cls}' (layer '{name}')" for cls, name in missing[:3])
-                raise InputError(f"{path}: custom class {listed} is not registered: import the module that defines "
-                                 "it (decorated with @keras.saving.register_keras_serializable) before loading; with "
-                                 "the CLI, spa --import MODULE") from exc
+                raise InputError(_unregistered_message(path, missing)) from exc
             raise InputError(f"{path}: Keras cannot load this file: {first_line(exc)}") from exc
+
+
+def load_fresh(path):
+    """`load` as a user in a fresh process would: spa-keras's own classes are hidden from Keras's registry while it
+    loads, so the file must name them in a way `load` provides them itself, not rely on a module this process
+    happened to import (the ONNX rebuild registers ConstantAffine). Classes the user registered stay (a user's fresh
+    process imports their module again: spa --import). What every Keras write is verified with."""
+    import keras
+
+    registry = keras.saving.get_custom_objects()
+    hidden = {name: registry.pop(name) for name in list(registry) if name.startswith(SPA_PACKAGE)}
+    try:
+        return load(path)
+    finally:
+        registry.update(hidden)
 
 
 def input_specs(model):

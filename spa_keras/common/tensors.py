@@ -79,8 +79,8 @@ def suggested_shape(shape):
 def _given(spec, input_shapes):
     """The shape `input_shapes` gives for `spec`, checked against its rank and fixed dimensions (or None)."""
     given = (input_shapes or {}).get(spec.name, (input_shapes or {}).get(None))
-    if given is None:
-        return None
+    if given is None or (not spec.shape and spec.name not in (input_shapes or {})):
+        return None  # a scalar input (an If's condition) has no dimension to fill: a shape for every input skips it
     if len(given) != len(spec.shape):
         raise InputError(f"input '{spec.name}' has rank {len(spec.shape)} {_fmt(spec.shape)}, but --input-shape "
                          f"gives {len(given)} dimensions {_fmt(given)}; for example --input-shape "
@@ -113,7 +113,7 @@ def resolve_input_shapes(specs, input_shapes=None):
     for spec in specs:
         given = _given(spec, input_shapes)
         if given is not None:
-            shapes[spec.name] = (1,) + given[1:]
+            shapes[spec.name] = (1,) + given[1:] if given else ()
             continue
         image = image_axes(spec.shape)
         if image:
@@ -132,7 +132,8 @@ def concrete_shape(spec, input_shapes=None, batch=2):
     given = _given(spec, input_shapes)
     if given is not None:
         shape = [g if s is None else s for s, g in zip(spec.shape, given)]
-        shape[0] = batch if spec.shape[0] is None else spec.shape[0]
+        if shape:  # a scalar input (an If's condition) has no batch axis
+            shape[0] = batch if spec.shape[0] is None else spec.shape[0]
         return tuple(shape)
     shape = list(spec.shape)
     if shape and shape[0] is None:

@@ -82,6 +82,6 @@ def _original_keys(analysis: Analysis, kept: dict[GroupKey, np.ndarray]) -> dict
         old = before.get(prefix, [])
         if len(old) != len(keys) or any(channels[k] != len(kept[o]) for k, o in zip(keys, old)):
             raise SpaError(f"iterative pruning: the slim model's groups of {prefix[0]}:{prefix[1]} do not match the "
-                           "original's; prune in one step (steps=1)")
+                           "original's; prune in one step (steps=1; on the command line, without --steps)")
         mapping.update(zip(keys, old))
     return mapping

@@ -164,6 +164,35 @@ def _check_prune_paths(model, output, plan_in, plan_out, via, precision):
     return out_kind
 
 
+def _check_prune_targets(ratio, flops, params, latency, plan_in, steps, criterion):
+    """The target rules of `spa.prune` (one target or a plan; --latency alone; --steps towards a target, with a
+    criterion that rescores), checked before TensorFlow loads and said in the CLI's spelling: `prune()` itself
+    speaks Python (`ratio=`), which a command-line user never typed."""
+    from spa_keras.common.errors import InputError
+    from spa_keras.importance import CRITERIA
+
+    given = [f"--{name}" for name, value in (("ratio", ratio), ("flops", flops), ("params", params),
+                                              ("latency", latency)) if value is not None]
+    if plan_in is not None:
+        if given:
+            raise InputError(f"give either --plan or a target (--ratio, --flops, --params or --latency), not both "
+                             f"(got --plan and {', '.join(given)})")
+        if steps > 1:
+            raise InputError(f"--steps {steps} prunes towards a target; a plan (--plan) is applied in one step: "
+                             "leave out --steps")
+        return
+    if not given:
+        raise InputError("give a target: --ratio, --flops, --params or --latency (fractions removed), or a plan "
+                         "(--plan PLAN.json)")
+    if latency is not None and (len(given) > 1 or steps > 1):
+        raise InputError("--latency is a target of its own: give it without --ratio, --flops, --params and --steps")
+    if len(given) > 1:
+        raise InputError(f"give exactly one target: --ratio, --flops, --params or --latency (got {', '.join(given)})")
+    if steps > 1 and hasattr(CRITERIA.get(criterion.lower()), "updates"):
+        raise InputError(f"--steps {steps} rescores between steps, but --criterion {criterion} rewrites kept weights "
+                         "and prunes in one step: leave out --steps")
+
+
 def _import_frameworks():
     """Import TensorFlow and Keras with their C++ start-up logging silenced (it bypasses TF_CPP_MIN_LOG_LEVEL)."""
     from spa_keras.common.console import quiet
@@ -332,6 +361,7 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
     from spa_keras.pipeline.convert import convert as run_convert
     from spa_keras.pipeline.prune import prune as run_prune
 
+    _check_prune_targets(ratio, flops, params, latency, plan_in, steps, criterion)
     out_kind = _check_prune_paths(model, output, plan_in, plan_out, via, precision)
     _import_frameworks()
     with console.status("pruning"):

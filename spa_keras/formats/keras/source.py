@@ -126,7 +126,7 @@ class KerasSource(Source):
         else:
             with files.atomic_output(job.output) as tmp:
                 self.model.save(tmp)
-                job.verify(keras_io.run(keras_io.load(tmp), job.feeds), f"keras ({job.kind})")
+                job.verify(keras_io.run(keras_io.load_fresh(tmp), job.feeds), f"keras ({job.kind})")
 
     # ---- what algorithms ask of the model --------------------------------------------------------------------------
 

@@ -176,11 +176,16 @@ class KerasSurgery:
 
 
 def compile_like(source, slim):
-    """Compile `slim` with the source's optimizer class and settings, loss and metrics (fresh optimizer state: the
-    shapes changed), when the source was compiled."""
+    """Compile `slim` with the source's optimizer class and settings, loss and metrics, when the source was
+    compiled. The optimizer is a fresh one and is left unbuilt, as `compile` leaves it: `compile_from_config`
+    would also build its slot variables (momentum, RMS, Adam's moments), all zeros that say nothing yet, but are
+    saved with the model and make the slim file about as large as an unpruned one saved without them. They are
+    made, for the slim shapes, at the first training step."""
+    import keras
+
     config = source.get_compile_config() if getattr(source, "compiled", False) else None
     if config:
-        slim.compile_from_config(config)
+        slim.compile(**keras.saving.deserialize_keras_object(config))
 
 
 def prune_keras(analysis, removed, updates=None):

@@ -212,7 +212,11 @@ def from_onnx(model, input_shapes=None):
                 continue
         # tensors a subgraph (If, Loop, Scan) reads from the outer scope count as inputs: rules see them as read by
         # an op they do not know (a barrier), so no channel of theirs is cut under the subgraph's feet
-        inputs = list(n.input) + [t for t in _outer_scope_reads(n) if t not in n.input]
+        outer = [t for t in _outer_scope_reads(n) if t not in n.input]
+        inputs = list(n.input) + outer
+        if outer:  # the report says why a channel read only inside a branch stays
+            attrs["reason"] = (f"its subgraph reads {', '.join(outer[:3])}{' ...' if len(outer) > 3 else ''} from "
+                               f"the outer scope (no rule for op {n.op_type})")
         nodes.append(Node(n.name or f"{n.op_type}_{index}", n.op_type, inputs, list(n.output), attrs, n.domain,
                           index))
     folded_inputs = {t for i, n in enumerate(model.graph.node) if params.get(n.output[0] if n.output else "")

@@ -138,16 +138,26 @@ def write_onnx(model: Any, job: WriteJob, verified: bool = False) -> None:
 
 
 def onnx_to_keras_file(model: Any, job: WriteJob) -> None:
-    """The native ONNX -> Keras 3 rebuild, checked before and after saving."""
+    """The native ONNX -> Keras 3 rebuild, checked before and after saving. The saved file is loaded back as a
+    fresh process would (`keras_io.load_fresh`): the rebuild registered ConstantAffine in this process, which a
+    file must not rely on. A file holding ConstantAffine layers gets a note: plain Keras loads it only after the
+    module that registers them is imported."""
+    import warnings
+
     from spa_keras.bridges import keras_io
-    from spa_keras.bridges.onnx_to_keras import onnx_to_keras
+    from spa_keras.bridges.onnx_to_keras import ConstantAffine, onnx_to_keras
 
     job.say("rebuilding as a Keras 3 model")
     keras_model = onnx_to_keras(model, {name: array.shape for name, array in job.feeds.items()})
     job.verify(keras_io.run(keras_model, job.feeds), "keras (rebuilt from ONNX)")
     with files.atomic_output(job.output) as tmp:
         keras_model.save(tmp)
-        job.verify(keras_io.run(keras_io.load(tmp), job.feeds), f"keras ({job.kind})")
+        job.verify(keras_io.run(keras_io.load_fresh(tmp), job.feeds), f"keras ({job.kind})")
+    custom = [layer.name for layer in keras_model.layers if isinstance(layer, ConstantAffine)]
+    if custom:
+        warnings.warn(f"{job.output} holds spa-keras's ConstantAffine layer ({', '.join(custom[:3])}"
+                      f"{' ...' if len(custom) > 3 else ''}: a constant no standard Keras layer adds): spa loads it "
+                      "as it is; keras.saving.load_model after `import spa_keras.bridges.onnx_to_keras`", stacklevel=2)
 
 
 def _onnx_to_tf(model: Any, job: WriteJob) -> None:
