@@ -1,1 +1,5 @@
-"""TODO"""
+"""Pruning while Keras trains.
+
+    callback.py   SPACallback: masks a live model inside model.fit, the slim model when fit ends
+    schedules.py  how the removed fraction grows during training (ConstantSparsity, PolynomialDecay)
+"""
