@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-Shape = tuple  # a static shape, batch as 1
+Shape = tuple[int, ...]  # a static shape, batch as 1
 
 
 # ---- parameter handles: where a parameter lives in its source model ------------------------------------------------
@@ -86,7 +86,7 @@ class SPAGraph:
     source: Any = None  # the format adapter of the model it describes (`spa_keras.formats.Source`)
     opset: int = 17  # the ONNX (default domain) opset whose semantics the nodes follow
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._producer: dict[str, Node] = {}
         self._consumers: dict[str, list[Node]] = {}
         for node in self.nodes:
