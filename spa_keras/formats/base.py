@@ -173,7 +173,7 @@ class Source:
         """OBSPA's access to the model's activations (`spa_keras.obspa.backend.ActivationBackend`)."""
         raise NotImplementedError
 
-    def trainable_model(self, criterion: str) -> Any:
+    def trainable_model(self, criterion: str | None) -> Any:
         """The Keras model gradients are taken of; other kinds cannot give one."""
         raise InputError(f"criterion {criterion!r} computes gradients in TensorFlow and needs a TF/Keras model: give "
                          "spa.prune the keras.Model or .keras/.h5 file (not via='onnx'); convert an ONNX-only model "
