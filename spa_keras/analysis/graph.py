@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -79,7 +79,7 @@ class Param:
 @dataclasses.dataclass
 class SPAGraph:
     nodes: list[Node]
-    shapes: dict[str, Optional[Shape]]  # tensor name -> static shape (batch as 1) or None when unknown
+    shapes: Mapping[str, Optional[Shape]]  # tensor name -> static shape (batch as 1) or None when unknown
     params: dict[str, Param]  # tensor name -> Param
     inputs: list[str]
     outputs: list[str]

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from spa_keras.common.errors import InputError
 
-# {input name, or None for every input: shape with batch}, as `--input-shape` gives it
-InputShapes = Mapping[Optional[str], Sequence[int]]
+# {input name, or None for every input: shape with batch}, as `--input-shape` gives it (keys: str or None)
+InputShapes = Mapping[Any, Sequence[int]]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -200,6 +200,7 @@ class BatchNormInputs(InputProvider):
             return noise
         model, targets = probe
         out: list[np.ndarray] = []
+        steps = self.steps  # what every batch got, unless the budget cut one short (none made: samples=0)
         start, budget = time.perf_counter(), float("inf") if self.budget is None else self.budget
         for x in track(noise, "OBSPA: synthetic inputs"):
             left = budget - (time.perf_counter() - start)

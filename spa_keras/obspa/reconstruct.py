@@ -216,8 +216,8 @@ def _reconstruct_in_stages(analysis: Analysis, network: PrunedNetwork, backend: 
                 network.write(param, value)
 
 
-def reconstruct(analysis: Analysis, consumers: list[Consumer], removed: np.ndarray, batches: list, damping: float = 0.01,
-                recalibrate: str | None = None) -> dict[str, np.ndarray]:
+def reconstruct(analysis: Analysis, consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
+                damping: float = 0.01, recalibrate: str | None = None) -> dict[str, np.ndarray]:
     """New values of the consumers' kept weights (and biases), and with `recalibrate` ('correct' or
     'reestimate') of the BatchNorm statistics of a one-pass model, after removing the `removed` channels."""
     if not removed.any() or not batches:
