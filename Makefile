@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: venv data demo test test-zoo bench clean help
 help:
 	@echo "make demo      prune-ready demo on the built-in Fashion-MNIST model (creates .venv)"
-	@echo "make test      default test suite (no zoo sweeps)"
+	@echo "make test      mypy on the typed packages, then the default test suite (no zoo sweeps)"
 	@echo "make test-zoo  heavy sweeps (pytest -m zoo)"
 	@echo "make bench     benchmarks/*.py, tables on stdout, JSON in benchmarks/results/"
 
@@ -35,6 +35,7 @@ demo: venv data
 	$(BIN)/spa demo
 
 test: venv data
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -m "not zoo" $(PYTEST_ARGS)
 
 # one process per test file: TensorFlow keeps the memory of the big models it built, and one process over every

@@ -250,6 +250,14 @@ def test_data_free_obspa_on_keras_beats_l1_on_the_batchnorm_model(rng):
     assert np.abs(obspa - original).mean() < np.abs(l1 - original).mean()
 
 
+def test_no_batchnorm_inputs_are_made_for_no_samples():
+    """samples=0: no synthetic inputs, and no UnboundLocalError for the steps no batch ran (mypy's possibly-undefined
+    found it)."""
+    from spa_keras.obspa.hessians import BatchNormInputs
+
+    assert BatchNormInputs(samples=0).batches(spa.analyze(bn_model())) == []
+
+
 def test_obspa_on_onnx_without_data_says_it_cannot_reconstruct():
     from tests.test_engine_invariants import resnet_block_model
 

@@ -8,6 +8,8 @@
   `spa_keras.compute`.
 - Format libraries (onnx, onnxruntime, mxnet, tf2onnx, onnx2tf, LiteRT) are imported only by the format adapters and
   the bridges.
+- The typed packages (the core, compute and formats) annotate every public function and method: each parameter but
+  self/cls, and the return (but `__init__`'s); mypy checks them in `make test` (setup.cfg, [mypy]).
 """
 
 from __future__ import annotations
@@ -131,3 +133,62 @@ def test_model_libraries_are_read_only_by_the_format_adapters_and_bridges():
                  for name, path in MODULES.items() if name.split(".")[1:2] and
                  name.split(".")[1] not in MODEL_LIBRARY_PACKAGES}
     assert not {k: v for k, v in offenders.items() if v}
+
+
+TYPED = CORE + ("compute", "formats")
+
+
+def _public(name: str) -> bool:
+    return not name.startswith("_") or name == "__init__"
+
+
+def unannotated(tree: ast.Module) -> list[str]:
+    """The public functions and methods of a module (module level, in public classes, under an if/try/with) that
+    lack an annotation: "name(param, ..., return)" with what is missing. Nested functions are not public."""
+    found: list[str] = []
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and _public(node.name):
+                args = node.args
+                params = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
+                missing = [p.arg for p in params if p.annotation is None and p.arg not in ("self", "cls")]
+                if node.returns is None and node.name != "__init__":
+                    missing.append("return")
+                if missing:
+                    found.append(f"{prefix}{node.name}({', '.join(missing)}) line {node.lineno}")
+            elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                visit(node.body, f"{prefix}{node.name}.")
+            elif isinstance(node, (ast.If, ast.Try, ast.With)):
+                for block in ("body", "orelse", "finalbody", "handlers"):
+                    for part in getattr(node, block, []):
+                        visit(part.body if isinstance(part, ast.ExceptHandler) else [part], prefix)
+
+    visit(tree.body, "")
+    return found
+
+
+@pytest.mark.parametrize("package", TYPED)
+def test_public_functions_of_the_typed_packages_are_annotated(package):
+    offenders = {name: missing for name, path in MODULES.items() if name.split(".")[1:2] == [package]
+                 for missing in [unannotated(ast.parse(path.read_text()))] if missing}
+    assert not offenders, f"annotate every parameter (but self/cls) and the return: {offenders}"
+
+
+def test_the_annotation_check_finds_what_is_missing():
+    tree = ast.parse("def f(a, b: int): ...\n"
+                     "def _private(a): ...\n"
+                     "class C:\n"
+                     "    def __init__(self, x): ...\n"
+                     "    def m(self, y: int) -> None: ...\n"
+                     "    @classmethod\n"
+                     "    def make(cls): ...\n"
+                     "    def __repr__(self): ...\n"
+                     "class _Hidden:\n"
+                     "    def m(self, y): ...\n"
+                     "if True:\n"
+                     "    def g(*args: int, **kw) -> int:\n"
+                     "        def inner(z): ...\n"
+                     "        return 0\n")
+    assert unannotated(tree) == ["f(a, return) line 1", "C.__init__(x) line 4", "C.make(return) line 7",
+                                 "g(kw) line 12"]

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
 
 from spa_keras.ops import spec_for
 
 if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node, Shape, SPAGraph
     from spa_keras.analysis.groups import Analysis
+    from spa_keras.ops.registry import ShapeOf
+
+    MacsOf = Callable[[Node, ShapeOf], int]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,36 +35,42 @@ class Counts:
     flops: int
 
     @property
-    def macs(self):
+    def macs(self) -> int:
         return self.flops // 2
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.params:,} parameters, {self.flops / 1e6:,.2f} MFLOPs"
 
 
-def macs_of(op_type: str):
+def macs_of(op_type: str) -> Optional[MacsOf]:
     """The MAC count of an op type (its spec's `macs`), or None for ops that are not counted."""
     spec = spec_for(op_type)
     return None if spec is None else spec.macs
 
 
-def graph_macs(graph, shape_of=None):
+def graph_macs(graph: SPAGraph, shape_of: ShapeOf | None = None) -> int:
     """MACs of the linear ops of an `SPAGraph` at batch 1 (`shape_of` overrides shapes, for pruned variants)."""
     shape_of = shape_of or graph.shape
-    return sum(macs_of(n.op_type)(n, shape_of) for n in graph.nodes if macs_of(n.op_type))
+    return sum(macs(n, shape_of) for n in graph.nodes for macs in [macs_of(n.op_type)] if macs)
 
 
-def graph_params(graph, shape_of=None):
+def graph_params(graph: SPAGraph, shape_of: ShapeOf | None = None) -> int:
     """Elements of the parameters an `SPAGraph` counts (front-ends decide: ONNX floating-point weights, every Keras
     variable as in `count_params()`)."""
     shape_of = shape_of or graph.shape
-    return sum(int(np.prod(shape_of(name))) for name, p in graph.params.items() if p.counted)
+    return sum(int(np.prod(_known(shape_of(name), name))) for name, p in graph.params.items() if p.counted)
+
+
+def _known(shape: Shape | None, name: str) -> Shape:
+    """The shape of a parameter or a labelled tensor, which is known (a constant, or a rule labelled it)."""
+    assert shape is not None, f"{name}: shape unknown"
+    return shape
 
 
 class CostModel:
     """Exact parameter and FLOP counts of the analysed model with any set of channels removed."""
 
-    def __init__(self, analysis: Analysis):
+    def __init__(self, analysis: Analysis) -> None:
         self.analysis = analysis
         self.graph = graph = analysis.graph
         self.channels = len(analysis.group_of_channel)
@@ -74,7 +84,7 @@ class CostModel:
         # all entries' channel ids end to end: one bincount per evaluation counts the removed positions of each
         self._ids = np.concatenate([ids for _, _, ids in self.entries]) if self.entries else np.zeros(0, np.int64)
         self._entry_of = np.repeat(np.arange(len(self.entries)), [len(ids) for _, _, ids in self.entries])
-        self.linear = [(n, macs_of(n.op_type)) for n in graph.nodes if macs_of(n.op_type)]
+        self.linear = [(n, macs) for n in graph.nodes for macs in [macs_of(n.op_type)] if macs]
         self.base = Counts(graph_params(graph), 2 * graph_macs(graph))
         self._counted = {n for n, p in graph.params.items() if p.counted}
 
@@ -82,13 +92,13 @@ class CostModel:
         """Per labelled axis (`entries`), how many of its positions `removed` takes away."""
         return np.bincount(self._entry_of, weights=removed[self._ids], minlength=len(self.entries)).astype(int)
 
-    def shapes(self, removed: np.ndarray) -> dict[str, tuple]:
+    def shapes(self, removed: np.ndarray) -> dict[str, Shape]:
         """`{name: new shape}` for every tensor and parameter whose shape changes when `removed` channels go."""
-        new = {}
+        new: dict[str, Shape] = {}
         gone = self.removed_per_entry(removed)
         for e in np.flatnonzero(gone):
             name, axis, _ = self.entries[e]
-            shape = list(new.get(name) or self.graph.shape(name))
+            shape = list(new.get(name) or self._shape(name))
             shape[axis] -= int(gone[e])
             new[name] = tuple(shape)
         return new
@@ -103,7 +113,10 @@ class CostModel:
         """`Counts` of the model without the channels where `removed` (bool per global channel) is True."""
         new = self.shapes(removed)
         shape_of = lambda t: new.get(t) or self.graph.shape(t)  # noqa: E731
-        params = self.base.params + sum(math.prod(shape) - math.prod(self.graph.shape(name))
+        params = self.base.params + sum(math.prod(shape) - math.prod(self._shape(name))
                                         for name, shape in new.items() if name in self._counted)
         macs = sum(count(n, shape_of) for n, count in self.linear)
         return Counts(params, 2 * macs)
+
+    def _shape(self, name: str) -> Shape:
+        return _known(self.graph.shape(name), name)

@@ -20,11 +20,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
-Shape = tuple  # a static shape, batch as 1
+Shape = tuple[int, ...]  # a static shape, batch as 1
 
 
 # ---- parameter handles: where a parameter lives in its source model ------------------------------------------------
@@ -79,14 +79,14 @@ class Param:
 @dataclasses.dataclass
 class SPAGraph:
     nodes: list[Node]
-    shapes: dict[str, Optional[Shape]]  # tensor name -> static shape (batch as 1) or None when unknown
+    shapes: Mapping[str, Optional[Shape]]  # tensor name -> static shape (batch as 1) or None when unknown
     params: dict[str, Param]  # tensor name -> Param
     inputs: list[str]
     outputs: list[str]
     source: Any = None  # the format adapter of the model it describes (`spa_keras.formats.Source`)
     opset: int = 17  # the ONNX (default domain) opset whose semantics the nodes follow
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self._producer: dict[str, Node] = {}
         self._consumers: dict[str, list[Node]] = {}
         for node in self.nodes:

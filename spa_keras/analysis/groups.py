@@ -21,12 +21,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spa_keras.analysis.cost import CostModel, Counts
-from spa_keras.analysis.graph import SPAGraph
+from spa_keras.analysis.graph import Shape, SPAGraph
 from spa_keras.analysis.propagation import Barrier, Propagation, propagate
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from spa_keras.formats.base import Source
 
 
 @dataclasses.dataclass
@@ -92,7 +98,7 @@ class ChannelGroup:
 
     @property
     def ops(self) -> list[str]:
-        seen = []
+        seen: list[str] = []
         for m in self.members:
             for n in m.nodes:
                 if n not in seen:
@@ -131,12 +137,12 @@ class Analysis:
         return [b for b in self.state.barriers if b.op_type != "output"]
 
     @property
-    def source(self):
+    def source(self) -> Source:
         """The format adapter of the analysed model (`spa_keras.formats.Source`)."""
         return self.graph.source
 
     @property
-    def input_shapes(self) -> dict[str, tuple]:
+    def input_shapes(self) -> dict[str, Shape | None]:
         """{input name: shape at batch 1} the model was analysed at."""
         shapes = getattr(self.graph.source, "input_shapes", None)
         return dict(shapes) if shapes else {name: self.graph.shape(name) for name in self.graph.inputs}
@@ -162,14 +168,14 @@ class Analysis:
 
     def removed_per_group(self, mask: np.ndarray) -> dict[GroupKey, list[int]]:
         """{group key: removed channel indices} of a global removed-channel mask (groups that lose none left out)."""
-        out = {}
+        out: dict[GroupKey, list[int]] = {}
         for g, start in zip(self.groups, self.offsets):
             idx = np.flatnonzero(mask[start:start + g.channels])
             if len(idx):
                 out[g.key] = idx.tolist()
         return out
 
-    def report(self, limit: int | None = None):
+    def report(self, limit: int | None = None) -> Table:
         """The groups as a rich table (first `limit` of them)."""
         from spa_keras.analysis.report import analysis_table
 
@@ -199,7 +205,7 @@ class Analysis:
         return masks
 
 
-def _unique_pairs(a, b, b_count):
+def _unique_pairs(a: np.ndarray, b: np.ndarray, b_count: int) -> np.ndarray:
     """Sorted unique (a, b) pairs as a 2×N array (one 1-D sort of a*b_count + b: much faster than unique(axis=1))."""
     if not len(a):
         return np.zeros((2, 0), np.int64)
@@ -224,7 +230,7 @@ def analyze_graph(graph: SPAGraph) -> Analysis:
     signature = np.add.reduceat(codes[pairs[1]], start) if len(start) else np.zeros(0, np.int64)
     _, group_index = np.unique(signature, return_inverse=True)
     # frozen roots and why
-    frozen_reason = {}
+    frozen_reason: dict[int, str] = {}
     for barrier in state.barriers:
         if barrier.labels:
             for r in np.unique(uf.find(np.concatenate(barrier.labels))):
@@ -247,7 +253,7 @@ def analyze_graph(graph: SPAGraph) -> Analysis:
         # the producer's kernel first: it names the group and is what AGG "first" scores. The producer is the op
         # that bound its member earliest in graph order (a Conv's kernel before its BatchNorm and its consumers),
         # whatever axis its channels are on (a Conv's axis 0, a MatMul's axis 1).
-        members.sort(key=lambda m: (position[m.nodes[0]], len(graph.shape(m.param)) < 2, m.axis != 0, m.param))
+        members.sort(key=lambda m: (position[m.nodes[0]], len(graph.params[m.param].shape) < 2, m.axis != 0, m.param))
         blocked = np.array([int(r) in frozen_reason for r in roots])
         reasons = sorted({frozen_reason[int(r)] for r in roots if int(r) in frozen_reason})
         first = members[0]
@@ -257,7 +263,8 @@ def analyze_graph(graph: SPAGraph) -> Analysis:
     # groups in graph order (creation order of their first label); global channel ids follow that order
     groups.sort(key=lambda g: int(g.roots[0]))
     channel_of_root = np.full(n_labels, -1, np.int64)
-    goc, iig = [], []
+    goc: list[np.ndarray] = []
+    iig: list[np.ndarray] = []
     next_channel = 0
     for i, g in enumerate(groups):
         g.id = i
@@ -265,6 +272,6 @@ def analyze_graph(graph: SPAGraph) -> Analysis:
         next_channel += g.channels
         goc.append(np.full(g.channels, i))
         iig.append(np.arange(g.channels))
-    goc = np.concatenate(goc) if goc else np.zeros(0, np.int64)
-    iig = np.concatenate(iig) if iig else np.zeros(0, np.int64)
-    return Analysis(graph, state, groups, channel_of_root, goc, iig)
+    group_of_channel = np.concatenate(goc) if goc else np.zeros(0, np.int64)
+    index_in_group = np.concatenate(iig) if iig else np.zeros(0, np.int64)
+    return Analysis(graph, state, groups, channel_of_root, group_of_channel, index_in_group)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Mapping, Sequence, cast
 
 import numpy as np
 
-from spa_keras.analysis.graph import Node, SPAGraph
+from spa_keras.analysis.graph import Node, Shape, SPAGraph
 from spa_keras.analysis.labels import UnionFind
 from spa_keras.ops import creates_channels, rule_for
 
@@ -49,11 +50,12 @@ class Barrier:
 class Propagation:
     """The state rules work on: labels per tensor axis, parameter bindings, frozen labels and barriers."""
 
-    def __init__(self, graph: SPAGraph):
+    def __init__(self, graph: SPAGraph) -> None:
         self.graph = graph
         self.uf = UnionFind()
         self.labels: dict[str, dict[int, np.ndarray]] = {}
-        self.grids: dict[str, tuple] = {}  # tensor -> (axes, label grid): one channel axis spread over several axes
+        # tensor -> (axes, label grid): one channel axis spread over several axes
+        self.grids: dict[str, tuple[tuple[int, ...], np.ndarray]] = {}
         self.bindings: dict[tuple[str, int], Binding] = {}
         self.barriers: list[Barrier] = []
         self.held_params: list[tuple[Barrier, str]] = []  # weights a barrier reads keep every channel bound on them
@@ -74,7 +76,7 @@ class Propagation:
             self.collapse(tensor)
         return self.labels.get(tensor, {})
 
-    def collapse(self, tensor, keep_axis=0):
+    def collapse(self, tensor: str, keep_axis: int = 0) -> np.ndarray:
         """Merge a grid's labels so that only its `keep_axis`-th axis still tells channels apart."""
         axes, grid = self.grids.pop(tensor)
         moved = np.moveaxis(grid, keep_axis, 0).reshape(grid.shape[keep_axis], -1)
@@ -85,14 +87,14 @@ class Propagation:
         self.labels[tensor] = labels
         return moved[:, 0]
 
-    def set_grid(self, tensor, axes, grid):
+    def set_grid(self, tensor: str, axes: Sequence[int], grid: np.ndarray) -> None:
         order = np.argsort(axes)
         self.grids[tensor] = (tuple(int(axes[i]) for i in order), np.transpose(grid, order))
 
-    def set(self, tensor: str, labels: dict[int, np.ndarray]) -> None:
-        labels = {a: l for a, l in labels.items() if l is not None}
-        if labels:
-            self.labels[tensor] = labels
+    def set(self, tensor: str, labels: Mapping[int, np.ndarray | None]) -> None:
+        known = {a: l for a, l in labels.items() if l is not None}
+        if known:
+            self.labels[tensor] = known
 
     def new(self, n: int) -> np.ndarray:
         return self.uf.new(int(n))
@@ -100,23 +102,27 @@ class Propagation:
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         self.uf.union(a, b)
 
-    def shape(self, tensor):
-        return self.graph.shape(tensor)
+    def shape(self, tensor: str) -> Shape:
+        """The static shape of `tensor`. Typed as known: `run` calls a rule only when the shapes of its node's inputs
+        and used outputs are known, and those are the shapes rules read (the graph's `shape` says None otherwise)."""
+        return cast(Shape, self.graph.shape(tensor))
 
-    def rank(self, tensor):
-        shape = self.shape(tensor)
-        return None if shape is None else len(shape)
+    def rank(self, tensor: str) -> int:
+        """The rank of `tensor`; known where rules ask, as `shape` (None otherwise)."""
+        shape = self.graph.shape(tensor)
+        return cast(int, None if shape is None else len(shape))
 
-    def is_param(self, tensor):
+    def is_param(self, tensor: str) -> bool:
         return self.graph.is_param(tensor)
 
-    def value(self, tensor):
+    def value(self, tensor: str) -> np.ndarray | None:
         return self.graph.value(tensor)
 
     def bind(self, param: str, axis: int, labels: np.ndarray) -> None:
         """Parameter `param` (a constant tensor) has `labels` along `axis`."""
         if not param or not self.is_param(param):
             return
+        assert self.node is not None, "bind is for rules, which run inside run()"
         shape = self.shape(param)
         axis = axis % len(shape)
         if shape[axis] != len(labels):
@@ -131,6 +137,7 @@ class Propagation:
     def freeze(self, reason: str, labels: list[np.ndarray] | None = None) -> None:
         """Stop this node: `labels` (default: every label on its inputs) stay; say why in the report."""
         node = self.node
+        assert node is not None, "freeze is for rules, which run inside run()"
         barrier = Barrier(node.name, node.op_type, reason, [] if labels is None else list(labels))
         if labels is None:
             barrier.labels = [l for t in node.inputs if t for l in self.get(t).values()]
@@ -138,14 +145,14 @@ class Propagation:
         self.barriers.append(barrier)
 
     # ---- the walk ------------------------------------------------------------------------------------------
-    def _settle_grids(self):
+    def _settle_grids(self) -> None:
         """Grids left on intermediate tensors: after the unions, one axis of each still tells channels apart."""
         for tensor, (axes, grid) in list(self.grids.items()):
             roots = self.uf.find(grid)
             varying = [k for k in range(grid.ndim) if grid.shape[k] > 1 and np.any(np.diff(roots, axis=k) != 0)]
             self.collapse(tensor, varying[0] if varying else 0)
 
-    def run(self):
+    def run(self) -> Propagation:
         for node in self.graph.nodes:
             self.node = node
             if node.op_type in SHAPE_OPS:
@@ -160,7 +167,7 @@ class Propagation:
             if not labelled and not creates_channels(node.op_type):
                 continue
             used_outputs = [t for t in node.outputs if t and (self.graph.consumers(t) or t in self.graph.outputs)]
-            if any(self.shape(t) is None for t in [t for t in node.inputs if t] + used_outputs):
+            if any(self.graph.shape(t) is None for t in [t for t in node.inputs if t] + used_outputs):
                 self.freeze("tensor shapes unknown (shape inference could not resolve them)")
                 continue
             rule(self, node)
@@ -177,7 +184,7 @@ class Propagation:
         return self
 
 
-def _has_params(ctx, node):
+def _has_params(ctx: Propagation, node: Node) -> bool:
     return any(ctx.is_param(t) and math.prod(ctx.shape(t)) > 1 for t in node.inputs if t)
 
 

@@ -16,6 +16,8 @@ from rich.table import Table
 from spa_keras.common.console import console
 
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from spa_keras.analysis.groups import Analysis
 
 
@@ -33,8 +35,10 @@ def group_shares(analysis: Analysis) -> list[tuple[float, float]]:
 
 def analysis_table(analysis: Analysis, limit: int | None = None) -> Table:
     table = Table(title=f"{len(analysis.groups)} channel groups, {len(analysis.barriers)} barriers")
-    for col, justify in (("group", "right"), ("first member", "left"), ("channels", "right"), ("members", "right"),
-                         ("params %", "right"), ("FLOPs %", "right"), ("status", "left")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("group", "right"), ("first member", "left"), ("channels", "right"), ("members", "right"),
+        ("params %", "right"), ("FLOPs %", "right"), ("status", "left"))
+    for col, justify in columns:
         table.add_column(col, justify=justify, overflow="fold", no_wrap=col != "status")  # names stay whole
     for g, (p, f) in list(zip(analysis.groups, group_shares(analysis)))[:limit]:
         if not g.blocked.any():

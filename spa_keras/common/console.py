@@ -5,18 +5,26 @@ descriptors to a temporary file while a library call runs, so the user sees our 
 `SPA_DEBUG=1` (the CLI's `--debug`) everything passes through.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sized, TypeVar, cast
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from spa_keras.common.verify import Verification
+
+T = TypeVar("T")
 
 # piped output has no terminal width: rich would wrap at 80 columns and split names; tables there get room
 PIPED_WIDTH = 200
 
 
-def _console(stderr=False):
+def _console(stderr: bool = False) -> Console:
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console = Console(stderr=stderr, highlight=False, width=PIPED_WIDTH)
@@ -27,14 +35,14 @@ console = _console()
 err_console = _console(stderr=True)
 
 
-def debug_enabled():
+def debug_enabled() -> bool:
     return os.environ.get("SPA_DEBUG", "") not in ("", "0")
 
 
 @contextlib.contextmanager
-def quiet():
+def quiet() -> Iterator[list[str]]:
     """Silence stdout and stderr (Python and C level) inside the block; yields a list that gets the captured text."""
-    captured = []
+    captured: list[str] = []
     if debug_enabled():
         yield captured
         return
@@ -58,14 +66,14 @@ def quiet():
             captured.append(sink.read().decode(errors="replace"))
 
 
-def print_check(check, what=""):
+def print_check(check: Verification, what: str = "") -> None:
     """A verification as one line: 'verified' in green, or 'unverified' in yellow when the check could not tell a
     right model from a wrong one (outputs near zero, or the same for every input)."""
     tag = "[green]verified[/green]" if check.note is None else "[yellow]unverified[/yellow]"
     console.print(f"{tag} {what}{check}", soft_wrap=True)
 
 
-def say(line):
+def say(line: str) -> None:
     """A line of progress: on the terminal's status, or as a plain line on stderr when output is not a terminal."""
     if console.is_terminal:
         console.print(f"[dim]{line}[/dim]", soft_wrap=True)
@@ -73,7 +81,7 @@ def say(line):
         print(line, file=sys.stderr, flush=True)
 
 
-def track(items, what):
+def track(items: Iterable[T], what: str) -> Iterable[T]:
     """`items`, with a transient progress bar on a terminal (long passes over large models)."""
     from rich.progress import track as rich_track
 
@@ -82,15 +90,15 @@ def track(items, what):
     return _plain_track(items, what)
 
 
-def _plain_track(items, what):
-    progress = _PlainProgress(len(items) if hasattr(items, "__len__") else "?", what)
+def _plain_track(items: Iterable[T], what: str) -> Iterator[T]:
+    progress = _PlainProgress(len(cast(Sized, items)) if hasattr(items, "__len__") else "?", what)
     for item in items:
         yield item
         progress.advance()
 
 
 @contextlib.contextmanager
-def progress_bar(total, what):
+def progress_bar(total: int, what: str) -> Iterator[Callable[[], None]]:
     """A transient progress bar on a terminal; yields `advance()`, to call once per finished step."""
     from rich.progress import Progress
 
@@ -107,14 +115,14 @@ class _PlainProgress:
 
     QUIET, EVERY = 2.0, 10.0
 
-    def __init__(self, total, what):
+    def __init__(self, total: int | str, what: str) -> None:
         import time
 
         self.clock = time.monotonic
         self.total, self.what, self.done = total, what, 0
         self.start = self.last = self.clock()
 
-    def advance(self):
+    def advance(self) -> None:
         self.done += 1
         now = self.clock()
         if now - self.start >= self.QUIET and (now - self.last >= self.EVERY or self.done == self.total):

@@ -4,6 +4,8 @@ Every failure that reaches the user is a `SpaError` whose message is one line na
 layer) and what to do about it. The CLI prints that line and exits non-zero; only `--debug` shows a traceback.
 """
 
+from __future__ import annotations
+
 
 class SpaError(Exception):
     """Base class: a failure with a one-line, actionable message."""
@@ -21,7 +23,7 @@ class VerificationError(SpaError):
     """A converted or pruned model does not reproduce its source's outputs."""
 
 
-def first_line(exc, limit=300):
+def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of a library's exception message (its type when empty): what a one-line error quotes."""
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__

@@ -12,13 +12,18 @@ Example:
 'savedmodel'
 """
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import os
 import shutil
 import tempfile
+from typing import Collection, Iterable, Iterator, Union
 
 from spa_keras.common.errors import InputError, first_line
+
+StrPath = Union[str, "os.PathLike[str]"]  # a path as users give it
 
 KERAS = "keras"
 H5 = "h5"
@@ -43,7 +48,7 @@ FOREIGN = {".pt": "a PyTorch file: export the model to ONNX (torch.onnx.export) 
 PICTURES = (".png", ".svg", ".pdf")
 
 
-def check_picture_path(path) -> str:
+def check_picture_path(path: StrPath) -> str:
     """A picture file (.png/.svg/.pdf) in an existing folder, checked before any work."""
     if not str(path).lower().endswith(PICTURES):
         raise InputError(f"{path}: give a .png, .svg or .pdf file")
@@ -53,13 +58,13 @@ def check_picture_path(path) -> str:
     return str(path)
 
 
-def describe(kinds) -> str:
+def describe(kinds: Iterable[str]) -> str:
     """'.keras', '.h5' or '.onnx': the kinds in words, for messages."""
     words = [DESCRIPTIONS[k] for k in kinds]
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
-def accepted_kind(path, accept, command) -> str:
+def accepted_kind(path: StrPath, accept: Collection[str], command: str) -> str:
     """The kind of the input model at `path`, which `command` must accept (one of `accept`); else one line that
     says what it reads and what to do with this file."""
     path = str(path)
@@ -79,7 +84,7 @@ def accepted_kind(path, accept, command) -> str:
     return kind
 
 
-def refuse_same(output, *others):
+def refuse_same(output: StrPath, *others: tuple[str, StrPath | None]) -> None:
     """Refuse an output path that is one of the inputs (or another output): writing it would replace that file."""
     target = _same_key(output)
     for label, path in others:
@@ -88,12 +93,12 @@ def refuse_same(output, *others):
                              "path")
 
 
-def _same_key(path):
+def _same_key(path: StrPath) -> str:
     """What identifies the files behind `path`: its real path, an MXNet prefix for `PREFIX-symbol.json`."""
     return os.path.realpath(mxnet_files(path)[0] if isinstance(path, (str, os.PathLike)) else str(path))
 
 
-def mxnet_files(prefix, epoch=0):
+def mxnet_files(prefix: StrPath, epoch: int = 0) -> tuple[str, str, str]:
     """The symbol and params files of an MXNet checkpoint `prefix`."""
     prefix = str(prefix)
     for tail in ("-symbol.json", ".json"):
@@ -102,7 +107,7 @@ def mxnet_files(prefix, epoch=0):
     return prefix, f"{prefix}-symbol.json", f"{prefix}-{int(epoch):04d}.params"
 
 
-def model_kind(path, *, for_output=False, source_kind=None):
+def model_kind(path: StrPath, *, for_output: bool = False, source_kind: str | None = None) -> str:
     """The kind of model at `path` (one of KERAS, H5, ONNX, TFLITE, SAVEDMODEL, MXNET).
 
     Inputs are recognised by what exists; outputs by their suffix: `-symbol.json` is MXNet; a path without a suffix
@@ -137,7 +142,7 @@ def model_kind(path, *, for_output=False, source_kind=None):
     raise InputError(f"{path}: unknown output kind '{suffix}'; expected {KNOWN}")
 
 
-def check_output_path(path):
+def check_output_path(path: StrPath) -> None:
     """Fail early, before any work, when `path` cannot be written (or would replace a directory of other files)."""
     path = str(path)
     parent = os.path.dirname(os.path.abspath(path))
@@ -161,13 +166,13 @@ DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 _DISK_FULL_WORDS = ("No space left on device", "File too large", "Disk quota exceeded")
 
 
-def _disk_full(exc) -> bool:
+def _disk_full(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in DISK_FULL:
         return True
     return any(w in str(exc) for w in _DISK_FULL_WORDS)  # TensorFlow's writers raise their own error types
 
 
-def _workdir_prefix(name) -> str:
+def _workdir_prefix(name: str) -> str:
     """The temporary folder's name fits the file system's limit whatever the length of `name`."""
     return f".{name[:80]}."
 
@@ -185,13 +190,13 @@ def forget_signals() -> None:
     _signals.clear()
 
 
-def _not_interrupted():
+def _not_interrupted() -> None:
     if _signals:
         raise SystemExit(128 + _signals[0])
 
 
 @contextlib.contextmanager
-def atomic_output(path):
+def atomic_output(path: StrPath) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success move it onto `path` (file or directory) in one step.
 
     A failure, Ctrl-C or SIGTERM (the CLI turns it into an exception) removes the temporary files; a full disk is one

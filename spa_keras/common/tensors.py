@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from spa_keras.common.errors import InputError
+
+# {input name, or None for every input: shape with batch}, as `--input-shape` gives it (keys: str or None)
+InputShapes = Mapping[Any, Sequence[int]]
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
@@ -27,11 +32,11 @@ class TensorSpec:
     dtype: str = "float32"
 
 
-def parse_input_shape(text):
+def parse_input_shape(text: str | None) -> dict[str | None, tuple[int, ...]] | None:
     """Parse `--input-shape`: '1,3,224,224' for every input, or 'a:1,8;b:1,8' per input name."""
     if text is None:
         return None
-    shapes = {}
+    shapes: dict[str | None, tuple[int, ...]] = {}
     try:
         for part in str(text).split(";"):
             name, _, dims = part.rpartition(":")
@@ -51,7 +56,7 @@ IMAGE_SIZE = 224
 SEQUENCE_LENGTH = 128
 
 
-def image_axes(shape):
+def image_axes(shape: Sequence[int | None]) -> tuple[int, int] | None:
     """The free (height, width) axes of a 4-D image input whose channel count is known: (2, 3) for NCHW, (1, 2) for
     NHWC; None for other inputs."""
     if len(shape) != 4:
@@ -63,7 +68,7 @@ def image_axes(shape):
     return None
 
 
-def suggested_shape(shape):
+def suggested_shape(shape: Sequence[int | None]) -> tuple[int, ...]:
     """What a user would give for `shape`'s free dimensions: batch 1, 224x224 for images, 128 for the rest.
 
     >>> suggested_shape((None, 3, None, None))
@@ -71,12 +76,12 @@ def suggested_shape(shape):
     >>> suggested_shape((None, None))
     (1, 128)
     """
-    image = image_axes(shape) or ()
+    image: tuple[int, ...] = image_axes(shape) or ()
     return tuple(1 if i == 0 and d is None else IMAGE_SIZE if i in image else SEQUENCE_LENGTH if d is None else d
                  for i, d in enumerate(shape))
 
 
-def _given(spec, input_shapes):
+def _given(spec: TensorSpec, input_shapes: InputShapes | None) -> tuple[int, ...] | None:
     """The shape `input_shapes` gives for `spec`, checked against its rank and fixed dimensions (or None)."""
     given = (input_shapes or {}).get(spec.name, (input_shapes or {}).get(None))
     if given is None or (not spec.shape and spec.name not in (input_shapes or {})):
@@ -94,7 +99,8 @@ def _given(spec, input_shapes):
     return tuple(int(g) for g in given)
 
 
-def resolve_input_shapes(specs, input_shapes=None):
+def resolve_input_shapes(specs: Sequence[TensorSpec], input_shapes: InputShapes | None = None
+                         ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """{input name: shape at batch 1} with every free dimension filled, and notes on the defaults taken.
 
     Given sizes come first (`input_shapes`: {name or None: shape}, names checked). Otherwise a 4-D image input's
@@ -105,11 +111,12 @@ def resolve_input_shapes(specs, input_shapes=None):
     ({'x': (1, 3, 224, 224)}, ["input 'x' (?, 3, ?, ?) has a free height and width: taken as 224x224"])
     """
     names = {s.name for s in specs}
-    unknown = sorted(set(input_shapes or {}) - names - {None})
+    unknown = sorted(n for n in set(input_shapes or {}) - names if n is not None)
     if unknown:
         raise InputError(f"--input-shape names {', '.join(map(repr, unknown))}, but the model's inputs are "
                          f"{', '.join(sorted(map(repr, names)))}")
-    shapes, notes = {}, []
+    shapes: dict[str, tuple[int, ...]] = {}
+    notes: list[str] = []
     for spec in specs:
         given = _given(spec, input_shapes)
         if given is not None:
@@ -127,7 +134,7 @@ def resolve_input_shapes(specs, input_shapes=None):
     return shapes, notes
 
 
-def concrete_shape(spec, input_shapes=None, batch=2):
+def concrete_shape(spec: TensorSpec, input_shapes: InputShapes | None = None, batch: int = 2) -> tuple[int, ...]:
     """`spec.shape` with every free dimension filled: the batch from `batch`, the rest from `input_shapes`."""
     given = _given(spec, input_shapes)
     if given is not None:
@@ -145,10 +152,11 @@ def concrete_shape(spec, input_shapes=None, batch=2):
     return tuple(shape)
 
 
-def random_batch(specs, input_shapes=None, batch=2, seed=0):
+def random_batch(specs: Sequence[TensorSpec], input_shapes: InputShapes | None = None, batch: int = 2,
+                 seed: int = 0) -> dict[str, np.ndarray]:
     """A reproducible random batch for `specs`: floats in [-1, 1), integers in {0, 1}, booleans."""
     rng = np.random.default_rng(seed)
-    feeds = {}
+    feeds: dict[str, np.ndarray] = {}
     for spec in specs:
         shape = concrete_shape(spec, input_shapes, batch)
         dtype = np.dtype(spec.dtype)
@@ -163,10 +171,10 @@ def random_batch(specs, input_shapes=None, batch=2, seed=0):
     return feeds
 
 
-def natural_key(name):
+def natural_key(name: Any) -> list[int | str]:
     """Sort key that puts 'output_2' before 'output_10'."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(name))]
 
 
-def _fmt(shape):
+def _fmt(shape: Sequence[Any]) -> str:
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"

@@ -12,8 +12,11 @@ Example:
 True
 """
 
+from __future__ import annotations
+
 import dataclasses
 import re
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -47,21 +50,21 @@ class Verification:
     spread: float = float("inf")
 
     @property
-    def rel(self):
+    def rel(self) -> float:
         return self.max_abs / self.scale if self.scale > 0 else self.max_abs
 
     @property
-    def near_zero(self):
+    def near_zero(self) -> bool:
         return self.scale < NEAR_ZERO
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         if not np.isfinite(self.max_abs):
             return False
         return self.rel <= self.tolerance or (self.near_zero and self.max_abs <= 10 * NEAR_ZERO)
 
     @property
-    def note(self):
+    def note(self) -> str | None:
         """Why the check cannot tell a right model from a wrong one, or None when it can."""
         if self.near_zero:
             return (f"outputs are near zero (scale {self.scale:.2e}): float32 rounding alone is that large, the check "
@@ -70,12 +73,12 @@ class Verification:
             return "the outputs do not depend on the input (the same for every sample): the check cannot tell"
         return None
 
-    def __str__(self):
+    def __str__(self) -> str:
         verdict = "FAILED" if not self.ok else "ok" if self.note is None else f"inconclusive: {self.note}"
         return (f"{self.target} vs {self.source}: max |diff| {self.max_abs:.2e}, output scale {self.scale:.2e}, "
                 f"relative {self.rel:.2e} (tolerance {self.tolerance:.0e}) {verdict}")
 
-    def require(self):
+    def require(self) -> Verification:
         """Raise `VerificationError` unless the difference is within tolerance."""
         if not self.ok:
             raise VerificationError(f"{self}; the {self.target} model does not reproduce {self.source}, nothing was "
@@ -83,11 +86,11 @@ class Verification:
         return self
 
 
-def _key(name):
+def _key(name: Any) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", re.sub(r":0$", "", str(name))).strip("_").lower()
 
 
-def _pairs(reference, outputs):
+def _pairs(reference: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """Match outputs by (normalised) name when the names agree, else by position."""
     if len(reference) != len(outputs):
         raise VerificationError(f"the source has {len(reference)} outputs {list(reference)} but the converted model "
@@ -99,7 +102,7 @@ def _pairs(reference, outputs):
     return [(k, r, o) for (k, r), o in zip(reference.items(), outputs.values())]
 
 
-def _align(name, ref, out):
+def _align(name: str, ref: Any, out: Any) -> np.ndarray:
     """Return `ref` in the layout of `out`: converters may move the channel axis last (NCHW -> NHWC)."""
     ref, out = np.asarray(ref), np.asarray(out)
     if ref.shape == out.shape:
@@ -111,7 +114,8 @@ def _align(name, ref, out):
     raise VerificationError(f"output '{name}' has shape {ref.shape} in the source but {out.shape} after conversion")
 
 
-def compare(reference, outputs, *, source, target, tolerance=TOLERANCE["float32"]):
+def compare(reference: Mapping[str, Any], outputs: Mapping[str, Any], *, source: str, target: str,
+            tolerance: float = TOLERANCE["float32"]) -> Verification:
     """Compare two `{output name: array}` dicts (same batch); return a `Verification`."""
     max_abs, scale, spread = 0.0, 0.0, 0.0
     for name, ref, out in _pairs(reference, outputs):

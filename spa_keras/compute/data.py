@@ -12,16 +12,22 @@ Example:
 [(32, 4), (32, 4), (6, 4)]
 """
 
+from __future__ import annotations
+
+from typing import Any, Iterator
+
 import numpy as np
 
 from spa_keras.common.errors import InputError
 
+Batch = tuple[Any, Any]  # (x, y): arrays, or dicts or lists of arrays for several inputs
 
-def _is_array(obj):
+
+def _is_array(obj: Any) -> bool:
     return hasattr(obj, "shape") and len(getattr(obj, "shape", ())) >= 1
 
 
-def length(x):
+def length(x: Any) -> int:
     """Rows of an array, or of the first array of a dict or list of them."""
     if isinstance(x, dict):
         x = next(iter(x.values()))
@@ -30,7 +36,7 @@ def length(x):
     return int(x.shape[0])
 
 
-def _slice(x, start, stop):
+def _slice(x: Any, start: int, stop: int) -> Any:
     if isinstance(x, dict):
         return {k: v[start:stop] for k, v in x.items()}
     if isinstance(x, (list, tuple)):
@@ -38,7 +44,7 @@ def _slice(x, start, stop):
     return x[start:stop]
 
 
-def _arrays(data):
+def _arrays(data: Any) -> bool:
     """True for `(x, y)` given as arrays (not a list of batches)."""
     if not isinstance(data, tuple) or len(data) not in (2, 3):
         return False
@@ -52,7 +58,7 @@ def _arrays(data):
     return True
 
 
-def _pair(element, where):
+def _pair(element: Any, where: str) -> Batch:
     if isinstance(element, (tuple, list)) and len(element) in (2, 3):
         return element[0], element[1]
     raise InputError(f"{where} must yield (x, y) batches (or (x, y, sample_weight)); got a "
@@ -62,18 +68,18 @@ def _pair(element, where):
 class Batches:
     """Re-iterable (x, y) batches over `data`; see the module docstring for what `data` may be."""
 
-    def __init__(self, data):
+    def __init__(self, data: Any) -> None:
         if data is None:
             raise InputError("data=None: give a tf.data.Dataset, arrays (x, y) or a generator of (x, y) batches")
         self.data = data
-        self._cache = []
-        self._iterator = None
+        self._cache: list[Batch] = []
+        self._iterator: Iterator[Any] | None = None
 
     @classmethod
-    def of(cls, data):
+    def of(cls, data: Any) -> Batches:
         return data if isinstance(data, cls) else cls(data)
 
-    def take(self, count, batch_size=32):
+    def take(self, count: int, batch_size: int = 32) -> list[Batch]:
         """Up to `count` batches; arrays are cut into `batch_size` rows (the last batch may be shorter)."""
         count = max(1, int(count))
         data = self.data
@@ -103,7 +109,7 @@ class Batches:
         return batches
 
 
-def _is_tf_dataset(data):
+def _is_tf_dataset(data: Any) -> bool:
     try:
         import tensorflow as tf
     except ImportError:
@@ -111,5 +117,5 @@ def _is_tf_dataset(data):
     return isinstance(data, tf.data.Dataset)
 
 
-def as_numpy(tensor):
+def as_numpy(tensor: Any) -> np.ndarray:
     return np.asarray(tensor.numpy() if hasattr(tensor, "numpy") else tensor)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int
     optimizer = keras.optimizers.Adam(learning_rate)
 
     @tf.function
-    def step():
+    def step() -> Any:
         with tf.GradientTape() as tape:
             outs = probe([inputs], training=False)
             outs = outs if isinstance(outs, (list, tuple)) else [outs]

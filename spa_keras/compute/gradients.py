@@ -11,10 +11,18 @@ Example:
 'mean_squared_error'
 """
 
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
 from spa_keras.common.errors import InputError
 
+Loss = Callable[[Any, Any], Any]  # loss(y_true, y_pred) -> a tensor
 
-def resolve_loss(loss, model, criterion):
+
+def resolve_loss(loss: Any, model: Any, criterion: str | None) -> Loss:
     """A function `(y_true, y_pred) -> loss` from `loss=` or the model's compiled loss."""
     if loss is None:
         loss = getattr(model, "loss", None)
@@ -34,20 +42,20 @@ def resolve_loss(loss, model, criterion):
     return loss
 
 
-def _loss_value(model, batch, loss):
+def _loss_value(model: Any, batch: tuple[Any, Any], loss: Loss) -> Any:
     import tensorflow as tf
 
     x, y = batch
     return tf.reduce_mean(tf.cast(loss(y, model(x, training=False)), tf.float32))
 
 
-def _dense(grads, variables):
+def _dense(grads: list[Any], variables: list[Any]) -> list[Any]:
     import tensorflow as tf
 
     return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
 
 
-def loss_gradients(model, variables, batch, loss):
+def loss_gradients(model: Any, variables: list[Any], batch: tuple[Any, Any], loss: Loss) -> list[Any]:
     """∂loss/∂v for each variable, on one batch."""
     import tensorflow as tf
 
@@ -56,7 +64,8 @@ def loss_gradients(model, variables, batch, loss):
     return _dense(tape.gradient(value, variables), variables)
 
 
-def hessian_vector_products(model, variables, batch, loss, vectors):
+def hessian_vector_products(model: Any, variables: list[Any], batch: tuple[Any, Any], loss: Loss,
+                            vectors: list[np.ndarray]) -> list[Any]:
     """H·v on one batch (H the Hessian of the loss w.r.t. `variables`, v one array per variable): the gradient of
     g·v, with g from an inner tape."""
     import tensorflow as tf

@@ -24,6 +24,8 @@ True
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # Hessians up to this many columns are factorised in float64; wider ones (damped, so well conditioned) in float32,
@@ -31,7 +33,7 @@ import numpy as np
 FLOAT64_UP_TO = 2048
 
 
-def _dtype(d: int):
+def _dtype(d: int) -> Any:
     import tensorflow as tf
 
     return tf.float64 if d <= FLOAT64_UP_TO else tf.float32

@@ -16,6 +16,7 @@ TensorShape([16, 18])
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class InputColumns:
     channels_last: bool = True
 
 
-def patch_columns(x, spec: PatchSpec, channels_last: bool):
+def patch_columns(x: Any, spec: PatchSpec, channels_last: bool) -> Any:
     """[rows, C·kh·kw] im2col columns of a 4-D activation for a convolution with `spec`."""
     import tensorflow as tf
 
@@ -53,7 +54,7 @@ def patch_columns(x, spec: PatchSpec, channels_last: bool):
         x = tf.transpose(x, [0, 2, 3, 1])
     (kh, kw), channels = spec.kernel, x.shape[-1]
     padding = "SAME"
-    if spec.pads != "SAME":
+    if not isinstance(spec.pads, str):  # explicit pads, else "SAME"
         top, left, bottom, right = spec.pads
         x = tf.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]])
         padding = "VALID"
@@ -63,7 +64,7 @@ def patch_columns(x, spec: PatchSpec, channels_last: bool):
     return tf.reshape(tf.transpose(patches, [0, 3, 1, 2]), [-1, channels * kh * kw])
 
 
-def columns(spec: InputColumns, x):
+def columns(spec: InputColumns, x: Any) -> Any:
     """The input `x` as [rows, d_in] float32 columns."""
     import tensorflow as tf
 
@@ -72,7 +73,7 @@ def columns(spec: InputColumns, x):
     return tf.reshape(tf.convert_to_tensor(x, tf.float32), [-1, spec.width])
 
 
-def chunks(x, spec: InputColumns):
+def chunks(x: Any, spec: InputColumns) -> Iterator[Any]:
     """`x` cut along its batch axis so that each piece's im2col columns stay near `CHUNK_FLOATS`."""
     per_sample = max(1, int(np.prod(x.shape[1:])) * (int(np.prod(spec.patch.kernel)) if spec.patch else 1))
     step = max(1, CHUNK_FLOATS // per_sample)
@@ -85,7 +86,7 @@ class Moments:
     reference input X_d beside them, X_dᵀX (`cross`) and the column sums of both. Accumulated in TensorFlow
     (float64), read as numpy."""
 
-    def __init__(self, d: int, cross: bool = False):
+    def __init__(self, d: int, cross: bool = False) -> None:
         import tensorflow as tf
 
         self.rows = 0
@@ -94,13 +95,13 @@ class Moments:
         if cross:
             self._sums.update(cross=zeros(d, d), ref_sum=zeros(d))
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         sums = self.__dict__.get("_sums", {})
         if name in ("gram", "sum", "cross", "ref_sum"):
             return sums[name].numpy() if name in sums else None
         raise AttributeError(name)
 
-    def add(self, x, reference=None):
+    def add(self, x: Any, reference: Any = None) -> None:
         import tensorflow as tf
 
         self.rows += int(x.shape[0])
@@ -111,7 +112,7 @@ class Moments:
             s["cross"] += tf.cast(tf.matmul(reference, x, transpose_a=True), tf.float64)
             s["ref_sum"] += tf.reduce_sum(tf.cast(reference, tf.float64), axis=0)
 
-    def accumulate(self, spec: InputColumns, x, reference=None):
+    def accumulate(self, spec: InputColumns, x: Any, reference: Any = None) -> None:
         """Add a layer's input activation (and the reference activation of the same samples)."""
         pieces = zip(chunks(x, spec), chunks(reference, spec)) if reference is not None else (
             (piece, None) for piece in chunks(x, spec))

@@ -27,8 +27,10 @@ from spa_keras.common.errors import InputError, SpaError, first_line
 from spa_keras.common.tensors import TensorSpec, random_batch, resolve_input_shapes
 
 if TYPE_CHECKING:
+    from spa_keras.analysis.cost import Counts
     from spa_keras.analysis.graph import SPAGraph
     from spa_keras.analysis.groups import Analysis
+    from spa_keras.obspa.backend import ActivationBackend
 
 Feeds = dict[str, np.ndarray]
 
@@ -64,10 +66,10 @@ class Source:
         input_shapes: {input name or None: shape} given for free input dimensions (`--input-shape`).
     """
 
-    kind: ClassVar[str] = ""  # a `spa_keras.common.files` kind
+    kind: str = ""  # a `spa_keras.common.files` kind (an instance may say which: .keras or .h5)
     framework: ClassVar[str] = ""  # what runs it in checks: keras, onnxruntime, tensorflow, mxnet
 
-    def __init__(self, model: Any, name: str, input_shapes: dict | None = None):
+    def __init__(self, model: Any, name: str, input_shapes: dict | None = None) -> None:
         self.model = model
         self.name = name
         self.given_shapes = input_shapes
@@ -169,11 +171,11 @@ class Source:
 
     # ---- what algorithms ask of the model --------------------------------------------------------------------------
 
-    def activations(self) -> Any:
+    def activations(self) -> ActivationBackend:
         """OBSPA's access to the model's activations (`spa_keras.obspa.backend.ActivationBackend`)."""
         raise NotImplementedError
 
-    def trainable_model(self, criterion: str) -> Any:
+    def trainable_model(self, criterion: str | None) -> Any:
         """The Keras model gradients are taken of; other kinds cannot give one."""
         raise InputError(f"criterion {criterion!r} computes gradients in TensorFlow and needs a TF/Keras model: give "
                          "spa.prune the keras.Model or .keras/.h5 file (not via='onnx'); convert an ONNX-only model "
@@ -184,7 +186,7 @@ class Source:
         """{parameter: array in the graph's layout} of arrays laid out like the model's variables (by path)."""
         raise NotImplementedError
 
-    def counts(self) -> Any:
+    def counts(self) -> Counts:
         """`Counts` (parameters, FLOPs) of the model as `spa.count` reports them."""
         from spa_keras.analysis.cost import Counts, graph_macs, graph_params
 

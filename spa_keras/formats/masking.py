@@ -11,21 +11,25 @@ Example:
 ((2, 2), [1.0, 0.0, 1.0])
 """
 
+from __future__ import annotations
+
+from typing import Mapping
+
 import numpy as np
 
 
-def sliced(value: np.ndarray, masks: dict) -> np.ndarray:
+def sliced(value: np.ndarray, masks: Mapping[int, np.ndarray]) -> np.ndarray:
     """`value` without the positions whose keep mask ({axis: bool per position}) is False."""
     for axis, keep in masks.items():
         value = np.compress(keep, value, axis=axis)
     return value
 
 
-def zeroed(value: np.ndarray, masks: dict) -> np.ndarray:
+def zeroed(value: np.ndarray, masks: Mapping[int, np.ndarray]) -> np.ndarray:
     """A copy of `value` with the positions whose keep mask is False set to zero (shapes kept)."""
     value = np.array(value, copy=True)
     for axis, keep in masks.items():
-        index = [slice(None)] * value.ndim
+        index: list[slice | np.ndarray] = [slice(None)] * value.ndim
         index[axis] = ~np.asarray(keep, bool)
         value[tuple(index)] = 0
     return value

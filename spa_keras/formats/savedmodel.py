@@ -17,7 +17,8 @@ from typing import Any
 from spa_keras.bridges import savedmodel_io
 from spa_keras.common import files
 from spa_keras.common.errors import InputError
-from spa_keras.formats.base import WriteJob
+from spa_keras.common.tensors import TensorSpec
+from spa_keras.formats.base import Feeds, WriteJob
 from spa_keras.formats.onnx.source import OnnxSource, onnx_to_keras_file
 
 
@@ -27,7 +28,7 @@ class SavedModelSource(OnnxSource):
     kind = files.SAVEDMODEL
     framework = "tensorflow"
 
-    def __init__(self, path: str, signature: str | None = None, input_shapes: dict | None = None):
+    def __init__(self, path: str, signature: str | None = None, input_shapes: dict | None = None) -> None:
         super().__init__(str(path), str(path), input_shapes)
         self.signature = signature
 
@@ -36,10 +37,10 @@ class SavedModelSource(OnnxSource):
         return savedmodel_io.savedmodel_to_onnx(self.model, signature=self.signature)
 
     @property
-    def specs(self):
+    def specs(self) -> list[TensorSpec]:
         return savedmodel_io.input_specs(self.model, self.signature)
 
-    def run(self, feeds):
+    def run(self, feeds: Feeds) -> Feeds:
         return savedmodel_io.run(self.model, feeds, self.signature)
 
     def write(self, job: WriteJob) -> None:

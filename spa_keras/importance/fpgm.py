@@ -10,14 +10,21 @@ Example:
 array([6.        , 9.24264069, 5.24264069])
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import channel_vectors
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis, Member
 
-def fpgm_scores(vectors):
+
+def fpgm_scores(vectors: np.ndarray) -> np.ndarray:
     """Σ of Euclidean distances from each row of `vectors` to every row (a Gram matrix, not a pairwise loop)."""
     gram = vectors @ vectors.T
     sq = np.diag(gram)
@@ -27,6 +34,6 @@ def fpgm_scores(vectors):
 
 @register_criterion("fpgm")
 class FPGM(Criterion):
-    def member_scores(self, analysis, member, channels, context):
+    def member_scores(self, analysis: Analysis, member: Member, channels: int, context: Any) -> np.ndarray:
         value = analysis.graph.params[member.param].value
         return fpgm_scores(channel_vectors(value, member, channels))

@@ -27,6 +27,10 @@ Example:
 ...                                                                          # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.common.console import track
@@ -38,23 +42,30 @@ from spa_keras.importance.magnitude import L1
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import slice_sums
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis, ChannelGroup, Member
+    from spa_keras.compute.data import Batch
+    from spa_keras.compute.gradients import Loss
+
+
 class GradientCriterion(Criterion):
     """Base of the gradient criteria: `saliency(model, variables, batches, loss)` → one array per variable."""
 
     needs_data = True
     default_batches = 8
 
-    def __init__(self, agg="sum", norm="mean", batches=None, batch_size=32):
+    def __init__(self, agg: str = "sum", norm: str = "mean", batches: int | None = None,
+                 batch_size: int = 32) -> None:
         super().__init__(agg, norm)
         self.batches = self.default_batches if batches is None else int(batches)
         self.batch_size = int(batch_size)
         if self.batches < 1 or self.batch_size < 1:
             raise InputError(f"{type(self).__name__}: batches and batch_size must be at least 1")
 
-    def saliency(self, model, variables, batches, loss):
+    def saliency(self, model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
         raise NotImplementedError
 
-    def prepare(self, analysis, data, loss):
+    def prepare(self, analysis: Analysis, data: Any, loss: Any) -> dict[str, np.ndarray]:
         model = analysis.source.trainable_model(self.name)
         if data is None:
             raise InputError(f"criterion {self.name!r} needs data=: a tf.data.Dataset of (x, y) batches, arrays "
@@ -73,23 +84,24 @@ class GradientCriterion(Criterion):
         return analysis.source.params_of_variables({v.path: np.asarray(s, np.float64)
                                                      for v, s in zip(variables, per_weight)})
 
-    def members(self, analysis, group, saliency):
+    def members(self, analysis: Analysis, group: ChannelGroup, saliency: dict[str, np.ndarray]) -> list[Member]:
         return [m for m in group.members if m.param in saliency]
 
-    def member_scores(self, analysis, member, channels, saliency):
+    def member_scores(self, analysis: Analysis, member: Member, channels: int,
+                      saliency: dict[str, np.ndarray]) -> np.ndarray:
         return slice_sums(saliency[member.param], member, channels)
 
-    def group_scores(self, analysis, group, saliency):
+    def group_scores(self, analysis: Analysis, group: ChannelGroup, saliency: dict[str, np.ndarray]) -> np.ndarray:
         if not self.members(analysis, group, saliency):
             return L1(agg=self.agg, norm=self.norm).group_scores(analysis, group, None)
         return super().group_scores(analysis, group, saliency)
 
 
-def _weights(variables):
+def _weights(variables: list[Any]) -> list[np.ndarray]:
     return [as_numpy(v).astype(np.float64) for v in variables]
 
 
-def _mean_gradient(model, variables, batches, loss):
+def _mean_gradient(model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
     total = [np.zeros(v.shape) for v in variables]
     for batch in track(batches, "gradients"):
         for t, g in zip(total, loss_gradients(model, variables, batch, loss)):
@@ -97,7 +109,7 @@ def _mean_gradient(model, variables, batches, loss):
     return [t / len(batches) for t in total]
 
 
-def _hessian_gradient(model, variables, batches, loss):
+def _hessian_gradient(model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
     """Hg: g the mean gradient over `batches`, then the mean over batches of H_b·g."""
     g = _mean_gradient(model, variables, batches, loss)
     total = [np.zeros(v.shape) for v in variables]
@@ -111,7 +123,7 @@ def _hessian_gradient(model, variables, batches, loss):
 class Taylor(GradientCriterion):
     """First-order Taylor: Σ_batches |w ⊙ g_b| / B."""
 
-    def saliency(self, model, variables, batches, loss):
+    def saliency(self, model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
         weights = _weights(variables)
         total = [np.zeros(v.shape) for v in variables]
         for batch in track(batches, f"{self.name}: gradients"):
@@ -133,7 +145,7 @@ class GraSP(GradientCriterion):
 
     default_batches = 4
 
-    def saliency(self, model, variables, batches, loss):
+    def saliency(self, model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
         return [w * hg for w, hg in zip(_weights(variables), _hessian_gradient(model, variables, batches, loss))]
 
 
@@ -143,7 +155,7 @@ class CroP(GradientCriterion):
 
     default_batches = 4
 
-    def saliency(self, model, variables, batches, loss):
+    def saliency(self, model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
         return [np.abs(w * hg) for w, hg in zip(_weights(variables),
                                                 _hessian_gradient(model, variables, batches, loss))]
 
@@ -154,14 +166,15 @@ class OBD(GradientCriterion):
 
     default_batches = 2
 
-    def __init__(self, agg="sum", norm="mean", batches=None, batch_size=32, probes=4, seed=0):
+    def __init__(self, agg: str = "sum", norm: str = "mean", batches: int | None = None, batch_size: int = 32,
+                 probes: int = 4, seed: int = 0) -> None:
         super().__init__(agg, norm, batches, batch_size)
         self.probes = int(probes)
         self.seed = seed
         if self.probes < 1:
             raise InputError("OBD: probes must be at least 1")
 
-    def saliency(self, model, variables, batches, loss):
+    def saliency(self, model: Any, variables: list[Any], batches: list[Batch], loss: Loss) -> list[np.ndarray]:
         rng = np.random.default_rng(self.seed)
         diagonal = [np.zeros(v.shape) for v in variables]
         for batch in track(batches, f"OBD: {self.probes} Hessian probes per batch"):

@@ -10,14 +10,21 @@ Example:
 array([0.125     , 1.        , 0.42857143])
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import slice_sums
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis, Member
 
-def lamp_scores(energy):
+
+def lamp_scores(energy: np.ndarray) -> np.ndarray:
     order = np.argsort(energy, kind="stable")
     ranked = energy[order]
     tail = np.cumsum(ranked[::-1])[::-1]  # Σ of this and every larger channel
@@ -28,6 +35,6 @@ def lamp_scores(energy):
 
 @register_criterion("lamp")
 class LAMP(Criterion):
-    def member_scores(self, analysis, member, channels, context):
+    def member_scores(self, analysis: Analysis, member: Member, channels: int, context: Any) -> np.ndarray:
         value = analysis.graph.params[member.param].value.astype(np.float64)
         return lamp_scores(slice_sums(value * value, member, channels))

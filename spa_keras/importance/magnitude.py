@@ -11,22 +11,29 @@ Example:
 >>> scores = L2(agg="max", norm="max")(analysis)   # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.importance.scoring import slice_sums
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis, Member
+
 
 class Magnitude(Criterion):
     p = 1
 
-    def member_scores(self, analysis, member, channels, context):
+    def member_scores(self, analysis: Analysis, member: Member, channels: int, context: Any) -> np.ndarray:
         value = analysis.graph.params[member.param].value
         magnitude = np.abs(value) if self.p == 1 else np.abs(value.astype(np.float64)) ** self.p
         return slice_sums(magnitude, member, channels)
 
-    def finish(self, scores):
+    def finish(self, scores: np.ndarray) -> np.ndarray:
         return scores if self.p == 1 else np.abs(scores) ** (1.0 / self.p)
 
 

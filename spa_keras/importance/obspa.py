@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,17 +26,20 @@ from spa_keras.common.errors import InputError
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers
-from spa_keras.obspa.hessians import Calibration, get_provider
+from spa_keras.obspa.hessians import Calibration, InputProvider, get_provider
 from spa_keras.compute.obs import block_errors
 from spa_keras.obspa.reconstruct import measure_hessians, reconstruct
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis, ChannelGroup
 
 
 @dataclasses.dataclass
 class _Scored:
-    analysis: object
+    analysis: Analysis
     consumers: list[Consumer]
     skipped: list[str]
-    batches: list
+    batches: list[Any]
     errors: np.ndarray  # per global channel: Σ over consumers of ΔE / E
     covered: np.ndarray  # per global channel: read by at least one consumer
 
@@ -62,8 +66,9 @@ class OBSPA(Criterion):
         seed: of the made-up inputs.
     """
 
-    def __init__(self, hessian="batchnorm", calibration=None, samples=128, batch_size=None, damping=0.01, steps=200,
-                 budget=30.0, recalibrate="reestimate", agg="sum", norm="mean", seed=0):
+    def __init__(self, hessian: str | InputProvider = "batchnorm", calibration: Any = None, samples: int = 128,
+                 batch_size: int | None = None, damping: float = 0.01, steps: int = 200, budget: float | None = 30.0,
+                 recalibrate: str | None = "reestimate", agg: str = "sum", norm: str = "mean", seed: int = 0) -> None:
         super().__init__(agg=agg, norm=norm)
         if recalibrate not in (None, "correct", "reestimate"):
             raise InputError(f"recalibrate={recalibrate!r}: 'correct', 'reestimate' or None")
@@ -74,7 +79,7 @@ class OBSPA(Criterion):
         self._calibration = calibration
         self._scored: _Scored | None = None
 
-    def _provider(self, analysis):
+    def _provider(self, analysis: Analysis) -> InputProvider:
         samples = self._samples(analysis)
         if self._calibration is not None:
             return Calibration(self._calibration, samples, self.batch_size, self.seed)
@@ -85,12 +90,12 @@ class OBSPA(Criterion):
                           "magnitudes, no reconstruction); give calibration= inputs (any images of the kind the "
                           "model reads) to reconstruct the kept weights", stacklevel=4)
             hessian = "identity"
-        options = dict(samples=samples, batch_size=self.batch_size, seed=self.seed)
+        options: dict[str, Any] = dict(samples=samples, batch_size=self.batch_size, seed=self.seed)
         if hessian == "batchnorm":
             options.update(steps=self.steps, budget=self.budget)
         return get_provider(hessian, **options)
 
-    def _samples(self, analysis) -> int:
+    def _samples(self, analysis: Analysis) -> int:
         """`samples`, or fewer when a one-pass model's pruned copy could not hold their activations at once."""
         if not analysis.source.activations().one_pass:
             return self.samples
@@ -102,7 +107,7 @@ class OBSPA(Criterion):
                           "and more would not fit in memory", stacklevel=4)
         return min(self.samples, cap)
 
-    def prepare(self, analysis, data, loss):
+    def prepare(self, analysis: Analysis, data: Any, loss: Any) -> _Scored:
         provider = self._provider(analysis)
         backend = analysis.source.activations()
         consumers, skipped = find_consumers(analysis, backend)
@@ -121,14 +126,14 @@ class OBSPA(Criterion):
         self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered)
         return self._scored
 
-    def group_scores(self, analysis, group, scored):
+    def group_scores(self, analysis: Analysis, group: ChannelGroup, scored: _Scored) -> np.ndarray:
         ids = np.flatnonzero(analysis.group_of_channel == group.id)
         ids = ids[np.argsort(analysis.index_in_group[ids])]
         if scored.covered[ids].any():
             return scored.errors[ids]
         return self._relative_magnitude(analysis, group)
 
-    def _relative_magnitude(self, analysis, group):
+    def _relative_magnitude(self, analysis: Analysis, group: ChannelGroup) -> np.ndarray:
         """No consumer measured (the group's readers are depthwise or not covered): Σ over its weights of
         ‖w_c‖² / ‖W‖², the identity-Hessian error."""
         from spa_keras.importance.scoring import slice_sums
@@ -139,12 +144,11 @@ class OBSPA(Criterion):
             total += slice_sums(value ** 2, member, group.channels) / max(float(np.sum(value ** 2)), 1e-30)
         return total
 
-    def updates(self, analysis, removed: np.ndarray) -> dict[str, np.ndarray]:
+    def updates(self, analysis: Analysis, removed: np.ndarray) -> dict[str, np.ndarray]:
         """New values of the consumers' kept weights for the channels `removed` (after scoring `analysis`)."""
         scored = self._scored
         if scored is None or scored.analysis is not analysis:
-            self.prepare(analysis, None, None)
-            scored = self._scored
+            scored = self.prepare(analysis, None, None)
         return reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping,
                            self.recalibrate)
 

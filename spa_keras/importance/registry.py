@@ -9,13 +9,23 @@ Example:
 >>> get_criterion("ones")                                # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
 import numpy as np
 
-CRITERIA = {}
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis
+    from spa_keras.importance.base import Criterion
+
+C = TypeVar("C", bound="type[Criterion]")
+
+CRITERIA: dict[str, type[Criterion]] = {}
 
 
-def register_criterion(name):
-    def wrap(cls):
+def register_criterion(name: str) -> Callable[[C], C]:
+    def wrap(cls: C) -> C:
         CRITERIA[name] = cls
         cls.name = name
         return cls
@@ -23,7 +33,7 @@ def register_criterion(name):
     return wrap
 
 
-def get_criterion(criterion):
+def get_criterion(criterion: Any) -> Criterion | Callable[[Analysis], Sequence[Any]]:
     """A criterion instance from a registered name (default options) or the criterion itself (an instance or any
     callable `f(analysis) -> [scores per group]`)."""
     from spa_keras.common.errors import InputError
@@ -38,13 +48,13 @@ def get_criterion(criterion):
         raise InputError(f"unknown criterion {criterion!r}; available: {', '.join(sorted(CRITERIA))}") from exc
 
 
-def criterion_name(criterion):
+def criterion_name(criterion: Any) -> str:
     if isinstance(criterion, str):
         return criterion.lower()
     return getattr(criterion, "name", None) or getattr(criterion, "__name__", None) or type(criterion).__name__
 
 
-def score_groups(criterion, analysis, data=None, loss=None):
+def score_groups(criterion: Any, analysis: Analysis, data: Any = None, loss: Any = None) -> list[np.ndarray]:
     """Run `criterion` on `analysis` and check its answer: one finite float64 array per group, one score per
     channel."""
     from spa_keras.common.errors import InputError
@@ -59,7 +69,7 @@ def score_groups(criterion, analysis, data=None, loss=None):
     name = criterion_name(criterion)
     if len(scores) != len(ga.groups):
         raise InputError(f"criterion {name!r} returned {len(scores)} score arrays for {len(ga.groups)} groups")
-    out = []
+    out: list[np.ndarray] = []
     for group, s in zip(ga.groups, scores):
         s = np.asarray(s, np.float64).reshape(-1)
         if len(s) != group.channels:

@@ -19,11 +19,18 @@ array([2., 5.])
 array([0.5, 1.5])
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Collection
+
 import numpy as np
 
 from spa_keras.common.errors import InputError
 
-AGGREGATIONS = {
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Member
+
+AGGREGATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sum": lambda s: s.sum(axis=0),
     "mean": lambda s: s.mean(axis=0),
     "max": lambda s: s.max(axis=0),
@@ -32,12 +39,12 @@ AGGREGATIONS = {
 }
 
 
-def _divide(scores, by):
+def _divide(scores: np.ndarray, by: Any) -> np.ndarray:
     # any positive scale divides (tiny gradient saliencies too); nothing to divide by leaves the scores as they are
     return scores / by if by > 0 else scores
 
 
-NORMALIZATIONS = {
+NORMALIZATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda s: s,
     "sum": lambda s: _divide(s, np.abs(s).sum()),
     "mean": lambda s: _divide(s, np.abs(s).mean()),
@@ -47,19 +54,19 @@ NORMALIZATIONS = {
 }
 
 
-def check_choice(kind, value, choices):
+def check_choice(kind: str, value: Any, choices: Collection[str]) -> str:
     value = str(value).lower()
     if value not in choices:
         raise InputError(f"{kind}={value!r}: choose one of {', '.join(choices)}")
     return value
 
 
-def aggregate(member_scores, agg="sum"):
+def aggregate(member_scores: Any, agg: str = "sum") -> np.ndarray:
     """One score per channel from a [members, channels] array (float64)."""
     return AGGREGATIONS[check_choice("agg", agg, AGGREGATIONS)](np.asarray(member_scores, np.float64))
 
 
-def normalize(scores, norm="mean"):
+def normalize(scores: Any, norm: str = "mean") -> np.ndarray:
     """`scores` of one group rescaled by NORM. An empty or all-zero group is returned as it is; a constant group
     under `minmax` or `gaussian` (nothing varies) becomes all zeros."""
     scores = np.asarray(scores, np.float64)
@@ -68,20 +75,20 @@ def normalize(scores, norm="mean"):
     return NORMALIZATIONS[check_choice("norm", norm, NORMALIZATIONS)](scores)
 
 
-def channel_sums(per_position, member, channels):
+def channel_sums(per_position: np.ndarray, member: Member, channels: int) -> np.ndarray:
     """Per-channel sums of a per-position vector along `member.axis` (several positions may carry one channel:
     a depthwise multiplier, a flattened feature map)."""
     mask = member.channel_of_position >= 0
     return np.bincount(member.channel_of_position[mask], weights=per_position[mask], minlength=channels)
 
 
-def slice_sums(values, member, channels):
+def slice_sums(values: np.ndarray, member: Member, channels: int) -> np.ndarray:
     """Σ of `values` (an array laid out like the member's parameter) over each channel's slice."""
     axes = tuple(a for a in range(values.ndim) if a != member.axis)
     return channel_sums(values.sum(axis=axes, dtype=np.float64), member, channels)
 
 
-def channel_vectors(values, member, channels):
+def channel_vectors(values: np.ndarray, member: Member, channels: int) -> np.ndarray:
     """[channels, features]: each channel's slice flattened (several positions of one channel side by side,
     zero-padded to the longest)."""
     moved = np.moveaxis(np.asarray(values, np.float64), member.axis, 0).reshape(values.shape[member.axis], -1)

@@ -17,12 +17,15 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Protocol
 
 import numpy as np
 
 from spa_keras.analysis.graph import Node
 from spa_keras.compute.distill import NormTarget
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis
 
 Reader = Callable[[Any], list]  # a batch of model inputs -> the activations at the sites asked for, in order
 
@@ -68,10 +71,10 @@ class ActivationBackend(Protocol):
     def reader(self, sites: list[Hashable]) -> Reader:
         """Read the activations at `sites` of the original model."""
 
-    def pruned(self, analysis: Any, removed: np.ndarray) -> PrunedNetwork:
+    def pruned(self, analysis: Analysis, removed: np.ndarray) -> PrunedNetwork:
         """A copy of the model with the `removed` channels zeroed."""
 
-    def norm_sites(self, analysis: Any) -> dict[Hashable, NormSite]:
+    def norm_sites(self, analysis: Analysis) -> dict[Hashable, NormSite]:
         """The BatchNorms whose statistics can be re-estimated, by the site their input is read at."""
 
     def norm_probe(self) -> tuple[Callable, list[NormTarget]] | None:

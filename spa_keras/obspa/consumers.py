@@ -19,13 +19,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Hashable
 
 import numpy as np
 
-from spa_keras.analysis.graph import Node
+from spa_keras.analysis.graph import Node, SPAGraph
 from spa_keras.compute.patches import InputColumns, PatchSpec
 from spa_keras.ops import spec_for
 from spa_keras.ops.registry import WeightMatrix
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis
+    from spa_keras.obspa.backend import ActivationBackend
 
 # a consumer with more input columns than this keeps its weights (its d_in x d_in Hessian would not fit)
 MAX_COLUMNS = 8192
@@ -53,7 +58,7 @@ class Consumer:
     columns: np.ndarray
     bias: str | None
     bias_sign: float
-    site: object
+    site: Hashable
     inputs: InputColumns
 
     @property
@@ -73,10 +78,10 @@ def _matrix(value: np.ndarray, layout: str) -> np.ndarray:
     return value if layout == "rows" else value.T
 
 
-def _bias(graph, node: Node, d_out: int):
+def _bias(graph: SPAGraph, node: Node, d_out: int) -> tuple[str | None, float]:
     """(parameter, sign) that takes a change of the consumer's output mean, or (None, 0)."""
     if node.op_type in ("Conv", "Gemm") and len(node.inputs) > 2 and graph.is_param(node.inputs[2]):
-        if np.prod(graph.shape(node.inputs[2])) == d_out:
+        if np.prod(graph.params[node.inputs[2]].shape) == d_out:
             return node.inputs[2], 1.0
     out = node.outputs[0]
     for _ in range(4):  # through the Transposes that wrap a Keras conv and BatchNorm (NHWC <-> NCHW)
@@ -86,7 +91,7 @@ def _bias(graph, node: Node, d_out: int):
         user = users[0]
         if user.op_type == "Add" and node.op_type == "MatMul":
             other = [t for t in user.inputs if t != out]
-            if len(other) == 1 and graph.is_param(other[0]) and np.prod(graph.shape(other[0])) == d_out:
+            if len(other) == 1 and graph.is_param(other[0]) and np.prod(graph.params[other[0]].shape) == d_out:
                 return other[0], 1.0
         if user.op_type == "BatchNormalization" and len(user.inputs) > 3 and graph.is_param(user.inputs[3]):
             return user.inputs[3], -1.0  # (y + δ - mean) = (y - (mean - δ))
@@ -106,17 +111,18 @@ def _conv_patch(node: Node, kernel: tuple[int, int]) -> PatchSpec | None:
     return PatchSpec(kernel, tuple(node.attr("strides") or (1, 1)), tuple(node.attr("dilations") or (1, 1)), pads)
 
 
-def _candidate(graph, node: Node) -> WeightMatrix | None:
+def _candidate(graph: SPAGraph, node: Node) -> WeightMatrix | None:
     """The op's constant weight as a matrix (its spec's `weight_matrix`), or None."""
     spec = spec_for(node.op_type)
     return None if spec is None or spec.weight_matrix is None else spec.weight_matrix(graph, node)
 
 
-def find_consumers(analysis, backend) -> tuple[list[Consumer], list[str]]:
+def find_consumers(analysis: Analysis, backend: ActivationBackend) -> tuple[list[Consumer], list[str]]:
     """The consumers OBSPA reconstructs, in graph order, and why the other linear ops that read group channels
     are left as they are (`backend`: the model's `ActivationBackend`)."""
     graph = analysis.graph
-    found, skipped = [], []
+    found: list[Consumer] = []
+    skipped: list[str] = []
     for node in graph.nodes:
         candidate = _candidate(graph, node)
         if candidate is None:
@@ -135,7 +141,7 @@ def find_consumers(analysis, backend) -> tuple[list[Consumer], list[str]]:
             skipped.append(f"{node.display_name}: {matrix.shape[1]} input columns (more than {MAX_COLUMNS})")
             continue
         site = backend.site(node, weight)
-        patch = _conv_patch(node, tuple(value.shape[2:])) if kind == "conv" else None
+        patch = _conv_patch(node, (value.shape[2], value.shape[3])) if kind == "conv" else None  # a 2-D kernel
         if site is None or (kind == "conv" and patch is None):
             skipped.append(f"{node.display_name} ({node.op_type}): its input cannot be read here")
             continue

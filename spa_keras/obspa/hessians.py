@@ -19,23 +19,28 @@ GaussianInputs(samples=64, seed=0, batch_size=None)
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.common.console import track
 from spa_keras.common.errors import InputError
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import Analysis
 
 
 # activations one batch may hold (float32): what sets the batch size when none is given
 BATCH_BYTES = 2 << 30
 
 
-def activation_floats(analysis) -> int:
+def activation_floats(analysis: Analysis) -> int:
     """Floats of all activations of one sample (every tensor of the analysed graph at batch 1)."""
     graph = analysis.graph
     return int(sum(np.prod(s) for name, s in graph.shapes.items() if s and name not in graph.params))
 
 
-def live_floats(analysis) -> int:
+def live_floats(analysis: Analysis) -> int:
     """Floats of the activations alive at once at the peak of one sample's forward pass (graph order)."""
     from collections import Counter
 
@@ -55,7 +60,7 @@ def live_floats(analysis) -> int:
     return peak
 
 
-def batch_size_for(analysis, backward: bool = False) -> int:
+def batch_size_for(analysis: Analysis, backward: bool = False) -> int:
     """How many samples one batch may hold within `BATCH_BYTES`: a forward pass holds its live activations, a
     backward pass every activation (and its gradient)."""
     per_sample = 4 * max(2 * activation_floats(analysis) if backward else live_floats(analysis), 1)
@@ -74,39 +79,39 @@ class InputProvider:
     name = ""
     needs_inputs = True
 
-    def __init__(self, samples: int = 128, batch_size: int | None = None, seed: int = 0):
+    def __init__(self, samples: int = 128, batch_size: int | None = None, seed: int = 0) -> None:
         self.samples, self.seed = int(samples), int(seed)
         self.batch_size = None if batch_size is None else int(batch_size)
 
-    def _batch(self, analysis, backward=False) -> int:
+    def _batch(self, analysis: Analysis, backward: bool = False) -> int:
         return self.batch_size or batch_size_for(analysis, backward)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({options})"
 
-    def batches(self, analysis) -> list:
+    def batches(self, analysis: Analysis) -> list[Any]:
         raise NotImplementedError
 
 
-def _float_specs(analysis):
+def _float_specs(analysis: Analysis) -> dict[str, tuple[int, ...]]:
     """{input name: shape at batch 1}; inputs that are not floating point cannot be made up."""
     specs = analysis.source.graph_specs
     bad = [s.name for s in specs if np.dtype(s.dtype).kind != "f"]
     if bad:
         raise InputError(f"OBSPA cannot make up inputs for {', '.join(bad)} (not floating point): give "
                          "calibration= (OBSPA(calibration=data)) with real inputs")
-    shapes = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for spec in specs:
         graph_shape = analysis.graph.shape(spec.name) or tuple(1 if d is None else d for d in spec.shape)
         shapes[spec.name] = tuple(graph_shape)
     return shapes
 
 
-def _split(arrays: dict, batch_size: int) -> list:
+def _split(arrays: dict[str, np.ndarray], batch_size: int) -> list[Any]:
     """Arrays {input: [n, ...]} as batches of `batch_size` (a bare array for one input, else a list)."""
     n = len(next(iter(arrays.values())))
-    out = []
+    out: list[Any] = []
     for start in range(0, n, batch_size):
         part = {k: v[start:start + batch_size] for k, v in arrays.items()}
         out.append(next(iter(part.values())) if len(part) == 1 else list(part.values()))
@@ -116,7 +121,7 @@ def _split(arrays: dict, batch_size: int) -> list:
 class GaussianInputs(InputProvider):
     name = "gaussian"
 
-    def batches(self, analysis):
+    def batches(self, analysis: Analysis) -> list[Any]:
         rng = np.random.default_rng(self.seed)
         shapes = _float_specs(analysis)
         arrays = {k: rng.standard_normal((self.samples,) + s[1:]).astype(np.float32) for k, s in shapes.items()}
@@ -129,7 +134,7 @@ class IdentityHessian(InputProvider):
     name = "identity"
     needs_inputs = False
 
-    def batches(self, analysis):
+    def batches(self, analysis: Analysis) -> list[Any]:
         return []
 
 
@@ -138,17 +143,18 @@ class Calibration(InputProvider):
 
     name = "calibration"
 
-    def __init__(self, data, samples: int = 1024, batch_size: int | None = None, seed: int = 0):
+    def __init__(self, data: Any, samples: int = 1024, batch_size: int | None = None, seed: int = 0) -> None:
         super().__init__(samples, batch_size, seed)
         self._data = data
 
-    def batches(self, analysis):
+    def batches(self, analysis: Analysis) -> list[Any]:
         from spa_keras.compute.data import Batches, as_numpy, length
 
         data = self._data
         if hasattr(data, "shape") or isinstance(data, (list, dict)):  # inputs alone: labels are not used
             data = (data, np.zeros(length(data)))
-        batches, taken = [], 0
+        batches: list[Any] = []
+        taken = 0
         size = self._batch(analysis)
         for x, _ in Batches.of(data).take(max(1, -(-self.samples // size)), size):
             x = x if isinstance(x, (list, dict)) else as_numpy(x).astype(np.float32)
@@ -177,12 +183,12 @@ class BatchNormInputs(InputProvider):
     name = "batchnorm"
 
     def __init__(self, samples: int = 128, batch_size: int | None = None, seed: int = 0, steps: int = 200,
-                 learning_rate: float = 0.1, budget: float | None = 30.0):
+                 learning_rate: float = 0.1, budget: float | None = 30.0) -> None:
         super().__init__(samples, batch_size, seed)
         self.steps, self.learning_rate = int(steps), float(learning_rate)
         self.budget = None if budget is None else float(budget)
 
-    def batches(self, analysis):
+    def batches(self, analysis: Analysis) -> list[Any]:
         import time
         import warnings
 
@@ -193,7 +199,9 @@ class BatchNormInputs(InputProvider):
         if probe is None:
             return noise
         model, targets = probe
-        out, start, budget = [], time.perf_counter(), float("inf") if self.budget is None else self.budget
+        out: list[np.ndarray] = []
+        steps = self.steps  # what every batch got, unless the budget cut one short (none made: samples=0)
+        start, budget = time.perf_counter(), float("inf") if self.budget is None else self.budget
         for x in track(noise, "OBSPA: synthetic inputs"):
             left = budget - (time.perf_counter() - start)
             if out and left < (time.perf_counter() - start) / len(out):  # another batch would not fit
@@ -208,10 +216,10 @@ class BatchNormInputs(InputProvider):
         return out
 
 
-PROVIDERS = {p.name: p for p in (BatchNormInputs, GaussianInputs, IdentityHessian)}
+PROVIDERS: dict[str, type[InputProvider]] = {p.name: p for p in (BatchNormInputs, GaussianInputs, IdentityHessian)}
 
 
-def get_provider(hessian, **options) -> InputProvider:
+def get_provider(hessian: str | InputProvider, **options: Any) -> InputProvider:
     """A provider from a name ('batchnorm', 'gaussian', 'identity') or a provider instance."""
     if isinstance(hessian, InputProvider):
         return hessian

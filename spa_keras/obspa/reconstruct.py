@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any, Hashable, Iterator
 
 import numpy as np
 
@@ -27,12 +28,17 @@ from spa_keras.compute.patches import Moments
 from spa_keras.obspa.backend import ActivationBackend, NormSite, PrunedNetwork
 from spa_keras.obspa.consumers import Consumer
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import SPAGraph
+    from spa_keras.analysis.groups import Analysis
+
 # Hessians of the scoring pass held at once (float64): more consumers than fit are measured in several passes
 HESSIAN_BYTES = 1 << 28
 
 
 def _chunks(consumers: list[Consumer]) -> list[list[Consumer]]:
-    out, size = [[]], 0
+    out: list[list[Consumer]] = [[]]
+    size = 0
     for c in consumers:
         need = 8 * c.matrix.shape[1] ** 2
         if out[-1] and size + need > HESSIAN_BYTES:
@@ -43,7 +49,8 @@ def _chunks(consumers: list[Consumer]) -> list[list[Consumer]]:
     return out
 
 
-def measure_hessians(backend: ActivationBackend, consumers: list[Consumer], batches: list, damping: float):
+def measure_hessians(backend: ActivationBackend, consumers: list[Consumer], batches: list[Any],
+                     damping: float) -> Iterator[tuple[Consumer, np.ndarray]]:
     """(consumer, E[x xᵀ] damped) of every consumer's input columns on the original model, a chunk of consumers
     at a time (only one chunk's Hessians are held)."""
     for part in _chunks(consumers):
@@ -56,12 +63,12 @@ def measure_hessians(backend: ActivationBackend, consumers: list[Consumer], batc
             yield c, damped(m.gram, m.rows, damping)
 
 
-def stages(graph, consumers: list[Consumer]) -> list[list[Consumer]]:
+def stages(graph: SPAGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
     """Consumers in graph order, cut into runs in which no consumer's input depends on another's output."""
     index = {id(c.node): i for i, c in enumerate(consumers)}
-    upstream: dict[str, frozenset] = {}  # tensor -> consumers it depends on
+    upstream: dict[str, frozenset[int]] = {}  # tensor -> consumers it depends on
     for node in graph.nodes:
-        deps = frozenset().union(*(upstream.get(t, frozenset()) for t in node.inputs if t))
+        deps: frozenset[int] = frozenset().union(*(upstream.get(t, frozenset()) for t in node.inputs if t))
         if id(node) in index:
             deps = deps | {index[id(node)]}
         for t in node.outputs:
@@ -89,40 +96,41 @@ def _augmented(m: Moments) -> tuple[np.ndarray, np.ndarray]:
     return h, cross
 
 
-def _refit_one(graph, consumer: Consumer, m: Moments, removed: np.ndarray, damping: float):
+def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndarray,
+               damping: float) -> dict[str, np.ndarray]:
     """{param: new value} for one consumer: its weight, and the bias (or BatchNorm mean) that takes the shift."""
     keep = ~((consumer.columns >= 0) & removed[np.maximum(consumer.columns, 0)])
     h, cross = _augmented(m)
-    with_bias = consumer.bias is not None
-    if not with_bias:  # no constant column: the output mean cannot move
+    bias = consumer.bias
+    if bias is None:  # no constant column: the output mean cannot move
         h, cross = h[:-1, :-1], cross[:-1, :-1]
     h = damped(h * max(m.rows, 1), max(m.rows, 1), damping)
     w = consumer.matrix.astype(np.float64)
-    bias_value = None
-    if with_bias:
-        bias_value = np.asarray(graph.params[consumer.bias].value, np.float64).reshape(-1)
+    bias_value = np.zeros(0)
+    if bias is not None:
+        bias_value = np.asarray(graph.params[bias].value, np.float64).reshape(-1)
         own = consumer.bias_sign > 0
         w = np.concatenate([w, (bias_value if own else np.zeros_like(bias_value))[:, None]], axis=1)
         keep = np.append(keep, True)
     fit = refit(w, cross, h, keep)
     weight = graph.params[consumer.weight].value
     out = {consumer.weight: consumer.to_value(fit[:, :consumer.matrix.shape[1]], weight).astype(weight.dtype)}
-    if with_bias:
+    if bias is not None:
         shift = fit[:, -1] - (bias_value if consumer.bias_sign > 0 else 0.0)
         new = bias_value + consumer.bias_sign * shift
-        out[consumer.bias] = new.reshape(graph.params[consumer.bias].shape).astype(
-            graph.params[consumer.bias].value.dtype)
+        out[bias] = new.reshape(graph.params[bias].shape).astype(graph.params[bias].value.dtype)
     return out
 
 
-def _statistics(x, axis: int):
+def _statistics(x: Any, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and variance of a channels-last activation over every other axis (float64)."""
     x = np.asarray(x, np.float64)
     x = np.moveaxis(x, axis, -1).reshape(-1, x.shape[axis])
     return x.mean(axis=0), x.var(axis=0)
 
 
-def batchnorm_statistics(norm: RunningStatistics, dense_input, pruned_input, mode: str):
+def batchnorm_statistics(norm: RunningStatistics, dense_input: Any, pruned_input: Any,
+                         mode: str) -> tuple[np.ndarray, np.ndarray]:
     """New running (mean, variance) of a BatchNorm after pruning upstream of it.
 
     'reestimate': the pruned network's own statistics on the inputs. 'correct': the original statistics moved so
@@ -151,11 +159,11 @@ class RunningStatistics:
     epsilon: float
 
     @classmethod
-    def of(cls, graph, norm: NormSite) -> RunningStatistics:
+    def of(cls, graph: SPAGraph, norm: NormSite) -> RunningStatistics:
         return cls(graph.params[norm.mean].value, graph.params[norm.variance].value, norm.axis, norm.epsilon)
 
 
-def _stacked(batches):
+def _stacked(batches: list[Any]) -> Any:
     """All batches as one (per model input)."""
     first = batches[0]
     if isinstance(first, (list, tuple)):
@@ -165,15 +173,16 @@ def _stacked(batches):
     return np.concatenate([np.asarray(b) for b in batches])
 
 
-def _reconstruct_in_one_pass(analysis, network: PrunedNetwork, backend: ActivationBackend, consumers, removed,
-                             batches, damping, recalibrate):
+def _reconstruct_in_one_pass(analysis: Analysis, network: PrunedNetwork, backend: ActivationBackend,
+                             consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
+                             damping: float, recalibrate: str | None) -> None:
     """One pass of the original and the pruned copy side by side: each consumer is refit, and each BatchNorm
     recalibrated, just before it runs on the pruned copy."""
     graph = analysis.graph
     by_site = {c.site: c for c in consumers}
     norms = backend.norm_sites(analysis) if recalibrate else {}
     with progress_bar(len(consumers), "OBSPA: reconstructing") as advance:
-        def hook(site, args, twin_args):
+        def hook(site: Hashable, args: list[Any], twin_args: list[Any]) -> None:
             consumer = by_site.get(site)
             if consumer is not None:
                 moments = Moments(consumer.matrix.shape[1], cross=True)
@@ -182,7 +191,7 @@ def _reconstruct_in_one_pass(analysis, network: PrunedNetwork, backend: Activati
                     network.write(param, value)
                 advance()
             norm = norms.get(site)
-            if norm is not None:
+            if norm is not None and recalibrate is not None:  # norms are found only to recalibrate
                 stats = batchnorm_statistics(RunningStatistics.of(graph, norm), args[0], twin_args[0], recalibrate)
                 for param, value in zip((norm.mean, norm.variance), stats):
                     network.write(param, value.astype(np.float32))
@@ -190,8 +199,9 @@ def _reconstruct_in_one_pass(analysis, network: PrunedNetwork, backend: Activati
         network.run_alongside(_stacked(batches), hook)
 
 
-def _reconstruct_in_stages(analysis, network: PrunedNetwork, backend: ActivationBackend, consumers, removed,
-                           batches, damping):
+def _reconstruct_in_stages(analysis: Analysis, network: PrunedNetwork, backend: ActivationBackend,
+                           consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
+                           damping: float) -> None:
     """Stage by stage: the original and the current pruned model run on every batch."""
     graph = analysis.graph
     for stage in track(stages(graph, consumers), "OBSPA: reconstructing"):
@@ -206,8 +216,8 @@ def _reconstruct_in_stages(analysis, network: PrunedNetwork, backend: Activation
                 network.write(param, value)
 
 
-def reconstruct(analysis, consumers: list[Consumer], removed: np.ndarray, batches: list, damping: float = 0.01,
-                recalibrate: str | None = None) -> dict[str, np.ndarray]:
+def reconstruct(analysis: Analysis, consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
+                damping: float = 0.01, recalibrate: str | None = None) -> dict[str, np.ndarray]:
     """New values of the consumers' kept weights (and biases), and with `recalibrate` ('correct' or
     'reestimate') of the BatchNorm statistics of a one-pass model, after removing the `removed` channels."""
     if not removed.any() or not batches:

@@ -14,7 +14,7 @@ convolutions alone.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from spa_keras.ops.registry import WeightMatrix, register
 
 if TYPE_CHECKING:
     from spa_keras.analysis.graph import Node, SPAGraph
+    from spa_keras.analysis.propagation import Propagation
     from spa_keras.ops.registry import OnnxRewriter, ShapeOf
 
 
@@ -40,7 +41,7 @@ def conv_matrix(graph: SPAGraph, node: Node) -> WeightMatrix | None:
     """A dense 2-D Conv with a constant kernel [M, C, kh, kw] as [M, C·kh·kw]."""
     if not graph.is_param(node.inputs[1]):
         return None
-    w = graph.shape(node.inputs[1])
+    w = graph.params[node.inputs[1]].shape
     if node.attr("group", 1) != 1 or len(w) != 4:
         return None
     return WeightMatrix(node.inputs[1], 1, "conv", "conv")
@@ -72,24 +73,27 @@ def explicit_pads(node: Node, x: tuple, w: tuple, strides: tuple, dilations: tup
     return tuple(b for b, _ in pads) + tuple(e for _, e in pads)
 
 
-def depthwise_group(surgery: OnnxRewriter, node: Node, proto) -> None:
+def depthwise_group(surgery: OnnxRewriter, node: Node, proto: Any) -> None:
     """A depthwise convolution's `group` is its channel count: it shrinks with them."""
     w = surgery.old_shape(node.inputs[1])
+    assert w is not None  # a constant kernel: its shape is known
     group = node.attr("group")
     if node.op_type == "Conv":
         depthwise = conv_kind(group, w[1]) == DEPTHWISE
     else:  # ConvTranspose: W [C, M/group, k...]
         depthwise = conv_kind(group, w[0] // group) == DEPTHWISE and w[1] == 1
     if depthwise:
-        surgery.set_attr(proto, "group", surgery.new_shape(node.inputs[0])[1])
+        x = surgery.new_shape(node.inputs[0])
+        assert x is not None  # surgery rewrites nodes whose input shape is known
+        surgery.set_attr(proto, "group", x[1])
 
 
-def _bind_bias(ctx, node, labels, slot=2):
+def _bind_bias(ctx: Propagation, node: Node, labels: np.ndarray, slot: int = 2) -> None:
     if len(node.inputs) > slot and node.inputs[slot]:
         ctx.bind(node.inputs[slot], 0, labels)
 
 
-def _input_channels(ctx, node):
+def _input_channels(ctx: Propagation, node: Node) -> np.ndarray | None | Literal[False]:
     """The input's channel labels (or None); False when the kernel is computed, which makes the op a barrier."""
     if not ctx.is_param(node.inputs[1]):
         ctx.freeze(f"{node.op_type} with a computed (non-constant) kernel")
@@ -103,7 +107,7 @@ def _input_channels(ctx, node):
 
 @register("Conv", creates_channels=True, macs=conv_macs, weight_matrix=conv_matrix, layer=conv_layer,
           rewrite=depthwise_group)
-def conv(ctx, node):
+def conv(ctx: Propagation, node: Node) -> None:
     lin = _input_channels(ctx, node)
     if lin is False:
         return
@@ -133,7 +137,7 @@ def conv(ctx, node):
 
 
 @register("ConvTranspose", creates_channels=True, macs=conv_transpose_macs, rewrite=depthwise_group)
-def conv_transpose(ctx, node):
+def conv_transpose(ctx: Propagation, node: Node) -> None:
     lin = _input_channels(ctx, node)
     if lin is False:
         return

@@ -7,7 +7,15 @@ to those labels and sliced with them; a scalar or size-1 constant is left alone.
 without labels (a graph input, a barrier's output) pins the channels: they are frozen.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from spa_keras.ops.registry import register
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node
+    from spa_keras.analysis.propagation import Propagation
 
 UNARY = ("Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Erf", "LeakyRelu", "Elu", "Selu", "Celu",
          "ThresholdedRelu", "Cast", "CastLike", "Identity", "Dropout", "Neg", "Abs", "Sqrt", "Reciprocal", "Exp",
@@ -19,13 +27,13 @@ NARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "PRelu",
 
 
 @register(*UNARY)
-def unary(ctx, node):
+def unary(ctx: Propagation, node: Node) -> None:
     # only the first input is an activation (Clip's min/max, Dropout's ratio are scalars)
     ctx.set(node.outputs[0], dict(ctx.get(node.inputs[0])))
 
 
 @register(*NARY, creates_channels=True)
-def broadcast(ctx, node):
+def broadcast(ctx: Propagation, node: Node) -> None:
     out = node.outputs[0]
     rank = ctx.rank(out)
     out_shape = ctx.shape(out)
@@ -58,7 +66,7 @@ def broadcast(ctx, node):
 
 
 @register("Softmax", "LogSoftmax", "Hardmax")
-def softmax(ctx, node):
+def softmax(ctx: Propagation, node: Node) -> None:
     """Normalises over `axis` from opset 13 on; before, over the input flattened to 2-D at `axis` (every axis from
     `axis` on)."""
     x = node.inputs[0]

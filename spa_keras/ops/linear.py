@@ -17,7 +17,10 @@ from spa_keras.ops.geometry import LayerShape
 from spa_keras.ops.registry import WeightMatrix, register
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from spa_keras.analysis.graph import Node, SPAGraph
+    from spa_keras.analysis.propagation import Propagation
     from spa_keras.ops.registry import ShapeOf
 
 
@@ -39,7 +42,7 @@ def gemm_matrix(graph: SPAGraph, node: Node) -> WeightMatrix | None:
 
 
 def matmul_matrix(graph: SPAGraph, node: Node) -> WeightMatrix | None:
-    if not graph.is_param(node.inputs[1]) or len(graph.shape(node.inputs[1])) != 2:
+    if not graph.is_param(node.inputs[1]) or len(graph.params[node.inputs[1]].shape) != 2:
         return None
     return WeightMatrix(node.inputs[1], 0, "dense", "cols")
 
@@ -60,7 +63,7 @@ def dense_layer(node: Node, graph: SPAGraph, batch: int) -> LayerShape | None:
 
 
 @register("Gemm", creates_channels=True, macs=gemm_macs, weight_matrix=gemm_matrix, layer=dense_layer)
-def gemm(ctx, node):
+def gemm(ctx: Propagation, node: Node) -> None:
     a, b = node.inputs[0], node.inputs[1]
     trans_a, trans_b = node.attr("transA"), node.attr("transB")
     al = ctx.get(a)
@@ -86,7 +89,7 @@ def gemm(ctx, node):
     ctx.set(node.outputs[0], {1: out} if out is not None else {})
 
 
-def _contract(ctx, la, lb, a, b):
+def _contract(ctx: Propagation, la: np.ndarray | None, lb: np.ndarray | None, a: str, b: str) -> None:
     if la is not None and lb is not None:
         ctx.union(la, lb)
     elif la is not None or lb is not None:
@@ -94,7 +97,7 @@ def _contract(ctx, la, lb, a, b):
 
 
 @register("MatMul", creates_channels=True, macs=matmul_macs, weight_matrix=matmul_matrix, layer=dense_layer)
-def matmul(ctx, node):
+def matmul(ctx: Propagation, node: Node) -> None:
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     ra, rb, ry = ctx.rank(a), ctx.rank(b), ctx.rank(y)
     if ra < 2 or rb < 2:
@@ -140,7 +143,7 @@ def matmul(ctx, node):
 
 
 @register("Gather", creates_channels=True)
-def gather(ctx, node):
+def gather(ctx: Propagation, node: Node) -> None:
     data, indices, y = node.inputs[0], node.inputs[1], node.outputs[0]
     axis = node.attr("axis") % ctx.rank(data)
     dl = ctx.get(data)

@@ -6,18 +6,29 @@ there (the channels stay coupled through the statistic). GroupNormalization remo
 one group merge into one prunable unit, and surgery lowers `num_groups`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from spa_keras.ops.registry import register
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node
+    from spa_keras.analysis.propagation import Propagation
+    from spa_keras.ops.registry import OnnxRewriter
 
-def group_count(surgery, node, proto) -> None:
+
+def group_count(surgery: OnnxRewriter, node: Node, proto: Any) -> None:
     """GroupNormalization's `num_groups` shrinks with the channels (whole groups go)."""
-    old_c, new_c = surgery.old_shape(node.inputs[0])[1], surgery.new_shape(node.inputs[0])[1]
+    old, new = surgery.old_shape(node.inputs[0]), surgery.new_shape(node.inputs[0])
+    assert old is not None and new is not None  # surgery rewrites nodes whose input shape is known
+    old_c, new_c = old[1], new[1]
     if old_c != new_c:
         surgery.set_attr(proto, "num_groups", node.attr("num_groups") * new_c // old_c)
 
 
 @register("BatchNormalization", "InstanceNormalization")
-def batch_norm(ctx, node):
+def batch_norm(ctx: Propagation, node: Node) -> None:
     labels = dict(ctx.get(node.inputs[0]))
     if 1 in labels:
         for t in node.inputs[1:]:
@@ -27,7 +38,7 @@ def batch_norm(ctx, node):
 
 
 @register("LayerNormalization")
-def layer_norm(ctx, node):
+def layer_norm(ctx: Propagation, node: Node) -> None:
     x = node.inputs[0]
     rank = ctx.rank(x)
     start = node.attr("axis") % rank
@@ -45,7 +56,7 @@ def layer_norm(ctx, node):
 
 
 @register("GroupNormalization", rewrite=group_count)
-def group_norm(ctx, node):
+def group_norm(ctx: Propagation, node: Node) -> None:
     labels = dict(ctx.get(node.inputs[0]))
     if 1 in labels:
         groups = node.attr("num_groups")

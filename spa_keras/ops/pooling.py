@@ -5,10 +5,19 @@ one, are barriers, with one exception: ReduceMean and ReduceL2 over channels (th
 LayerNorm or an L2 normalisation) keep the structure valid when channels go, so they pass.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.ops.registry import register
 from spa_keras.ops.shape import shape_target
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node
+    from spa_keras.analysis.propagation import Propagation
+    from spa_keras.ops.registry import OnnxRewriter
 
 REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
@@ -16,7 +25,7 @@ STATISTICS = ("ReduceMean", "ReduceL2")
 
 
 @register("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxRoiPool")
-def pool(ctx, node):
+def pool(ctx: Propagation, node: Node) -> None:
     labels = dict(ctx.get(node.inputs[0]))
     spatial = [labels.pop(a) for a in list(labels) if a > 1]
     if spatial and node.op_type != "GlobalAveragePool":  # a global mean is a statistic, like ReduceMean
@@ -24,7 +33,7 @@ def pool(ctx, node):
     ctx.set(node.outputs[0], labels)
 
 
-def resize_sizes(surgery, node, proto) -> None:
+def resize_sizes(surgery: OnnxRewriter, node: Node, proto: Any) -> None:
     """Resize given by `sizes`: they name the new channel counts."""
     if len(node.inputs) > 3 and node.inputs[3]:
         surgery.rewrite_shape_input(node, 3)
@@ -34,7 +43,7 @@ def resize_sizes(surgery, node, proto) -> None:
 @register("Tile", creates_channels=True)
 @register("Resize", rewrite=resize_sizes)
 @register("Pad", "Upsample", "SpaceToDepth", "DepthToSpace", "LpNormalization")
-def same_size_axes(ctx, node):
+def same_size_axes(ctx: Propagation, node: Node) -> None:
     """Labels survive on axes whose size is unchanged; an op that changes a channel axis is a barrier."""
     x, y = node.inputs[0], node.outputs[0]
     xs, ys = ctx.shape(x), ctx.shape(y)
@@ -60,7 +69,7 @@ def same_size_axes(ctx, node):
     ctx.set(y, labels)
 
 
-def _reduce_axes(ctx, node, rank):
+def _reduce_axes(ctx: Propagation, node: Node, rank: int) -> list[int]:
     axes = node.attr("axes")
     if axes is None and len(node.inputs) > 1 and node.inputs[1]:
         value = ctx.value(node.inputs[1])
@@ -75,7 +84,7 @@ def _reduce_axes(ctx, node, rank):
 
 
 @register(*REDUCE)
-def reduce(ctx, node):
+def reduce(ctx: Propagation, node: Node) -> None:
     x = node.inputs[0]
     rank = ctx.rank(x)
     axes = _reduce_axes(ctx, node, rank)

@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 import numpy as np
 
 if TYPE_CHECKING:
-    from spa_keras.analysis.graph import Node, SPAGraph
+    from spa_keras.analysis.graph import Node, Shape, SPAGraph
     from spa_keras.analysis.propagation import Propagation
     from spa_keras.ops.geometry import LayerShape
 
 Rule = Callable[["Propagation", "Node"], None]
-ShapeOf = Callable[[str], Optional[tuple]]
+ShapeOf = Callable[[str], Optional["Shape"]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +55,11 @@ class WeightMatrix:
 class OnnxRewriter(Protocol):
     """What ONNX surgery offers an op's `rewrite` (spa_keras.formats.onnx.surgery.OnnxSurgery)."""
 
-    ctx: Any  # the propagation state
+    ctx: Propagation  # the propagation state
 
-    def old_shape(self, tensor: str) -> tuple | None: ...
+    def old_shape(self, tensor: str) -> Shape | None: ...
 
-    def new_shape(self, tensor: str) -> tuple | None: ...
+    def new_shape(self, tensor: str) -> Shape | None: ...
 
     def kept_positions(self, tensor: str, axis: int) -> np.ndarray | None: ...
 
@@ -87,8 +87,11 @@ class OpSpec:
 SPECS: dict[str, OpSpec] = {}
 
 
-def register(*op_types: str, creates_channels: bool = False, macs=None, weight_matrix=None, layer=None,
-             rewrite=None) -> Callable[[Rule], Rule]:
+def register(*op_types: str, creates_channels: bool = False,
+             macs: Optional[Callable[[Node, ShapeOf], int]] = None,
+             weight_matrix: Optional[Callable[[SPAGraph, Node], Optional[WeightMatrix]]] = None,
+             layer: Optional[Callable[[Node, SPAGraph, int], Optional[LayerShape]]] = None,
+             rewrite: Optional[Callable[[OnnxRewriter, Node, Any], None]] = None) -> Callable[[Rule], Rule]:
     """Declare the spec of `op_types` with the decorated function as their rule."""
 
     def wrap(rule: Rule) -> Rule:

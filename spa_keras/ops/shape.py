@@ -10,17 +10,27 @@ shuffle) keeps the finer of rows and columns, so the removal stays rectangular a
 surgery (including the constant pieces of a Shape→Gather→Concat chain).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.ops.registry import register
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node, Shape
+    from spa_keras.analysis.propagation import Propagation
+    from spa_keras.ops.registry import OnnxRewriter
 
-def shape_target(surgery, node, proto) -> None:
+
+def shape_target(surgery: OnnxRewriter, node: Node, proto: Any) -> None:
     """Reshape and Expand: the target shape operand names the new channel counts."""
     surgery.rewrite_shape_input(node, 1)
 
 
-def _trace(ctx, xs, ys, axes, grid):
+def _trace(ctx: Propagation, xs: Shape, ys: Shape, axes: tuple[int, ...], grid: np.ndarray
+           ) -> tuple[list[int], np.ndarray]:
     """Where the positions of a label `grid` over input `axes` land in the output: (varying axes, grid there)."""
     positions = np.arange(grid.size).reshape(grid.shape)
     shape = [xs[i] if i in axes else 1 for i in range(len(xs))]
@@ -33,13 +43,13 @@ def _trace(ctx, xs, ys, axes, grid):
 
 @register("Reshape", rewrite=shape_target)
 @register("Flatten", "Squeeze", "Unsqueeze")
-def reshape(ctx, node):
+def reshape(ctx: Propagation, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     xs, ys = ctx.shape(x), ctx.shape(y)
-    pieces = [((axis,), l) for axis, l in ctx.get(x, grids=True).items()]
+    pieces: list[tuple[tuple[int, ...], np.ndarray]] = [((axis,), l) for axis, l in ctx.get(x, grids=True).items()]
     if x in ctx.grids:
         pieces.append(ctx.grids[x])
-    labels = {}
+    labels: dict[int, np.ndarray] = {}
     for axes, grid in pieces:
         if len(axes) > 1 and _merges(ctx, xs, ys, axes, grid):
             # a grid merged back into one axis (a channel shuffle): the removal must stay rectangular, so keep the
@@ -61,12 +71,12 @@ def reshape(ctx, node):
     ctx.set(y, {**ctx.labels.get(y, {}), **labels})
 
 
-def _merges(ctx, xs, ys, axes, grid):
+def _merges(ctx: Propagation, xs: Shape, ys: Shape, axes: tuple[int, ...], grid: np.ndarray) -> bool:
     varying, _ = _trace(ctx, xs, ys, axes, np.zeros(grid.shape, np.int64) + np.arange(grid.size).reshape(grid.shape))
     return len(varying) == 1
 
 
-def _rectangular(ctx, grid):
+def _rectangular(ctx: Propagation, grid: np.ndarray) -> np.ndarray:
     flat = grid.reshape(grid.shape[0], -1)
     if flat.shape[0] >= flat.shape[1]:  # rows are the finer unit: a row's cells go together
         for k in range(1, flat.shape[1]):
@@ -78,7 +88,7 @@ def _rectangular(ctx, grid):
 
 
 @register("Transpose")
-def transpose(ctx, node):
+def transpose(ctx: Propagation, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     rank = ctx.rank(x)
     perm = node.attr("perm", list(range(rank))[::-1])

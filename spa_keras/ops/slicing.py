@@ -5,18 +5,29 @@ labels, so offsets stay right). Split and Slice hand each output its range; surg
 bounds from the channels that remain, which is where other tools get index errors.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from spa_keras.ops.registry import register
 
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node, Shape
+    from spa_keras.analysis.propagation import Propagation
+    from spa_keras.ops.registry import OnnxRewriter
 
-def split_sizes(surgery, node, proto) -> None:
+
+def split_sizes(surgery: OnnxRewriter, node: Node, proto: Any) -> None:
     """The split sizes along a shrinking axis: the outputs' new lengths, where the model says them."""
     x = node.inputs[0]
-    axis = node.attr("axis") % len(surgery.old_shape(x))
-    if surgery.old_shape(x)[axis] == surgery.new_shape(x)[axis]:
+    old, new = surgery.old_shape(x), surgery.new_shape(x)
+    assert old is not None and new is not None  # surgery rewrites nodes whose input shape is known
+    axis = node.attr("axis") % len(old)
+    if old[axis] == new[axis]:
         return
-    sizes = [surgery.new_shape(t)[axis] for t in node.outputs]
+    sizes = [_known(surgery.new_shape(t))[axis] for t in node.outputs]
     if node.attr("split") is not None:
         surgery.set_attr(proto, "split", sizes)
     elif len(node.inputs) > 1 and node.inputs[1]:
@@ -25,14 +36,15 @@ def split_sizes(surgery, node, proto) -> None:
         surgery.add_input_constant(node, np.array(sizes, dtype=np.int64))
 
 
-def slice_bounds(surgery, node, proto) -> None:
+def slice_bounds(surgery: OnnxRewriter, node: Node, proto: Any) -> None:
     """Slice bounds on a shrinking axis: counted again over the positions that stay."""
     x = node.inputs[0]
-    spec = slice_params(surgery.ctx, node, len(surgery.old_shape(x)))
+    spec = slice_params(surgery.ctx, node, len(_known(surgery.old_shape(x))))
     if spec is None:  # bounds computed at run time: the rule froze the channels they cut, none of them goes
         return
     changed = False
-    starts, ends = [], []
+    starts: list[int] = []
+    ends: list[int] = []
     for axis, start, end, step in spec:
         keep = surgery.kept_positions(x, axis)
         if keep is None or keep.all():
@@ -55,7 +67,7 @@ def slice_bounds(surgery, node, proto) -> None:
 
 
 @register("Concat")
-def concat(ctx, node):
+def concat(ctx: Propagation, node: Node) -> None:
     y = node.outputs[0]
     rank = ctx.rank(y)
     axis = node.attr("axis") % rank
@@ -86,7 +98,12 @@ def concat(ctx, node):
     ctx.set(y, labels)
 
 
-def _split_sizes(ctx, node, length):
+def _known(shape: Shape | None) -> Shape:
+    assert shape is not None  # the shapes a Split or Slice reads and makes are known
+    return shape
+
+
+def _split_sizes(ctx: Propagation, node: Node, length: int) -> list[int]:
     sizes = node.attr("split")
     if sizes is None and len(node.inputs) > 1 and node.inputs[1]:
         value = ctx.value(node.inputs[1])
@@ -98,7 +115,7 @@ def _split_sizes(ctx, node, length):
 
 
 @register("Split", rewrite=split_sizes)
-def split(ctx, node):
+def split(ctx: Propagation, node: Node) -> None:
     x = node.inputs[0]
     rank = ctx.rank(x)
     axis = node.attr("axis") % rank
@@ -113,7 +130,7 @@ def split(ctx, node):
         offset += size
 
 
-def slice_params(ctx, node, rank):
+def slice_params(ctx: Propagation, node: Node, rank: int) -> list[tuple[int, int, int, int]] | None:
     """[(axis, start, end, step)] of a Slice, or None when its bounds are computed at run time."""
     if len(node.inputs) == 1:  # opset < 10: attributes
         starts, ends = node.attr("starts"), node.attr("ends")
@@ -130,7 +147,7 @@ def slice_params(ctx, node, rank):
 
 
 @register("Slice", rewrite=slice_bounds)
-def slice_(ctx, node):
+def slice_(ctx: Propagation, node: Node) -> None:
     x = node.inputs[0]
     rank = ctx.rank(x)
     labels = dict(ctx.get(x))

@@ -4,11 +4,19 @@ A front-end says this when one config value sets the width of several sublayers 
 `mlp_dim` for all its blocks), so that every block keeps the same channels count. It has no outputs and no cost.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from spa_keras.ops.registry import register
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node
+    from spa_keras.analysis.propagation import Propagation
 
 
 @register("Tie")
-def tie(ctx, node):
+def tie(ctx: Propagation, node: Node) -> None:
     labels = []
     for t in node.inputs:
         axis = node.attr("axis", -1) % ctx.rank(t)

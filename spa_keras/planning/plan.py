@@ -17,7 +17,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, NoReturn
 
 import numpy as np
 
@@ -52,7 +52,7 @@ class PruningPlan:
             self.target = Target.from_json(dict(self.target or {}))
 
     def to_json(self) -> str:
-        data = {"format": FORMAT, "fingerprint": self.fingerprint, "target": self.target.to_json(),
+        data: dict[str, Any] = {"format": FORMAT, "fingerprint": self.fingerprint, "target": self.target.to_json(),
                 "channels": {str(k): v for k, v in self.channels.items()},
                 "removed": {str(k): v for k, v in self.removed.items()}}
         if self.updates:
@@ -66,7 +66,8 @@ class PruningPlan:
             raise InputError("not a spa-keras pruning plan (missing 'format': 'spa-keras plan 1')")
         _check_structure(data)
         changed = list(data.get("updates", []))
-        missing = sorted(set(changed) - set(updates or {}))
+        given = updates or {}
+        missing = sorted(set(changed) - set(given))
         if missing:
             raise InputError(f"the plan changes the values of {len(missing)} kept weight(s) ({', '.join(missing[:3])}"
                              f"{' ...' if len(missing) > 3 else ''}) but their values were not given; without them "
@@ -77,7 +78,7 @@ class PruningPlan:
         except ValueError as exc:  # no model has such a group
             raise InputError(f"the plan does not fit this model: {exc}") from exc
         return cls(removed, channels, Target.from_json(data.get("target", {})),
-                   {k: np.asarray(updates[k]) for k in changed}, data.get("fingerprint"))
+                   {k: np.asarray(given[k]) for k in changed}, data.get("fingerprint"))
 
     @staticmethod
     def weights_path(path: str | os.PathLike) -> str:
@@ -147,9 +148,9 @@ class PruningPlan:
         return removed
 
 
-def _check_structure(data):
+def _check_structure(data: dict[str, Any]) -> None:
     """A plan's JSON has the types replaying it needs; else one line that names the field."""
-    def fail(field, wants):
+    def fail(field: str, wants: str) -> NoReturn:
         raise InputError(f"not a valid spa-keras pruning plan: '{field}' must be {wants}")
 
     for field in ("removed", "channels"):

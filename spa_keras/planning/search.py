@@ -21,9 +21,12 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.groups import ChannelGroup
 
 # a landing within this much of the target (absolute fraction) needs no local search
 CLOSE_ENOUGH = 0.005
@@ -36,7 +39,8 @@ def group_blocks(order: np.ndarray, channels: int, round_to: int) -> list[np.nda
     from the lowest scored; after each block the group keeps a multiple of `round_to` channels."""
     if round_to == 1:
         return [order[i:i + 1] for i in range(len(order))]
-    blocks, start = [], 0
+    blocks: list[np.ndarray] = []
+    start = 0
     size = channels % round_to or round_to
     while start + size <= len(order) and channels - start - size > 0:
         blocks.append(order[start:start + size])
@@ -59,8 +63,9 @@ class BlockSearch:
             never given back.
     """
 
-    def __init__(self, groups, offsets, score: np.ndarray, eligible: np.ndarray, round_to: int | Sequence[int],
-                 global_ranking: bool, forced: np.ndarray | None = None):
+    def __init__(self, groups: Sequence[ChannelGroup], offsets: Sequence[int], score: np.ndarray,
+                 eligible: np.ndarray, round_to: int | Sequence[int], global_ranking: bool,
+                 forced: np.ndarray | None = None) -> None:
         rounds = [round_to] * len(groups) if isinstance(round_to, int) else list(round_to)
         self.n = len(score)
         self.floor = np.zeros(len(groups), int)  # blocks of each group that must stay taken
@@ -119,33 +124,33 @@ class BlockSearch:
     def _at_least_floor(self, k: int) -> np.ndarray:
         return np.maximum(self.taken(k), self.floor)
 
-    def _refine(self, taken: np.ndarray, value, amount: float) -> np.ndarray:
+    def _refine(self, taken: np.ndarray, value: Callable[[np.ndarray], float], amount: float) -> np.ndarray:
         """Trade blocks between groups while the landing gets closer to `amount` (from either side)."""
         memo: dict[bytes, float] = {}
-        uncached = value
 
-        def value(move):  # noqa: F811 (moves revisit layouts)
+        def cached(move: np.ndarray) -> float:  # moves revisit layouts
             key = move.tobytes()
             if key not in memo:
-                memo[key] = uncached(move)
+                memo[key] = value(move)
             return memo[key]
 
-        distance = abs(value(taken) - amount)
+        distance = abs(cached(taken) - amount)
         budget = [MAX_EVALUATIONS]
 
-        def measured(move):
+        def measured(move: np.ndarray) -> tuple[float, np.ndarray]:
             budget[0] -= 1
-            return abs(value(move) - amount), move
+            return abs(cached(move) - amount), move
 
         while distance > CLOSE_ENOUGH and budget[0] > 0:
-            best = min((measured(move) for move in self._moves(taken, value, amount, budget)),
+            best = min((measured(move) for move in self._moves(taken, cached, amount, budget)),
                        key=lambda pair: pair[0], default=None)
             if best is None or best[0] >= distance - 1e-12:
                 break
             distance, taken = best
         return taken
 
-    def _moves(self, taken: np.ndarray, value, amount: float, budget: list):
+    def _moves(self, taken: np.ndarray, value: Callable[[np.ndarray], float], amount: float,
+               budget: list[int]) -> Iterator[np.ndarray]:
         """Give one block back or take one; or give one back and take blocks of another group until the target is
         reached again."""
         groups = range(len(taken))
@@ -170,7 +175,7 @@ class BlockSearch:
                 return
 
 
-def _leading(blocks, forced):
+def _leading(blocks: list[np.ndarray], forced: np.ndarray) -> Iterator[np.ndarray]:
     """The leading blocks whose channels are all forced."""
     for block in blocks:
         if not forced[block].all():

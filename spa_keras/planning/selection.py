@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -40,7 +40,7 @@ LANDING = 0.02
 
 def compile_ignore(ignore: str | Iterable[str] | None) -> list[re.Pattern]:
     """The `ignore` regular expressions, compiled; a bad one is an `InputError` that names it."""
-    patterns = []
+    patterns: list[re.Pattern] = []
     for text in [ignore] if isinstance(ignore, str) else list(ignore or ()):
         try:
             patterns.append(re.compile(text))
@@ -62,7 +62,7 @@ def prunable_channels(analysis: Analysis, ignore: str | Iterable[str] = ()) -> i
                    if not skip))
 
 
-def _round_to(round_to) -> int | str:
+def _round_to(round_to: Any) -> int | str:
     if round_to == AUTO:
         return AUTO
     try:
@@ -75,14 +75,16 @@ def _round_to(round_to) -> int | str:
     return int(round_to)
 
 
-def _said(round_to, multiple) -> str:
+def _said(round_to: int | str, multiple: int) -> str:
     return f"'auto' (multiples of {multiple})" if round_to == AUTO else str(multiple)
 
 
-def _search(analysis, score, eligible, round_to, runtime, global_ranking, removed, achieved, goal):
+def _search(analysis: Analysis, score: np.ndarray, eligible: np.ndarray, round_to: int | str, runtime: str | None,
+            global_ranking: bool, removed: np.ndarray | None, achieved: Callable[[np.ndarray], float],
+            goal: float) -> tuple[np.ndarray, int]:
     """(removed-channel mask, the channel multiple used). For "auto", the runtime's multiple, halved until a layout
     lands within `LANDING` of the goal (a multiple of 1 always may)."""
-    multiple = channel_multiple(runtime) if round_to == AUTO else round_to
+    multiple = round_to if isinstance(round_to, int) else channel_multiple(runtime)  # else AUTO
     while True:
         rounds = group_multiples([g.channels for g in analysis.groups], multiple) if round_to == AUTO else multiple
         search = BlockSearch(analysis.groups, analysis.offsets, score, eligible, rounds, global_ranking, removed)
@@ -94,7 +96,8 @@ def _search(analysis, score, eligible, round_to, runtime, global_ranking, remove
         multiple //= 2
 
 
-def _eligible(analysis, scores, ignored, max_per_group, removable):
+def _eligible(analysis: Analysis, scores: list[np.ndarray], ignored: list[bool], max_per_group: float,
+              removable: dict[GroupKey, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Per global channel: its score and whether it may go (unblocked, its group not ignored, among the group's
     `cap` lowest scored; the cap keeps at least one channel and `max_per_group` of them)."""
     offsets = analysis.offsets
@@ -112,7 +115,7 @@ def _eligible(analysis, scores, ignored, max_per_group, removable):
     return score, eligible
 
 
-def _per_second(analysis, score, eligible, latency_model):
+def _per_second(analysis: Analysis, score: np.ndarray, eligible: np.ndarray, latency_model: Any) -> np.ndarray:
     """Scores divided by the predicted seconds a channel of their group saves (relative to the mean, floored at a
     twentieth of it): the same importance goes first where it buys more time."""
     cost = latency_model.channel_costs(analysis.groups, analysis.offsets)
@@ -123,7 +126,8 @@ def _per_second(analysis, score, eligible, latency_model):
     return np.where(score >= 0, score / relative, score * relative)  # negative scores: cheap ones go later too
 
 
-def _achieved(analysis, kind, ignore, latency_model=None):
+def _achieved(analysis: Analysis, kind: str, ignore: str | Iterable[str],
+              latency_model: Any = None) -> Callable[[np.ndarray], float]:
     """The fraction a removed-channel mask achieves of the target's kind (channels after rounding for `ratio`;
     predicted latency for `latency`)."""
     if kind == "latency":
@@ -187,11 +191,11 @@ def make_plan(analysis: Analysis, *, ratio: float | None = None, flops: float | 
                       "barriers",
                       stacklevel=2)
     updates = criterion.updates(analysis, mask) if reconstruct and hasattr(criterion, "updates") else {}
-    removed = analysis.removed_per_group(mask)
+    per_group = analysis.removed_per_group(mask)
     options = isinstance(given, Criterion) or hasattr(criterion, "updates")
     auto = round_to == AUTO
     target = Target(kind, amount, round(float(reached), 6), criterion_name(criterion),
                     repr(criterion) if options else None, bool(updates), global_ranking=global_ranking,
                     round_to=round_to, max_per_group=max_per_group, channel_multiple=multiple if auto else None,
                     runtime=(runtime or "any") if auto else None)
-    return PruningPlan(removed, {g.key: g.channels for g in analysis.groups}, target, updates, analysis.fingerprint)
+    return PruningPlan(per_group, {g.key: g.channels for g in analysis.groups}, target, updates, analysis.fingerprint)

@@ -105,4 +105,5 @@ def target_of(ratio: float | None, flops: float | None, params: float | None,
     if len(targets) != 1:
         raise InputError("give exactly one target: ratio=, flops=, params= or latency= (a fraction removed)")
     (kind, amount), = targets.items()
+    assert amount is not None  # given, so a fraction
     return kind, float(amount)

@@ -14,16 +14,18 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Hashable, cast
 
 import numpy as np
 
 from spa_keras.compute.distill import NormTarget
 from spa_keras.formats.masking import zeroed
+from spa_keras.formats.keras.view import view_of
 from spa_keras.obspa.backend import NormSite
 
 if TYPE_CHECKING:
     from spa_keras.analysis.graph import Node
+    from spa_keras.analysis.groups import Analysis
     from spa_keras.formats.keras.source import KerasSource
 
 READABLE = ("Conv2D", "Dense")
@@ -32,14 +34,14 @@ READABLE = ("Conv2D", "Dense")
 class KerasReader:
     """Inputs of some layers of a model: one sub-model from the model's inputs to those layers' inputs."""
 
-    def __init__(self, model: Any, sites: list[str]):
+    def __init__(self, model: Any, sites: list[Hashable]) -> None:
         import keras
 
         self.names = list(dict.fromkeys(sites))
         self.model = keras.Model(model.inputs, [model.get_layer(name).input for name in self.names])
         self.index = [self.names.index(site) for site in sites]
 
-    def __call__(self, batch) -> list:
+    def __call__(self, batch: Any) -> list:
         out = self.model(batch if isinstance(batch, (list, dict)) else [batch], training=False)
         out = [out] if len(self.names) == 1 else list(out)
         return [out[i] for i in self.index]
@@ -52,7 +54,7 @@ class KerasActivations:
     one_pass = True
     optimises_inputs = True
 
-    def __init__(self, source: KerasSource):
+    def __init__(self, source: KerasSource) -> None:
         self.source = source
         self.model = source.model
 
@@ -73,16 +75,16 @@ class KerasActivations:
             return None
         return layer.name
 
-    def reader(self, sites: list[str]) -> KerasReader:
+    def reader(self, sites: list[Hashable]) -> KerasReader:
         return KerasReader(self.model, sites)
 
-    def pruned(self, analysis, removed: np.ndarray) -> MaskedKerasNetwork:
+    def pruned(self, analysis: Analysis, removed: np.ndarray) -> MaskedKerasNetwork:
         return MaskedKerasNetwork(analysis, removed)
 
-    def norm_sites(self, analysis) -> dict[str, NormSite]:
+    def norm_sites(self, analysis: Analysis) -> dict[Hashable, NormSite]:
         import keras
 
-        out = {}
+        out: dict[Hashable, NormSite] = {}
         for layer in self.model.layers:
             if not isinstance(layer, keras.layers.BatchNormalization):
                 continue
@@ -111,29 +113,30 @@ class KerasActivations:
 class MaskedKerasNetwork:
     """A clone of the analysed model with the removed channels zeroed; `write` assigns refit values to it."""
 
-    def __init__(self, analysis, removed: np.ndarray):
+    def __init__(self, analysis: Analysis, removed: np.ndarray) -> None:
         import keras
 
         from spa_keras.analysis.groups import analyze_graph
 
-        self.original = analysis.source.model
+        source = cast("KerasSource", analysis.source)
+        self.original = source.model
         self.model = keras.models.clone_model(self.original)
         self.model.set_weights(self.original.get_weights())
-        self.twin = analyze_graph(analysis.source.like(self.model).graph)
+        self.twin = analyze_graph(source.like(self.model).graph)
         self.twin.source.mask_in_place(self.twin, removed)
         self.masks = analysis.param_masks(removed)
         self.updates: dict[str, np.ndarray] = {}
 
     def write(self, param: str, value: np.ndarray) -> None:
         self.updates[param] = value
-        view = self.twin.graph.params[param].handle
+        view = view_of(self.twin.graph.params[param])
         masked = zeroed(value, self.masks.get(param, {}))
         view.variable.assign(view.unview(masked).astype(view.variable.dtype))
 
-    def reader(self, sites: list[str]) -> KerasReader:
+    def reader(self, sites: list[Hashable]) -> KerasReader:
         return KerasReader(self.model, sites)
 
-    def run_alongside(self, batch, hook: Callable) -> None:
+    def run_alongside(self, batch: Any, hook: Callable[[Hashable, list, list], None]) -> None:
         from spa_keras.formats.keras.lockstep import run_side_by_side
 
         run_side_by_side(self.original, self.model, batch, lambda op, args, twin_args: hook(op.name, args, twin_args))

@@ -8,11 +8,15 @@ Example:
 >>> count_keras(model).flops          # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import Any, Iterator
+
 from spa_keras.analysis.cost import Counts
 from spa_keras.formats.keras.layers import spec_of
 
 
-def _keras_calls(model):
+def _keras_calls(model: Any) -> Iterator[tuple[Any, list[tuple[Any, ...]], list[tuple[Any, ...]]]]:
     """(layer, input shapes, output shapes) for every call of every layer, models used as layers walked into."""
     functional = getattr(model, "_functional", None) or model
     for depth in sorted(functional._nodes_by_depth, reverse=True):
@@ -26,7 +30,7 @@ def _keras_calls(model):
                 yield layer, [tuple(t.shape) for t in node.input_tensors], [tuple(t.shape) for t in node.outputs]
 
 
-def count_keras(model) -> Counts:
+def count_keras(model: Any) -> Counts:
     """`Counts` of a Keras model."""
     macs = 0
     for layer, xs, ys in _keras_calls(model):

@@ -11,11 +11,16 @@ Example:
 >>> graph = from_keras(model)       # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 from spa_keras.common.errors import InputError
+from spa_keras.common.tensors import InputShapes
 from spa_keras.formats.keras import layers  # noqa: F401  (fills the registry)
 from spa_keras.formats.keras.builder import Call, GraphBuilder, KerasParam  # noqa: F401
 from spa_keras.formats.keras.layers.activation import activation_node, is_elementwise
-from spa_keras.formats.keras.registry import LAYERS, MODEL_HOOKS
+from spa_keras.formats.keras.registry import LAYERS, MODEL_HOOKS, LayerSpec
 from spa_keras.formats.keras.view import KerasView  # noqa: F401
 from spa_keras.analysis.graph import SPAGraph
 
@@ -23,7 +28,7 @@ from spa_keras.analysis.graph import SPAGraph
 OPSET = 17
 
 
-def graph_model(layer):
+def graph_model(layer: Any) -> Any:
     """The Functional graph behind a Functional or Sequential model (or None for other layers and models)."""
     import keras
 
@@ -35,7 +40,7 @@ def graph_model(layer):
     return functional
 
 
-def require_graph(model):
+def require_graph(model: Any) -> Any:
     """The model's Functional graph; a subclassed model (no layer graph) gets an error that points to ONNX."""
     functional = graph_model(model)
     if functional is None:
@@ -45,7 +50,7 @@ def require_graph(model):
     return functional
 
 
-def from_keras(model, input_shapes=None):
+def from_keras(model: Any, input_shapes: InputShapes | None = None) -> SPAGraph:
     """Build an `SPAGraph` from a Keras 3 Functional or Sequential model.
 
     `input_shapes` ({input name or None: shape with batch}) fills input dimensions Keras leaves free; other free
@@ -54,12 +59,12 @@ def from_keras(model, input_shapes=None):
     return describe_model(model, input_shapes)[0]
 
 
-def describe_model(model, input_shapes=None):
+def describe_model(model: Any, input_shapes: InputShapes | None = None) -> tuple[SPAGraph, dict[int, str]]:
     """(`SPAGraph`, {id(layer or input tensor): graph name of its first output}) of a Keras model: the second maps
     what surgery rebuilds to the shapes the analysis gives it."""
     functional = require_graph(model)
     b = GraphBuilder()
-    env = {}
+    env: dict[int, str] = {}
     for t in functional.inputs:
         given = (input_shapes or {}).get(t.name, (input_shapes or {}).get(None))
         shape = [1] + [int(given[i]) if given is not None else (d or 1) for i, d in enumerate(t.shape) if i > 0]
@@ -70,7 +75,7 @@ def describe_model(model, input_shapes=None):
     return graph, b.layer_outputs
 
 
-def _walk(b, functional, env, prefix, scopes):
+def _walk(b: GraphBuilder, functional: Any, env: dict[int, str], prefix: str, scopes: set[str]) -> None:
     import keras
 
     for depth in sorted(functional._nodes_by_depth, reverse=True):
@@ -104,7 +109,7 @@ def _walk(b, functional, env, prefix, scopes):
             describe(b, layer, call)
 
 
-def _output_shapes(b, knode, env):
+def _output_shapes(b: GraphBuilder, knode: Any, env: dict[int, str]) -> list[tuple[Any, ...]]:
     """Static output shapes (batch 1). Where Keras leaves a dimension free, ask the layer for its output spec on
     concrete inputs, and where that is still free (EinsumDense with `output_shape=(None, d)`), run it on zeros."""
     shapes = [tuple(t.shape) for t in knode.outputs]
@@ -128,7 +133,7 @@ def _output_shapes(b, knode, env):
     return shapes
 
 
-def describe(b, layer, call):
+def describe(b: GraphBuilder, layer: Any, call: Call) -> None:
     entry = LAYERS.get(type(layer).__name__)
     if entry is not None and entry.describe is not None:
         mark = b.checkpoint()
@@ -148,9 +153,10 @@ def describe(b, layer, call):
     b.node(layer, type(layer).__name__, call.inputs + weights, call.outputs, domain="keras")
 
 
-def _describe_single(b, entry, layer, x, y):
+def _describe_single(b: GraphBuilder, entry: LayerSpec, layer: Any, x: str, y: str) -> bool:
     """A one-in, one-out layer; a built-in `activation=` that is not element-wise (softmax, glu, a custom function)
     follows as its own node."""
+    assert entry.describe is not None  # `describe` calls it for layers with a description
     fn = getattr(layer, "activation", None)
     if type(layer).__name__ == "Activation" or is_elementwise(fn):
         return entry.describe(b, layer, x, y, b.shape(x), b.shape(y))

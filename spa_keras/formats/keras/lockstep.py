@@ -14,17 +14,17 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from typing import Any, Callable
 
 
-def _nodes(functional):
+def _nodes(functional: Any) -> list[Any]:
     """The graph's operation nodes in an order that computes every input first (Keras's own: deepest first)."""
     by_depth = functional._nodes_by_depth
     return [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]
             if node.operation is not None and not node.is_input]
 
 
-def run_side_by_side(model, twin, x, hook: Callable):
+def run_side_by_side(model: Any, twin: Any, x: Any, hook: Callable[[Any, list, list], None]) -> None:
     """Run `model` and `twin` (same graph, other weights) on the batch `x`, calling `hook(operation,
     original_args, twin_args)` before each operation (args: the operation's tensor arguments)."""
     import keras

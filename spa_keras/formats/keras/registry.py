@@ -25,7 +25,16 @@ True
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
+
+Dims = Sequence[int]  # a shape as descriptions get it: batch 1, every dimension known
+KerasShape = Sequence[Optional[int]]  # a Keras shape as `@counts` get it: batch and free dimensions None
+Config = dict[str, Any]  # a layer's config
+Weights = list["np.ndarray"]  # a layer's weights, in `layer.weights` order
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclasses.dataclass
@@ -44,8 +53,8 @@ def _spec(name: str) -> LayerSpec:
     return LAYERS.setdefault(name, LayerSpec())
 
 
-def describes(*class_names: str, single: bool = True):
-    def wrap(fn):
+def describes(*class_names: str, single: bool = True) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
         for name in class_names:
             _spec(name).describe = fn
             _spec(name).single = single
@@ -54,8 +63,8 @@ def describes(*class_names: str, single: bool = True):
     return wrap
 
 
-def resizes(*class_names: str):
-    def wrap(fn):
+def resizes(*class_names: str) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
         for name in class_names:
             _spec(name).resize = fn
         return fn
@@ -63,8 +72,8 @@ def resizes(*class_names: str):
     return wrap
 
 
-def counts(*class_names: str):
-    def wrap(fn):
+def counts(*class_names: str) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
         for name in class_names:
             _spec(name).macs = fn
         return fn
@@ -72,8 +81,8 @@ def counts(*class_names: str):
     return wrap
 
 
-def after_model(*class_names: str):
-    def wrap(fn):
+def after_model(*class_names: str) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
         for name in class_names:
             MODEL_HOOKS[name] = fn
         return fn
@@ -92,7 +101,7 @@ def resizer_for_class(name: str) -> Callable[..., dict] | None:
     return None if spec is None else spec.resize
 
 
-def elements(shape: tuple) -> int:
+def elements(shape: KerasShape) -> int:
     """Elements of one sample of a Keras shape (batch left out; free dimensions count as 1, as in the engine)."""
     out = 1
     for d in shape[1:]:

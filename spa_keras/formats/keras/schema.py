@@ -8,7 +8,11 @@ Example:
 ('NOTSET', 4)
 """
 
-DEFAULTS = {
+from __future__ import annotations
+
+from typing import Any
+
+DEFAULTS: dict[str, dict[str, Any]] = {
     "AveragePool": {"auto_pad": "NOTSET", "ceil_mode": 0, "count_include_pad": 0},
     "BatchNormalization": {"epsilon": 1e-05, "momentum": 0.9, "training_mode": 0},
     "Conv": {"auto_pad": "NOTSET", "group": 1},
@@ -27,6 +31,6 @@ DEFAULTS = {
 }
 
 
-def with_defaults(op_type: str, attrs: dict) -> dict:
+def with_defaults(op_type: str, attrs: dict[str, Any]) -> dict[str, Any]:
     """`attrs` completed with the schema's defaults for `op_type` (given values win)."""
     return {**DEFAULTS.get(op_type, {}), **attrs}

@@ -20,11 +20,14 @@ import numpy as np
 from spa_keras.bridges import keras_io
 from spa_keras.common import files
 from spa_keras.common.errors import InputError
-from spa_keras.formats.base import Source, WriteJob
+from spa_keras.common.tensors import TensorSpec
+from spa_keras.formats.base import Feeds, Source, WriteJob
 
 if TYPE_CHECKING:
+    from spa_keras.analysis.cost import Counts
     from spa_keras.analysis.graph import SPAGraph
     from spa_keras.analysis.groups import Analysis
+    from spa_keras.formats.keras.activations import KerasActivations
 
 
 def is_keras_model(obj: Any) -> bool:
@@ -41,7 +44,7 @@ class KerasSource(Source):
     kind = files.KERAS
     framework = "keras"
 
-    def __init__(self, model: Any, name: str | None = None, input_shapes: dict | None = None):
+    def __init__(self, model: Any, name: str | None = None, input_shapes: dict | None = None) -> None:
         super().__init__(model, name or f"Keras model '{model.name}'", input_shapes)
         self.layer_outputs: dict[int, str] = {}  # id(layer or input tensor) -> graph name of its first output
 
@@ -56,10 +59,10 @@ class KerasSource(Source):
         return source
 
     @property
-    def specs(self):
+    def specs(self) -> list[TensorSpec]:
         return keras_io.input_specs(self.model)
 
-    def run(self, feeds):
+    def run(self, feeds: Feeds) -> Feeds:
         return keras_io.run(self.model, feeds)
 
     def require_describable(self) -> None:
@@ -67,7 +70,7 @@ class KerasSource(Source):
 
         require_graph(self.model)
 
-    def describe(self, input_shapes) -> SPAGraph:
+    def describe(self, input_shapes: dict[str, tuple]) -> SPAGraph:
         from spa_keras.formats.keras.frontend import describe_model
 
         graph, self.layer_outputs = describe_model(self.model, input_shapes)
@@ -75,12 +78,12 @@ class KerasSource(Source):
 
     # ---- surgery -------------------------------------------------------------------------------------------------
 
-    def slim(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None):
+    def slim(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None) -> Any:
         from spa_keras.formats.keras.surgery import KerasSurgery
 
         return KerasSurgery(analysis, removed, updates).apply()
 
-    def mask_in_place(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None):
+    def mask_in_place(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None) -> Any:
         from spa_keras.formats.keras.surgery import mask_keras
 
         return mask_keras(analysis, removed, updates)
@@ -88,11 +91,12 @@ class KerasSource(Source):
     def variable_masks(self, analysis: Analysis, removed: np.ndarray) -> list[tuple[Any, dict[int, np.ndarray]]]:
         """(variable, {axis: keep}) of every Keras variable that loses positions (config constants left out)."""
         from spa_keras.formats.keras.surgery import SourceMasks
+        from spa_keras.formats.keras.view import view_of
 
         masks = SourceMasks(analysis, removed).masks
         out = []
         for param, axes in masks.items():
-            variable = analysis.graph.params[param].handle.variable
+            variable = view_of(analysis.graph.params[param]).variable
             if variable is not None:
                 out.append((variable, axes))
         return out
@@ -130,23 +134,25 @@ class KerasSource(Source):
 
     # ---- what algorithms ask of the model --------------------------------------------------------------------------
 
-    def activations(self):
+    def activations(self) -> KerasActivations:
         from spa_keras.formats.keras.activations import KerasActivations
 
         return KerasActivations(self)
 
-    def trainable_model(self, criterion: str):
+    def trainable_model(self, criterion: str | None) -> Any:
         return self.model
 
     def params_of_variables(self, per_variable: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from spa_keras.formats.keras.view import view_of
+
         out = {}
         for name, param in self.graph.params.items():
             variable = getattr(param.handle, "variable", None)
             if variable is not None and variable.path in per_variable:
-                out[name] = param.handle.view(per_variable[variable.path])
+                out[name] = view_of(param).view(per_variable[variable.path])
         return out
 
-    def counts(self):
+    def counts(self) -> Counts:
         from spa_keras.formats.keras.counts import count_keras
 
         return count_keras(self.model)

@@ -16,55 +16,62 @@ Example:
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING, Any, Hashable, Iterator, cast
 
 import numpy as np
 
 from spa_keras.common.errors import ConversionError, first_line
 from spa_keras.formats.masking import sliced, zeroed
 from spa_keras.formats.keras.layers import spec_of
+from spa_keras.formats.keras.view import view_of
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Shape
+    from spa_keras.analysis.groups import Analysis
+    from spa_keras.formats.keras.source import KerasSource
 
 
 class SourceMasks:
     """The engine's per-parameter keep masks, seen on the Keras variables and config constants they view."""
 
-    def __init__(self, analysis, removed, updates=None):
+    def __init__(self, analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None) -> None:
         self.graph = analysis.graph
         self.updates = updates or {}
-        self.param_of = {}  # id(variable) or (id(layer), config key) -> parameter name
+        self.param_of: dict[Hashable, str] = {}  # id(variable) or (id(layer), config key) -> parameter name
         for name, p in self.graph.params.items():
-            view = p.handle
+            view = view_of(p)
             self.param_of[id(view.variable) if view.variable is not None else (id(view.layer), view.config_key)] = name
-        self.masks = {}  # parameter -> {source axis: keep}
+        self.masks: dict[str, dict[int, np.ndarray]] = {}  # parameter -> {source axis: keep}
         for param, view_masks in analysis.param_masks(removed).items():
             try:
-                self.masks[param] = self.graph.params[param].handle.variable_masks(view_masks)
+                self.masks[param] = view_of(self.graph.params[param]).variable_masks(view_masks)
             except ValueError as exc:
                 raise ConversionError(f"Keras surgery: {exc}") from exc
 
     def value(self, param: str) -> np.ndarray:
         """The parameter's full value in the source layout: its new value when the plan carries one."""
-        view = self.graph.params[param].handle
+        view = view_of(self.graph.params[param])
         return view.unview(self.updates[param]) if param in self.updates else view.read()
 
-    def sliced_value(self, variable) -> np.ndarray:
+    def sliced_value(self, variable: Any) -> np.ndarray:
         param = self.param_of.get(id(variable))
         if param is None:  # a variable the front-end never saw (it reads no channels)
             return np.asarray(variable.numpy())
         return sliced(self.value(param), self.masks.get(param, {}))
 
-    def weights_of(self, layer) -> list[np.ndarray]:
+    def weights_of(self, layer: Any) -> list[np.ndarray]:
         return [self.sliced_value(v) for v in layer.weights]
 
-    def config_constants(self, layer) -> dict[str, np.ndarray]:
+    def config_constants(self, layer: Any) -> dict[str, np.ndarray]:
         """{config key: sliced value} of the layer's per-channel config constants that change."""
-        out = {}
+        out: dict[str, np.ndarray] = {}
         for key, param in self.param_of.items():
             if isinstance(key, tuple) and key[0] == id(layer) and (param in self.masks or param in self.updates):
                 out[key[1]] = sliced(self.value(param), self.masks.get(param, {}))
         return out
 
 
-def _from_config(cls, config):
+def _from_config(cls: Any, config: dict[str, Any]) -> Any:
     """`cls.from_config(config)`; when the config holds keys the constructor does not take (keras-hub's
     ViTPatchingAndEmbedding writes derived sizes), again without them."""
     try:
@@ -74,14 +81,14 @@ def _from_config(cls, config):
 
         import keras
 
-        takes = set()
+        takes: set[str] = set()
         for c in (cls, keras.layers.Layer):
             takes |= set(inspect.signature(c.__init__).parameters)
         return cls.from_config({k: v for k, v in config.items() if k in takes})
 
 
 @contextlib.contextmanager
-def _naming(layer):
+def _naming(layer: Any) -> Iterator[None]:
     """Errors of one layer's rebuild name the layer."""
     try:
         yield
@@ -95,27 +102,28 @@ def _naming(layer):
 class KerasSurgery:
     """Rebuilds the analysed model without the removed channels (`apply`)."""
 
-    def __init__(self, analysis, removed, updates=None):
+    def __init__(self, analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None) -> None:
         self.graph = analysis.graph
         self.model = analysis.source.model
-        self.layer_outputs = analysis.source.layer_outputs
+        self.layer_outputs = cast("KerasSource", analysis.source).layer_outputs
         self.sources = SourceMasks(analysis, removed, updates)
         self.new_shapes = analysis.cost.shapes(removed)
 
-    def out_shape(self, layer):
+    def out_shape(self, layer: Any) -> Shape | None:
         name = self.layer_outputs.get(id(layer))
         return self.new_shapes.get(name) or self.graph.shape(name) if name else None
 
-    def new_batch_shape(self, tensor):
+    def new_batch_shape(self, tensor: Any) -> tuple[int | None, ...]:
         """The Keras shape of a model input after surgery (a nested model's may narrow); free dimensions stay."""
         name = self.layer_outputs.get(id(tensor), tensor.name)
         old, new = self.graph.shape(name), self.new_shapes.get(name)
         shape = list(tensor.shape)
         if new is not None:
+            assert old is not None  # a shape the cost model changed is known
             shape = [n if d is not None and n != o else d for d, o, n in zip(shape, old, new)]
         return (None,) + tuple(shape[1:])
 
-    def clone_layer(self, layer):
+    def clone_layer(self, layer: Any) -> Any:
         import keras
 
         from spa_keras.formats.keras.frontend import graph_model
@@ -135,7 +143,7 @@ class KerasSurgery:
                 config = resize(config, layer, self.sources.weights_of(layer), self.out_shape(layer))
             return _from_config(layer.__class__, config)
 
-    def clone(self, model):
+    def clone(self, model: Any) -> Any:
         import keras
 
         from spa_keras.formats.keras.frontend import graph_model
@@ -146,7 +154,7 @@ class KerasSurgery:
         inputs = keras.tree.pack_sequence_as(graph_model(model)._inputs_struct, inputs)
         return keras.models.clone_model(model, input_tensors=inputs, clone_function=self.clone_layer)
 
-    def assign(self, old, new):
+    def assign(self, old: Any, new: Any) -> None:
         from spa_keras.formats.keras.frontend import graph_model
 
         for layer in old.layers:
@@ -161,7 +169,7 @@ class KerasSurgery:
                     if hasattr(twin, "finalize_state"):  # adapted preprocessing layers (Normalization) derive state
                         twin.finalize_state()
 
-    def apply(self):
+    def apply(self) -> Any:
         model = self.model
         try:
             slim = self.clone(model)
@@ -175,7 +183,7 @@ class KerasSurgery:
         return slim
 
 
-def compile_like(source, slim):
+def compile_like(source: Any, slim: Any) -> None:
     """Compile `slim` with the source's optimizer class and settings, loss and metrics, when the source was
     compiled. The optimizer is a fresh one and is left unbuilt, as `compile` leaves it: `compile_from_config`
     would also build its slot variables (momentum, RMS, Adam's moments), all zeros that say nothing yet, but are
@@ -188,18 +196,18 @@ def compile_like(source, slim):
         slim.compile(**keras.saving.deserialize_keras_object(config))
 
 
-def prune_keras(analysis, removed, updates=None):
+def prune_keras(analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None) -> Any:
     """A new keras.Model without the channels in `removed` (kept weights from `updates` where given); the analysed
     model is not changed."""
     return KerasSurgery(analysis, removed, updates).apply()
 
 
-def mask_keras(analysis, removed, updates=None):
+def mask_keras(analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None) -> Any:
     """Zero, in the analysed (live) model itself, every position of every member variable whose channel is in
     `removed`, after writing the new values of kept weights in `updates`. Config constants are left alone."""
     sources = SourceMasks(analysis, removed, updates)
     for name in sorted(set(sources.masks) | set(sources.updates)):
-        variable = analysis.graph.params[name].handle.variable
+        variable = view_of(analysis.graph.params[name]).variable
         if variable is None:
             continue
         variable.assign(zeroed(np.asarray(sources.value(name), dtype=variable.dtype), sources.masks.get(name, {})))

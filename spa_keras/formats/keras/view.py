@@ -13,12 +13,15 @@ Example:
 [True, False, True, False, True, False, True, False]
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from typing import Any, Mapping, cast
 
 import numpy as np
 
-from spa_keras.analysis.graph import ParamHandle
+from spa_keras.analysis.graph import Param, ParamHandle
 
 
 @dataclasses.dataclass(eq=False)
@@ -26,15 +29,15 @@ class KerasView(ParamHandle):
     """The handle of a Keras-front-end parameter: a view of a layer's variable or config constant."""
 
     format = "keras"
-    layer: object
-    variable: object = None  # a keras Variable; None for a constant read from the layer's config
-    perm: tuple = None
-    shape: tuple = None  # the view's shape when it reshapes the transposed source
-    config_key: str = None  # for config constants (per-channel Rescaling scale/offset, Normalization mean)
-    source_shape: tuple = None
-    attribute: str = None  # where the layer keeps a config constant, when not under its config key
+    layer: Any
+    variable: Any = None  # a keras Variable; None for a constant read from the layer's config
+    perm: tuple[int, ...] | None = None
+    shape: tuple[int, ...] | None = None  # the view's shape when it reshapes the transposed source
+    config_key: str | None = None  # for config constants (per-channel Rescaling scale/offset, Normalization mean)
+    source_shape: tuple[int, ...] | None = None
+    attribute: str | None = None  # where the layer keeps a config constant, when not under its config key
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.source_shape is None:
             self.source_shape = tuple(self.variable.shape)
         permuted = self.permuted_shape
@@ -42,31 +45,33 @@ class KerasView(ParamHandle):
             raise ValueError(f"view {self.shape} does not match {permuted}")
 
     @property
-    def permuted_shape(self):
+    def permuted_shape(self) -> tuple[int, ...]:
         s = self.source_shape
+        assert s is not None  # set by __post_init__
         return tuple(s) if self.perm is None else tuple(s[p] for p in self.perm)
 
     @property
-    def view_shape(self):
+    def view_shape(self) -> tuple[int, ...]:
         return self.permuted_shape if self.shape is None else tuple(self.shape)
 
-    def read(self):
+    def read(self) -> np.ndarray:
         """The source value as numpy, in the source's own layout."""
         if self.variable is not None:
             return np.asarray(self.variable.numpy())
-        value = getattr(self.layer, self.attribute or self.config_key)
+        value = getattr(self.layer, cast(str, self.attribute or self.config_key))  # a config constant has a key
+        assert self.source_shape is not None  # set by __post_init__
         return np.broadcast_to(np.asarray(value, np.float32), self.source_shape)
 
-    def view(self, value):
+    def view(self, value: np.ndarray) -> np.ndarray:
         value = value if self.perm is None else value.transpose(self.perm)
         return value if self.shape is None else value.reshape(self.shape)
 
-    def unview(self, value):
+    def unview(self, value: Any) -> np.ndarray:
         """The inverse of `view`: a value in the view's layout (full size) back in the source's layout."""
         value = np.asarray(value).reshape(self.permuted_shape)
         return value if self.perm is None else value.transpose(np.argsort(self.perm))
 
-    def variable_masks(self, view_masks):
+    def variable_masks(self, view_masks: Mapping[int, np.ndarray]) -> dict[int, np.ndarray]:
         """{source axis: keep mask} from {view axis: keep mask}.
 
         A view axis that merges source axes (heads·key_dim, channel·multiplier) must keep a product set: whole
@@ -74,7 +79,7 @@ class KerasView(ParamHandle):
         """
         permuted = self.permuted_shape
         groups = _merged_axes(permuted, self.view_shape)
-        out = {}
+        out: dict[int, np.ndarray] = {}
         for axis, keep in view_masks.items():
             group = groups[axis]
             sizes = [permuted[a] for a in group]
@@ -95,11 +100,18 @@ class KerasView(ParamHandle):
         return out
 
 
-def _merged_axes(src, dst):
+def view_of(param: Param) -> KerasView:
+    """The handle of a parameter of a Keras model's graph: always a `KerasView` (the front-end makes them)."""
+    return cast(KerasView, param.handle)
+
+
+def _merged_axes(src: tuple[int, ...], dst: tuple[int, ...]) -> list[list[int]]:
     """For each axis of `dst`, the axes of `src` it merges (a reshape that only merges neighbours)."""
-    groups, i = [], 0
+    groups: list[list[int]] = []
+    i = 0
     for d in dst:
-        group, size = [], 1
+        group: list[int] = []
+        size = 1
         if d == 1:
             if i < len(src) and src[i] == 1:
                 group, i = [i], i + 1

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from spa_keras.bridges import mxnet_io
 from spa_keras.common import files
 from spa_keras.common.errors import InputError
-from spa_keras.formats.base import WriteJob
+from spa_keras.common.tensors import TensorSpec
+from spa_keras.formats.base import Feeds, WriteJob
 from spa_keras.formats.onnx.source import OnnxSource, write_onnx
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ class MXNetSource(OnnxSource):
     kind = files.MXNET
     framework = "mxnet"
 
-    def __init__(self, checkpoint: Any, input_shapes: dict | None = None, gluon: bool = False):
+    def __init__(self, checkpoint: Any, input_shapes: dict | None = None, gluon: bool = False) -> None:
         super().__init__(checkpoint, checkpoint.name, input_shapes)
         self.gluon = gluon
 
@@ -76,13 +77,13 @@ class MXNetSource(OnnxSource):
         return mxnet_io.to_onnx(self.model, one_shape(self.given_shapes))
 
     @property
-    def specs(self):
+    def specs(self) -> list[TensorSpec]:
         return mxnet_io.input_specs(self.model, one_shape(self.given_shapes))
 
-    def run(self, feeds):
+    def run(self, feeds: Feeds) -> Feeds:
         return mxnet_io.run(self.model, feeds)
 
-    def slim(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None):
+    def slim(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None) -> Any:
         """The plan on the symbol and parameters, checked by an MXNet forward pass against the slim ONNX model: a
         slim `Checkpoint`, or a `gluon.SymbolBlock` for a block."""
         from spa_keras.bridges import onnx_io

@@ -15,7 +15,10 @@ Example:
 >>> mxnet_io.save(slim, "slim")                          # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import json
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -28,7 +31,8 @@ CHANNEL_ATTRS = {"Convolution": ("num_filter", 0, False), "Deconvolution": ("num
 ONNX_OPS = {"Convolution": "Conv", "Deconvolution": "ConvTranspose"}
 
 
-def prune_mxnet(checkpoint, masks: dict, slim_onnx, updates: dict | None = None):
+def prune_mxnet(checkpoint: Any, masks: Mapping[str, Mapping[int, np.ndarray]], slim_onnx: Any,
+                updates: Mapping[str, np.ndarray] | None = None) -> Any:
     """The slim `Checkpoint`: parameters sliced by `masks` ({parameter: {axis: keep}}), after `updates`
     ({parameter: full-size new value}); the symbol's channel attributes made to match."""
     from spa_keras.bridges.mxnet_io import Checkpoint
@@ -43,7 +47,8 @@ def prune_mxnet(checkpoint, masks: dict, slim_onnx, updates: dict | None = None)
     return Checkpoint(symbol, _ndarrays(params), checkpoint.name)
 
 
-def _new_value(name, value, keep, update):
+def _new_value(name: str, value: np.ndarray, keep: Mapping[int, np.ndarray] | None,
+               update: np.ndarray | None) -> np.ndarray:
     if update is not None:
         update = np.asarray(update, value.dtype)
         if update.shape != value.shape:
@@ -59,9 +64,9 @@ def _new_value(name, value, keep, update):
     return value
 
 
-def _onnx_groups(model) -> dict:
+def _onnx_groups(model: Any) -> dict[str, int]:
     """{weight name: `group`} of the slim ONNX model's Conv and ConvTranspose nodes."""
-    groups = {}
+    groups: dict[str, int] = {}
     for node in model.graph.node:
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1:
             group = next((a.i for a in node.attribute if a.name == "group"), 1)
@@ -69,7 +74,7 @@ def _onnx_groups(model) -> dict:
     return groups
 
 
-def _resized_symbol(symbol, params, groups):
+def _resized_symbol(symbol: Any, params: dict[str, np.ndarray], groups: dict[str, int]) -> Any:
     from spa_keras.bridges.mxnet_compat import import_mxnet
 
     mx = import_mxnet()
@@ -94,7 +99,7 @@ def _resized_symbol(symbol, params, groups):
     return mx.sym.load_json(json.dumps(graph))
 
 
-def _ndarrays(params):
+def _ndarrays(params: dict[str, np.ndarray]) -> dict[str, Any]:
     from spa_keras.bridges.mxnet_compat import import_mxnet
 
     mx = import_mxnet()

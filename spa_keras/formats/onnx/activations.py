@@ -12,19 +12,21 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Hashable, cast
 
 import numpy as np
 
 if TYPE_CHECKING:
     from spa_keras.analysis.graph import Node
+    from spa_keras.analysis.groups import Analysis
+    from spa_keras.obspa.backend import NormSite
     from spa_keras.formats.onnx.source import OnnxSource
 
 
 class OnnxReader:
     """Tensors of an ONNX model: the model with those tensors as extra outputs, in onnxruntime."""
 
-    def __init__(self, model: Any, sites: list[str]):
+    def __init__(self, model: Any, sites: list[str]) -> None:
         import onnx
         from onnx import helper
 
@@ -39,7 +41,7 @@ class OnnxReader:
         self.session = onnx_io.session(probe, "OBSPA's activation model", optimize=False)
         self.index = [self.tensors.index(site) for site in sites]
 
-    def __call__(self, batch) -> list:
+    def __call__(self, batch: Any) -> list:
         names = [i.name for i in self.session.get_inputs()]
         feeds = batch if isinstance(batch, dict) else dict(zip(names, batch if isinstance(batch, (list, tuple))
                                                                else [batch]))
@@ -54,19 +56,19 @@ class OnnxActivations:
     one_pass = False
     optimises_inputs = False
 
-    def __init__(self, source: OnnxSource):
+    def __init__(self, source: OnnxSource) -> None:
         self.source = source
 
     def site(self, node: Node, weight: str) -> str:
         return node.inputs[0]
 
-    def reader(self, sites: list[str]) -> OnnxReader:
-        return OnnxReader(self.source.proto, sites)
+    def reader(self, sites: list[Hashable]) -> OnnxReader:
+        return OnnxReader(self.source.proto, cast("list[str]", sites))  # what `site` gave: tensor names
 
-    def pruned(self, analysis, removed: np.ndarray) -> MaskedOnnxNetwork:
+    def pruned(self, analysis: Analysis, removed: np.ndarray) -> MaskedOnnxNetwork:
         return MaskedOnnxNetwork(analysis, removed)
 
-    def norm_sites(self, analysis) -> dict:
+    def norm_sites(self, analysis: Analysis) -> dict[Hashable, NormSite]:
         return {}
 
     def norm_probe(self) -> None:
@@ -76,17 +78,17 @@ class OnnxActivations:
 class MaskedOnnxNetwork:
     """The analysed model with the removed channels zeroed and the values written so far."""
 
-    def __init__(self, analysis, removed: np.ndarray):
+    def __init__(self, analysis: Analysis, removed: np.ndarray) -> None:
         self.analysis, self.removed = analysis, removed
         self.updates: dict[str, np.ndarray] = {}
 
     def write(self, param: str, value: np.ndarray) -> None:
         self.updates[param] = value
 
-    def reader(self, sites: list[str]) -> OnnxReader:
+    def reader(self, sites: list[Hashable]) -> OnnxReader:
         from spa_keras.formats.onnx.surgery import mask_onnx
 
-        return OnnxReader(mask_onnx(self.analysis, self.removed, self.updates), sites)
+        return OnnxReader(mask_onnx(self.analysis, self.removed, self.updates), cast("list[str]", sites))
 
-    def run_alongside(self, batch, hook) -> None:
+    def run_alongside(self, batch: Any, hook: Callable[[Hashable, list, list], None]) -> None:
         raise NotImplementedError("ONNX models are refit stage by stage")

@@ -9,17 +9,21 @@ Example:
 >>> graph = from_onnx(onnx.load("model.onnx"))      # doctest: +SKIP
 """
 
+from __future__ import annotations
+
 import functools
+from typing import Any, Sequence
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from spa_keras.analysis.graph import Node, Param, SPAGraph
+from spa_keras.analysis.graph import Node, Param, Shape, SPAGraph
+from spa_keras.common.tensors import InputShapes
 from spa_keras.formats.onnx.handles import OnnxConstant, OnnxFolded, OnnxInitializer
 
 
-def _attrs(node, opsets):
+def _attrs(node: Any, opsets: dict[str, int]) -> dict[str, Any]:
     """The node's attributes, with every default its op schema (at the model's opset) defines filled in."""
     out = schema_defaults(node.op_type, node.domain, opsets.get(node.domain or "", 1))
     for a in node.attribute:
@@ -35,12 +39,12 @@ def _attrs(node, opsets):
 
 
 @functools.lru_cache(maxsize=None)
-def _schema_defaults(op_type, domain, version):
+def _schema_defaults(op_type: str, domain: str, version: int) -> dict[str, Any]:
     try:
         schema = onnx.defs.get_schema(op_type, version, domain)
     except onnx.defs.SchemaError:  # not an ONNX op (a custom domain): no defaults known
         return {}
-    out = {}
+    out: dict[str, Any] = {}
     for name, attribute in schema.attributes.items():
         default = attribute.default_value
         if default.type != onnx.AttributeProto.UNDEFINED:
@@ -49,13 +53,13 @@ def _schema_defaults(op_type, domain, version):
     return out
 
 
-def schema_defaults(op_type, domain="", version=17):
+def schema_defaults(op_type: str, domain: str = "", version: int = 17) -> dict[str, Any]:
     """{attribute: default} from the ONNX schema of `op_type` at opset `version` (Softmax's axis is 1 before opset
     13 and -1 from then on)."""
     return dict(_schema_defaults(op_type, domain or "", int(version)))
 
 
-def infer_shapes(model, batch=1, input_shapes=None):
+def infer_shapes(model: Any, batch: int = 1, input_shapes: InputShapes | None = None) -> dict[str, Shape]:
     """`{tensor: static shape}` from ONNX shape inference on a weight-free copy.
 
     Free input dimensions are set to `batch` (the first) or taken from `input_shapes` ({name or None: shape}).
@@ -78,7 +82,7 @@ def infer_shapes(model, batch=1, input_shapes=None):
             if not d.HasField("dim_value") or d.dim_value <= 0:
                 d.Clear()
                 d.dim_value = batch if (i == 0 or given is None) else int(given[i])
-    shapes = {}
+    shapes: dict[str, Shape] = {}
     for init in model.graph.initializer:  # weights as typed inputs without data
         g.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
         shapes[init.name] = tuple(init.dims)
@@ -93,13 +97,12 @@ def infer_shapes(model, batch=1, input_shapes=None):
         tt = vi.type.tensor_type
         if not tt.HasField("shape"):
             continue
-        dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-        if None not in dims:
-            shapes.setdefault(vi.name, dims)
+        if all(d.HasField("dim_value") for d in tt.shape.dim):
+            shapes.setdefault(vi.name, tuple(d.dim_value for d in tt.shape.dim))
     return shapes
 
 
-def runtime_shapes(model, names, input_shapes=None):
+def runtime_shapes(model: Any, names: list[str], input_shapes: InputShapes | None = None) -> dict[str, Shape]:
     """Shapes of `names` read off one onnxruntime run at batch 1, for graphs whose shapes are computed at run time
     (tf2onnx's Shape→Gather→Concat chains in attention); {} when the model cannot run here (custom ops)."""
     import onnxruntime as ort
@@ -123,7 +126,7 @@ def runtime_shapes(model, names, input_shapes=None):
     return {n: tuple(v.shape) for n, v in zip(names, values)}
 
 
-def _fold(node, values):
+def _fold(node: Node, values: list[np.ndarray]) -> np.ndarray | None:
     """The value of a layout op applied to constants (exporters write biases as Reshape(bias, [1, C, 1, 1]))."""
     x = values[0]
     op = node.op_type
@@ -146,6 +149,7 @@ def _fold(node, values):
     if axes is None and len(values) > 1:
         axes = values[1]
     if op == "Unsqueeze":
+        assert axes is not None  # Unsqueeze names its axes (an attribute, or an input from opset 13)
         out = x
         for a in sorted(int(a) % (x.ndim + len(axes)) for a in axes):
             out = np.expand_dims(out, a)
@@ -158,7 +162,7 @@ def _fold(node, values):
 FOLD_LIMIT = 1 << 22  # elements: larger constant subgraphs stay as they are
 
 
-def _fold_reference(node, values):
+def _fold_reference(node: Node, values: list[np.ndarray]) -> np.ndarray | None:
     """Any other op on constants (a position-embedding Slice, shape arithmetic), by onnx's reference evaluator."""
     from onnx.reference import ReferenceEvaluator
 
@@ -168,7 +172,8 @@ def _fold_reference(node, values):
     proto = helper.make_node(node.op_type, names, ["out"], **{k: v for k, v in node.attrs.items()
                                                                if not isinstance(v, onnx.AttributeProto)})
     try:
-        out = ReferenceEvaluator(proto).run(None, dict(zip(names, values)))[0]
+        # run gives a list (a dict only with intermediate=True), which its annotation does not tell apart
+        out = ReferenceEvaluator(proto).run(None, dict(zip(names, values)))[0]  # type: ignore[index]
     except Exception:  # an op the reference evaluator does not know: it stays an op
         return None
     return np.asarray(out)
@@ -179,9 +184,9 @@ def _fold_reference(node, values):
 UNFOLDABLE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "BatchNormalization", "If", "Loop", "Scan"}
 
 
-def _outer_scope_reads(node) -> list[str]:
+def _outer_scope_reads(node: Any) -> list[str]:
     """Names the subgraphs of `node` read without defining them (recursively)."""
-    reads = []
+    reads: list[str] = []
     for attr in node.attribute:
         for graph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
             defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
@@ -193,7 +198,7 @@ def _outer_scope_reads(node) -> list[str]:
     return reads
 
 
-def from_onnx(model, input_shapes=None):
+def from_onnx(model: Any, input_shapes: InputShapes | None = None) -> SPAGraph:
     """Build an `SPAGraph` from a ModelProto (nodes in topological order); `input_shapes` fills free dims."""
     params = {i.name: Param(i.name, numpy_helper.to_array(i), OnnxInitializer(i.name)) for i in model.graph.initializer}
     opsets = {o.domain if o.domain != "ai.onnx" else "": o.version for o in model.opset_import}

@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 from spa_keras.bridges import onnx_io
 from spa_keras.common import files
 from spa_keras.common.errors import InputError
-from spa_keras.common.tensors import random_batch
-from spa_keras.formats.base import Source, WriteJob
+from spa_keras.common.tensors import TensorSpec, random_batch
+from spa_keras.formats.base import Feeds, Source, WriteJob
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from spa_keras.analysis.cost import Counts
     from spa_keras.analysis.graph import SPAGraph
     from spa_keras.analysis.groups import Analysis
+    from spa_keras.formats.onnx.activations import OnnxActivations
 
 
 def is_onnx_model(obj: Any) -> bool:
@@ -43,7 +45,7 @@ class OnnxSource(Source):
     framework = "onnxruntime"
 
     def __init__(self, model: Any, name: str = "ONNX model", input_shapes: dict | None = None,
-                 repair: bool = False):
+                 repair: bool = False) -> None:
         super().__init__(model, name, input_shapes)
         self.repair = repair  # a file onnx.checker rejects but onnxruntime runs is put right before pruning
 
@@ -62,21 +64,21 @@ class OnnxSource(Source):
         return onnx_io.check(self.proto, where=self.name)
 
     @property
-    def specs(self):
+    def specs(self) -> list[TensorSpec]:
         return onnx_io.input_specs(self.proto)
 
     @property
-    def graph_specs(self):
+    def graph_specs(self) -> list[TensorSpec]:
         return onnx_io.input_specs(self.proto)
 
     @property
     def analysed_model(self) -> Any:
         return self.proto
 
-    def run(self, feeds):
+    def run(self, feeds: Feeds) -> Feeds:
         return onnx_io.run(self.session, feeds)
 
-    def describe(self, input_shapes) -> SPAGraph:
+    def describe(self, input_shapes: dict[str, tuple]) -> SPAGraph:
         from spa_keras.formats.onnx.frontend import from_onnx
 
         if self.repair:
@@ -87,7 +89,7 @@ class OnnxSource(Source):
         onnx_io.require_runs(self.proto, random_batch(self.graph_specs, input_shapes, batch=1), where=self.name)
         return from_onnx(self.proto, input_shapes)
 
-    def counts(self):
+    def counts(self) -> Counts:
         from spa_keras.analysis.cost import Counts, graph_macs, graph_params
         from spa_keras.formats.onnx.frontend import from_onnx
 
@@ -96,15 +98,15 @@ class OnnxSource(Source):
 
     # ---- surgery -------------------------------------------------------------------------------------------------
 
-    def slim(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None):
+    def slim(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None) -> Any:
         return self.slim_analysed(analysis, removed, updates)
 
-    def slim_analysed(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None):
+    def slim_analysed(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None) -> Any:
         from spa_keras.formats.onnx.surgery import prune_onnx
 
         return prune_onnx(analysis, removed, updates)
 
-    def masked(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None):
+    def masked(self, analysis: Analysis, removed: np.ndarray, updates: dict | None = None) -> Any:
         """A copy with the removed channels zeroed and `updates` written; shapes unchanged (not validated)."""
         from spa_keras.formats.onnx.surgery import mask_onnx
 
@@ -115,7 +117,7 @@ class OnnxSource(Source):
     def write(self, job: WriteJob) -> None:
         write_onnx(self.proto, job)
 
-    def activations(self):
+    def activations(self) -> OnnxActivations:
         from spa_keras.formats.onnx.activations import OnnxActivations
 
         return OnnxActivations(self)

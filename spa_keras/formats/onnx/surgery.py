@@ -11,6 +11,10 @@ Example:
 >>> slim = prune_onnx(analysis, removed)      # doctest: +SKIP
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, cast
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -19,11 +23,16 @@ from spa_keras.common.errors import ConversionError, InputError, first_line
 from spa_keras.formats.onnx.handles import OnnxConstant, OnnxFolded, OnnxInitializer
 from spa_keras.formats.masking import sliced, zeroed
 from spa_keras.ops import spec_for
-from spa_keras.common.tensors import random_batch
+from spa_keras.common.tensors import TensorSpec, random_batch
+
+if TYPE_CHECKING:
+    from spa_keras.analysis.graph import Node, Shape, SPAGraph
+    from spa_keras.analysis.groups import Analysis
+    from spa_keras.formats.onnx.source import OnnxSource
 
 
 class OnnxSurgery:
-    def __init__(self, analysis, removed, updates=None):
+    def __init__(self, analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None) -> None:
         self.analysis = analysis
         self.graph = analysis.graph
         self.ctx = analysis.state
@@ -31,24 +40,25 @@ class OnnxSurgery:
         self.updates = updates or {}
         self.new_shapes = analysis.cost.shapes(removed)
         self.model = onnx.ModelProto()
-        self.model.CopyFrom(analysis.source.proto)
+        self.model.CopyFrom(cast("OnnxSource", analysis.source).proto)
         self._inits = {i.name: i for i in self.model.graph.initializer}
-        self._uses = {}
+        self._uses: dict[str, int] = {}
         for node in self.model.graph.node:
             for t in node.input:
                 self._uses[t] = self._uses.get(t, 0) + 1
         self._fresh = 0
-        self._dropped = set()  # indices of nodes folded into constants
-        self._released = set()  # initializers a node stopped reading (it reads a new one): dead unless read elsewhere
+        self._dropped: set[int] = set()  # indices of nodes folded into constants
+        # initializers a node stopped reading (it reads a new one): dead unless read elsewhere
+        self._released: set[str] = set()
 
     # ---- shapes ----------------------------------------------------------------------------------------------
-    def old_shape(self, tensor):
+    def old_shape(self, tensor: str) -> Shape | None:
         return self.graph.shape(tensor)
 
-    def new_shape(self, tensor):
+    def new_shape(self, tensor: str) -> Shape | None:
         return self.new_shapes.get(tensor) or self.graph.shape(tensor)
 
-    def kept_positions(self, tensor, axis):
+    def kept_positions(self, tensor: str, axis: int) -> np.ndarray | None:
         """Bool mask of the positions of `tensor`'s `axis` that stay, or None when the axis is not labelled."""
         labels = self.ctx.labels.get(tensor, {}).get(axis)
         if labels is None:
@@ -57,14 +67,14 @@ class OnnxSurgery:
         return None if labels is None else self.analysis.keep_mask(labels, self.removed)
 
     # ---- edits -----------------------------------------------------------------------------------------------
-    def set_attr(self, proto, name, value):
+    def set_attr(self, proto: Any, name: str, value: Any) -> None:
         for a in proto.attribute:
             if a.name == name:
                 proto.attribute.remove(a)
                 break
         proto.attribute.append(helper.make_attribute(name, value))
 
-    def _write_param(self, name, value):
+    def _write_param(self, name: str, value: np.ndarray) -> None:
         handle = self.graph.params[name].handle
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
         if isinstance(handle, OnnxFolded) and self._write_cast_source(name, handle, value):
@@ -84,7 +94,7 @@ class OnnxSurgery:
         else:
             raise ConversionError(f"ONNX surgery cannot write parameter {name} (a {type(handle).__name__})")
 
-    def _write_cast_source(self, name, handle, value):
+    def _write_cast_source(self, name: str, handle: OnnxFolded, value: np.ndarray) -> bool:
         """A weight stored in another dtype and read through Cast (int8, float16) keeps its dtype: the Cast stays
         and reads a sliced copy of the stored values. Integers that new values (a reconstruction) made fractional
         cannot be stored: refused."""
@@ -104,14 +114,14 @@ class OnnxSurgery:
         proto.input[0] = fresh
         return True
 
-    def _add_initializer(self, tensor):
+    def _add_initializer(self, tensor: Any) -> None:
         self.model.graph.initializer.append(tensor)
         self._inits[tensor.name] = self.model.graph.initializer[-1]
         if self.model.ir_version < 4:  # IR 3 wants every initializer listed as a graph input
             self.model.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type,
                                                                         list(tensor.dims)))
 
-    def set_input_constant(self, node, slot, value):
+    def set_input_constant(self, node: Node, slot: int, value: np.ndarray) -> None:
         """Give input `slot` of `node` the constant `value` (a private copy when other nodes share it)."""
         name = node.inputs[slot]
         proto = self.model.graph.node[node.index]
@@ -123,7 +133,7 @@ class OnnxSurgery:
         self._add_initializer(numpy_helper.from_array(np.asarray(value), fresh))
         proto.input[slot] = fresh
 
-    def add_input_constant(self, node, value):
+    def add_input_constant(self, node: Node, value: np.ndarray) -> None:
         proto = self.model.graph.node[node.index]
         self._fresh += 1
         fresh = f"{node.name}_split_spa{self._fresh}"
@@ -133,12 +143,13 @@ class OnnxSurgery:
             if a.name == "num_outputs":
                 proto.attribute.remove(a)
 
-    def rewrite_shape_input(self, node, slot):
+    def rewrite_shape_input(self, node: Node, slot: int) -> None:
         """Rewrite a shape operand (Reshape target, Expand shape, Resize sizes) for the output's new shape."""
         out = node.outputs[0]
         old, new = self.old_shape(out), self.new_shape(out)
         if old == new:
             return
+        assert old is not None and new is not None  # a Reshape, Expand or Resize whose output shape is known
         changed = [a for a in range(len(old)) if old[a] != new[a]]
         target = self.graph.value(node.inputs[slot])
         if target is not None:
@@ -164,10 +175,10 @@ class OnnxSurgery:
                         value = value.copy().reshape(-1)  # its own dtype: Concat needs them alike
                         if value[a - offset] not in (0, -1):
                             value[a - offset] = new[a]
-                            self.set_input_constant(producer, i, value.reshape(self.graph.shape(piece)))
+                            self.set_input_constant(producer, i, value.reshape(self.graph.params[piece].shape))
                 offset += size
 
-    def _drop_dead_constants(self):
+    def _drop_dead_constants(self) -> None:
         """Remove the folded nodes, then every node and initializer that only fed them (their weights live in the
         new initializers now). ONNX ops have no side effects, so a node nobody reads is dead."""
         graph = self.model.graph
@@ -189,7 +200,7 @@ class OnnxSurgery:
             graph.input.remove(inp)
 
     # ---- the whole job -------------------------------------------------------------------------------------
-    def _write_values(self, cut):
+    def _write_values(self, cut: bool) -> None:
         """Write every parameter that changes: the plan's new value (if any) with the removed positions cut out
         (`cut`) or zeroed."""
         masks = self.analysis.param_masks(self.removed)
@@ -198,7 +209,7 @@ class OnnxSurgery:
             value = (sliced if cut else zeroed)(value, masks.get(param, {}))
             self._write_param(param, value.astype(self.graph.params[param].value.dtype, copy=False))
 
-    def masked(self):
+    def masked(self) -> Any:
         """The model with the removed channels zeroed in every member (shapes unchanged) and the new values
         written: what the slim model computes, in the original's shapes."""
         self._write_values(cut=False)
@@ -206,7 +217,7 @@ class OnnxSurgery:
             self._drop_dead_constants()
         return self.model
 
-    def apply(self):
+    def apply(self) -> Any:
         self._write_values(cut=True)
         for node in self.graph.nodes:
             spec = spec_for(node.op_type)
@@ -219,13 +230,14 @@ class OnnxSurgery:
         return self.model
 
 
-def mask_onnx(analysis, removed, updates=None):
+def mask_onnx(analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None) -> Any:
     """A copy of the analysed ONNX model with the `removed` channels zeroed in every member parameter and the new
     values of kept weights in `updates` written; shapes unchanged (not validated: for internal use)."""
     return OnnxSurgery(analysis, removed, updates).masked()
 
 
-def prune_onnx(analysis, removed, updates=None, where="pruned model"):
+def prune_onnx(analysis: Analysis, removed: np.ndarray, updates: dict[str, np.ndarray] | None = None,
+               where: str = "pruned model") -> Any:
     """A pruned copy of the analysed ONNX model without the channels in `removed` (and with the new values of kept
     weights in `updates`, {parameter: full-size array}); checked and run before it is returned."""
     from spa_keras.bridges import onnx_io
@@ -239,12 +251,13 @@ def prune_onnx(analysis, removed, updates=None, where="pruned model"):
     try:
         onnx_io.run(session, feeds)  # loading is not enough: shapes fail at run time
     except Exception as exc:
-        onnx_io.require_runs(analysis.source.proto, feeds, where="the input model")  # not ours when it fails too
+        # not ours when it fails too
+        onnx_io.require_runs(cast("OnnxSource", analysis.source).proto, feeds, where="the input model")
         raise ConversionError(f"surgery produced a model onnxruntime cannot run ({first_line(exc)}); please report "
                               "this with the model") from exc
     return model
 
 
-def analysis_batch(graph, specs):
+def analysis_batch(graph: SPAGraph, specs: list[TensorSpec]) -> dict[str, np.ndarray]:
     """A random batch of one at the shapes the model was analysed at."""
-    return random_batch(specs, {s.name: graph.shape(s.name) for s in specs if graph.shape(s.name)}, batch=1)
+    return random_batch(specs, {s.name: shape for s in specs for shape in [graph.shape(s.name)] if shape}, batch=1)

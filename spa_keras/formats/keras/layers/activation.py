@@ -1,13 +1,21 @@
 """Activations (element-wise: channels pass; the softmax family mixes its axis), Softmax, PReLU (per-channel slopes),
 dropout and noise (identity)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
 import numpy as np
 
 from spa_keras.formats.keras.registry import describes
 
+if TYPE_CHECKING:
+    from spa_keras.formats.keras.builder import GraphBuilder
+    from spa_keras.formats.keras.registry import Dims
 
-def unary(op):
-    def describe(b, layer, x, y, xs, ys):
+
+def unary(op: str) -> Callable[..., bool]:
+    def describe(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
         b.node(layer, op, [x], [y])
         return True
     return describe
@@ -29,7 +37,7 @@ ELEMENTWISE = {"celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoi
 MIXING = {"softmax", "log_softmax", "sparsemax"}
 
 
-def activation_node(b, layer, fn, x, y):
+def activation_node(b: GraphBuilder, layer: Any, fn: Any, x: str, y: str) -> None:
     """Describe `fn` (a Keras activation) applied to x → y: element-wise as Relu, the softmax family as a Softmax
     over the last axis, anything else as a barrier named after the function."""
     name = getattr(fn, "__name__", type(fn).__name__)
@@ -42,18 +50,18 @@ def activation_node(b, layer, fn, x, y):
                reason=f"activation {name!r} is not known to act element-wise")
 
 
-def is_elementwise(fn):
+def is_elementwise(fn: Any) -> bool:
     return fn is None or getattr(fn, "__name__", None) in ELEMENTWISE
 
 
 @describes("Activation")
-def activation(b, layer, x, y, xs, ys):
+def activation(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     activation_node(b, layer, layer.activation, x, y)
     return True
 
 
 @describes("Softmax")
-def softmax(b, layer, x, y, xs, ys):
+def softmax(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     axes = np.atleast_1d(layer.axis)
     if len(axes) != 1:
         return False  # a softmax over several axes mixes more than one tensor axis
@@ -62,6 +70,6 @@ def softmax(b, layer, x, y, xs, ys):
 
 
 @describes("PReLU")
-def prelu(b, layer, x, y, xs, ys):
+def prelu(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     b.node(layer, "PRelu", [x, b.param(layer, layer.alpha)], [y])
     return True

@@ -6,13 +6,21 @@ K and V and keeps heads whole. Surgery writes the new `num_heads`, `key_dim` and
 `spa.count` counts the projections and Q·Kᵀ and A·V per head.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import math
 
 from spa_keras.formats.keras.layers.dense import describe_einsum, einsum_macs
 from spa_keras.formats.keras.registry import counts, describes, resizes
 
+if TYPE_CHECKING:
+    from spa_keras.formats.keras.builder import Call, GraphBuilder
+    from spa_keras.formats.keras.registry import Config, Dims, KerasShape, Weights
 
-def _call_tensors(call):
+
+def _call_tensors(call: Call) -> tuple[Any, Any, Any]:
     args, kwargs = list(call.args), dict(call.kwargs)
     query = kwargs.get("query", args[0] if args else None)
     value = kwargs.get("value", args[1] if len(args) > 1 else None)
@@ -21,18 +29,18 @@ def _call_tensors(call):
 
 
 @describes("MultiHeadAttention", "CachedMultiHeadAttention", single=False)
-def multi_head_attention(b, layer, call):
+def multi_head_attention(b: GraphBuilder, layer: Any, call: Call) -> bool:
     query, key, value = _call_tensors(call)
     if len(call.outputs) != 1 or not all(isinstance(t, str) for t in (query, key, value)):
         return False  # attention scores returned, a cache, or tensors given in an unusual way
-    shapes = [b.shape(t) for t in (query, key, value, call.outputs[0])]
-    if any(s is None or len(s) != 3 for s in shapes) or tuple(layer._attention_axes) != (1,):
+    shapes = [s for t in (query, key, value, call.outputs[0]) for s in [b.shape(t)] if s is not None and len(s) == 3]
+    if len(shapes) != 4 or tuple(layer._attention_axes) != (1,):
         return False
     (qs, ks, vs, ys) = shapes
     heads, key_dim, value_dim = layer.num_heads, layer.key_dim, layer.value_dim or layer.key_dim
     t, s = qs[1], ks[1]
 
-    def project(sub, x, xs, tag, dim, perm, length):
+    def project(sub: Any, x: str, xs: Dims, tag: str, dim: int, perm: tuple[int, ...], length: int) -> str | None:
         y4 = b.fresh(layer, tag, [1, length, heads, dim])
         if not describe_einsum(b, layer, sub, x, y4, xs, [1, length, heads, dim]):
             return None
@@ -43,7 +51,7 @@ def multi_head_attention(b, layer, call):
     q = project(layer._query_dense, query, qs, "query", key_dim, (0, 2, 1, 3), t)  # [1, H, T, K]
     k = project(layer._key_dense, key, ks, "key", key_dim, (0, 2, 3, 1), s)  # [1, H, K, S]
     v = project(layer._value_dense, value, vs, "value", value_dim, (0, 2, 1, 3), s)  # [1, H, S, V]
-    if None in (q, k, v):
+    if q is None or k is None or v is None:
         return False
     scores = b.fresh(layer, "scores", [1, heads, t, s])
     b.node(layer, "MatMul", [q, k], [scores])
@@ -57,7 +65,7 @@ def multi_head_attention(b, layer, call):
 
 
 @resizes("MultiHeadAttention", "CachedMultiHeadAttention")
-def attention_widths(config, layer, weights, out_shape):
+def attention_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
     by_path = dict(zip((v.path for v in layer.weights), weights))
     query, value = by_path[layer._query_dense.kernel.path], by_path[layer._value_dense.kernel.path]
     output = by_path[layer._output_dense.kernel.path]
@@ -73,8 +81,8 @@ def attention_widths(config, layer, weights, out_shape):
 
 
 @counts("MultiHeadAttention")
-def attention_macs(layer, xs, ys):
-    """Q, K, V and output projections plus Q·Kᵀ and A·V per head."""
+def attention_macs(layer: Any, xs: list[KerasShape], ys: list[KerasShape]) -> int:
+    """Q, K, V and output projections plus Q·Kᵀ and A·V per head (shapes of every input and output)."""
     query, value = xs[0], xs[1] if len(xs) > 1 else xs[0]
     key = xs[2] if len(xs) > 2 else value
     heads, key_dim = layer._query_dense.kernel.shape[1:]

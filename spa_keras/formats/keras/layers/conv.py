@@ -7,14 +7,21 @@ alone (per-layer latency tables). Surgery writes the new `filters` (and the `gro
 grouped one); `spa.count` counts every output position times one kernel slice.
 """
 
-from spa_keras.formats.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
-import math
+from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any
+
+from spa_keras.formats.keras.builder import bias, channels_first, depthwise_view, is_channels_last, kernel_perm
 from spa_keras.formats.keras.registry import counts, describes, elements, resizes
 from spa_keras.ops.geometry import DEPTHWISE, conv_kind, same_pads
 
+if TYPE_CHECKING:
+    from spa_keras.formats.keras.builder import GraphBuilder
+    from spa_keras.formats.keras.registry import Config, Dims, KerasShape, Weights
 
-def geometry(layer, xs) -> dict:
+
+def geometry(layer: Any, xs: Dims) -> dict[str, Any]:
     """ONNX Conv attributes for a Keras convolution's strides, dilation and padding: "same" pads split as
     TensorFlow splits them (the odd one at the end), "valid" none, "causal" all at the start."""
     spatial = len(xs) - 2
@@ -29,12 +36,12 @@ def geometry(layer, xs) -> dict:
     return {"strides": strides, "dilations": dilations, "pads": tuple(b for b, _ in pads) + tuple(e for _, e in pads)}
 
 
-def _tuple(value, n) -> tuple:
+def _tuple(value: Any, n: int) -> tuple[int, ...]:
     return tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
 
 @describes("Conv1D", "Conv2D", "Conv3D")
-def conv(b, layer, x, y, xs, ys):
+def conv(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not is_channels_last(layer):
         return False
     inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
@@ -44,7 +51,7 @@ def conv(b, layer, x, y, xs, ys):
 
 
 @describes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-def conv_transpose(b, layer, x, y, xs, ys):
+def conv_transpose(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not is_channels_last(layer):
         return False
     inputs = [b.param(layer, layer.kernel, kernel_perm(len(xs)))] + bias(b, layer)
@@ -53,7 +60,7 @@ def conv_transpose(b, layer, x, y, xs, ys):
 
 
 @describes("DepthwiseConv1D", "DepthwiseConv2D")
-def depthwise(b, layer, x, y, xs, ys):
+def depthwise(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not is_channels_last(layer):
         return False
     perm, shape = depthwise_view(layer.kernel)
@@ -63,7 +70,7 @@ def depthwise(b, layer, x, y, xs, ys):
 
 
 @describes("SeparableConv1D", "SeparableConv2D")
-def separable(b, layer, x, y, xs, ys):
+def separable(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not is_channels_last(layer):
         return False
     perm, shape = depthwise_view(layer.depthwise_kernel)
@@ -71,7 +78,7 @@ def separable(b, layer, x, y, xs, ys):
     pw = b.param(layer, layer.pointwise_kernel, kernel_perm(len(xs)))
     mid = [xs[0], shape[0]] + list(ys[1:-1])  # between the two convs, channels first
 
-    def body(xf, yf):
+    def body(xf: str, yf: str) -> None:
         m = b.fresh(layer, "depthwise", mid)
         b.node(layer, "Conv", [xf, dw], [m], group=xs[-1], **geometry(layer, xs))
         ones = (1,) * (len(xs) - 2)
@@ -84,7 +91,7 @@ def separable(b, layer, x, y, xs, ys):
 # ---- surgery: the slim layer's config --------------------------------------------------------------------------
 
 @resizes("Conv1D", "Conv2D", "Conv3D")
-def conv_widths(config, layer, weights, out_shape):
+def conv_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
     kernel = weights[0]
     groups = config.get("groups", 1)
     if conv_kind(groups, layer.kernel.shape[-2]) == DEPTHWISE:  # depthwise written as a grouped conv (ConvNeXt)
@@ -94,13 +101,13 @@ def conv_widths(config, layer, weights, out_shape):
 
 
 @resizes("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-def conv_transpose_widths(config, layer, weights, out_shape):
+def conv_transpose_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
     config["filters"] = int(weights[0].shape[-2])  # kernel [*k, filters, in]
     return config
 
 
 @resizes("SeparableConv1D", "SeparableConv2D")
-def separable_widths(config, layer, weights, out_shape):
+def separable_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
     config["filters"] = int(weights[1].shape[-1])
     return config
 
@@ -108,22 +115,22 @@ def separable_widths(config, layer, weights, out_shape):
 # ---- spa.count -------------------------------------------------------------------------------------------------
 
 @counts("Conv1D", "Conv2D", "Conv3D")
-def conv_macs(layer, xs, ys):
+def conv_macs(layer: Any, xs: KerasShape, ys: KerasShape) -> int:
     return elements(ys) * math.prod(layer.kernel.shape[:-1])  # kernel (*k, in/groups, out)
 
 
 @counts("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
-def conv_transpose_macs(layer, xs, ys):
+def conv_transpose_macs(layer: Any, xs: KerasShape, ys: KerasShape) -> int:
     return elements(xs) * math.prod(layer.kernel.shape[:-1])  # kernel (*k, out, in)
 
 
 @counts("DepthwiseConv1D", "DepthwiseConv2D")
-def depthwise_macs(layer, xs, ys):
+def depthwise_macs(layer: Any, xs: KerasShape, ys: KerasShape) -> int:
     return elements(ys) * math.prod(layer.kernel.shape[:-2])  # kernel (*k, in, multiplier)
 
 
 @counts("SeparableConv1D", "SeparableConv2D")
-def separable_macs(layer, xs, ys):
+def separable_macs(layer: Any, xs: KerasShape, ys: KerasShape) -> int:
     dw = layer.depthwise_kernel.shape  # (*k, in, multiplier)
     pw = layer.pointwise_kernel.shape  # (*1, in*mult, out)
     spatial = elements(ys) // pw[-1]

@@ -6,15 +6,23 @@ position tracing split the merged axes again (attention heads × key dims). Surg
 `output_dim` or `output_shape`.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
 import math
 import re
 import string
 
 from spa_keras.formats.keras.registry import counts, describes, elements, resizes
 
+if TYPE_CHECKING:
+    from spa_keras.formats.keras.builder import GraphBuilder
+    from spa_keras.formats.keras.registry import Config, Dims, KerasShape, Weights
+
 
 @describes("Dense")
-def dense(b, layer, x, y, xs, ys):
+def dense(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     kernel = b.param(layer, layer.kernel)
     if not layer.use_bias:
         b.node(layer, "MatMul", [x, kernel], [y])
@@ -25,7 +33,7 @@ def dense(b, layer, x, y, xs, ys):
     return True
 
 
-def einsum_parts(equation, rank):
+def einsum_parts(equation: str, rank: int) -> tuple[str, str, str] | None:
     """(input, kernel, output) letter strings with '...' spelled out, or None for a form not covered."""
     match = re.fullmatch(r"\s*([\w.]+)\s*,\s*([\w.]+)\s*->\s*([\w.]+)\s*", equation)
     if not match:
@@ -43,7 +51,7 @@ def einsum_parts(equation, rank):
     return x, k, out
 
 
-def describe_einsum(b, layer, sub, x, y, xs, ys):
+def describe_einsum(b: GraphBuilder, layer: Any, sub: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     """Describe the EinsumDense `sub` (a layer or an attention projection) applied to x → y; False if not covered."""
     parts = einsum_parts(sub.equation, len(xs))
     if parts is None:
@@ -77,12 +85,12 @@ def describe_einsum(b, layer, sub, x, y, xs, ys):
 
 
 @describes("EinsumDense")
-def einsum_dense(b, layer, x, y, xs, ys):
+def einsum_dense(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     return describe_einsum(b, layer, layer, x, y, xs, ys)
 
 
 @describes("Embedding")
-def embedding(b, layer, x, y, xs, ys):
+def embedding(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     b.node(layer, "Gather", [b.param(layer, layer.embeddings), x], [y], axis=0)
     return True
 
@@ -90,14 +98,16 @@ def embedding(b, layer, x, y, xs, ys):
 # ---- surgery: the slim layer's config --------------------------------------------------------------------------
 
 @resizes("Dense")
-def dense_widths(config, layer, weights, out_shape):
+def dense_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
     config["units"] = int(weights[0].shape[-1])
     return config
 
 
 @resizes("EinsumDense")
-def einsum_widths(config, layer, weights, out_shape):
-    xl, kl, out = einsum_parts(layer.equation, layer.input_spec.ndim)  # the rank it was built for (any call)
+def einsum_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
+    parts = einsum_parts(layer.equation, layer.input_spec.ndim)  # the rank it was built for (any call)
+    assert parts is not None  # a form the description covered
+    xl, kl, out = parts
     n = len([c for c in xl if c not in out])
     new = dict(zip(kl[n:], weights[0].shape[n:]))
     partial = config["output_shape"]
@@ -110,7 +120,7 @@ def einsum_widths(config, layer, weights, out_shape):
 
 
 @resizes("Embedding", "ReversibleEmbedding")
-def embedding_width(config, layer, weights, out_shape):
+def embedding_width(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
     config["output_dim"] = int(weights[0].shape[-1])
     return config
 
@@ -118,11 +128,11 @@ def embedding_width(config, layer, weights, out_shape):
 # ---- spa.count -------------------------------------------------------------------------------------------------
 
 @counts("Dense")
-def dense_macs(layer, xs, ys):
+def dense_macs(layer: Any, xs: KerasShape, ys: KerasShape) -> int:
     return elements(ys) * layer.kernel.shape[0]
 
 
-def einsum_macs(equation, x_shape, kernel_shape):
+def einsum_macs(equation: str, x_shape: KerasShape, kernel_shape: Sequence[int]) -> int:
     """MACs of a two-operand einsum: the product of the sizes of all its distinct indices (batch and free
     dimensions as 1)."""
     x, rest = equation.replace(" ", "").split(",")
@@ -135,5 +145,5 @@ def einsum_macs(equation, x_shape, kernel_shape):
 
 
 @counts("EinsumDense")
-def einsum_dense_macs(layer, xs, ys):
+def einsum_dense_macs(layer: Any, xs: KerasShape, ys: KerasShape) -> int:
     return einsum_macs(layer.equation, xs, layer.kernel.shape)

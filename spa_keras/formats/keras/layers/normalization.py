@@ -1,18 +1,26 @@
 """Normalisation: BatchNormalization, LayerNormalization, GroupNormalization (whole groups), Normalization and
 Rescaling with per-channel statistics (constants that travel with their channels)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
 import numpy as np
 
 from spa_keras.formats.keras.builder import channels_first
 from spa_keras.formats.keras.registry import describes, resizes
 
+if TYPE_CHECKING:
+    from spa_keras.formats.keras.builder import GraphBuilder
+    from spa_keras.formats.keras.registry import Config, Dims, Weights
 
-def _last_axis(layer, rank):
+
+def _last_axis(layer: Any, rank: int) -> bool:
     return [a % rank for a in np.atleast_1d(layer.axis)] == [rank - 1]
 
 
 @describes("BatchNormalization")
-def batch_norm(b, layer, x, y, xs, ys):
+def batch_norm(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not _last_axis(layer, len(xs)):
         return False
     gamma = b.param(layer, layer.gamma) if layer.scale else None
@@ -32,22 +40,23 @@ def batch_norm(b, layer, x, y, xs, ys):
         layer, "BatchNormalization", [xf, gamma, beta, mean, var], [yf], epsilon=layer.epsilon))
 
 
-def per_channel_steps(b, layer, x, y, xs, steps):
+def per_channel_steps(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims,
+                      steps: Sequence[tuple[str | None, str]]) -> bool:
     """x → y through element-wise ops with per-channel constants (steps whose constant is None are left out)."""
-    steps = [(p, op) for p, op in steps if p is not None]
-    if not steps:
+    present = [(p, op) for p, op in steps if p is not None]
+    if not present:
         b.node(layer, "Identity", [x], [y])
         return True
     t = x
-    for i, (p, op) in enumerate(steps):
-        out = y if i == len(steps) - 1 else b.fresh(layer, op, xs)
+    for i, (p, op) in enumerate(present):
+        out = y if i == len(present) - 1 else b.fresh(layer, op, xs)
         b.node(layer, op, [t, p], [out])
         t = out
     return True
 
 
 @describes("LayerNormalization")
-def layer_norm(b, layer, x, y, xs, ys):
+def layer_norm(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not _last_axis(layer, len(xs)):
         return False
     inputs = [x, b.param(layer, layer.gamma) if layer.scale else "", b.param(layer, layer.beta) if layer.center
@@ -57,7 +66,7 @@ def layer_norm(b, layer, x, y, xs, ys):
 
 
 @describes("GroupNormalization")
-def group_norm(b, layer, x, y, xs, ys):
+def group_norm(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not _last_axis(layer, len(xs)) or len(xs) < 3:
         return False
     inputs = [b.param(layer, layer.gamma) if layer.scale else "", b.param(layer, layer.beta) if layer.center else ""]
@@ -66,9 +75,11 @@ def group_norm(b, layer, x, y, xs, ys):
 
 
 @describes("Normalization")
-def normalization(b, layer, x, y, xs, ys):
+def normalization(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     if not _last_axis(layer, len(xs)):
         return False
+    mean: str | None
+    var: str | None
     if layer.input_mean is None:  # adapted: the statistics are variables
         mean, var = b.param(layer, layer.adapt_mean), b.param(layer, layer.adapt_variance)
     else:  # given in the config: per-channel constants there (a scalar touches no channel)
@@ -82,7 +93,7 @@ def normalization(b, layer, x, y, xs, ys):
 
 
 @describes("Rescaling")
-def rescaling(b, layer, x, y, xs, ys):
+def rescaling(b: GraphBuilder, layer: Any, x: str, y: str, xs: Dims, ys: Dims) -> bool:
     steps = []
     for key, op in (("scale", "Mul"), ("offset", "Add")):
         value = np.asarray(getattr(layer, key), np.float32)
@@ -95,7 +106,8 @@ def rescaling(b, layer, x, y, xs, ys):
 
 
 @resizes("GroupNormalization")
-def group_norm_widths(config, layer, weights, out_shape):
+def group_norm_widths(config: Config, layer: Any, weights: Weights, out_shape: Dims | None) -> Config:
+    assert out_shape is not None  # a layer's own output shape (only a model class is given None)
     old = layer.gamma.shape[0] if layer.scale else layer.beta.shape[0] if layer.center else layer.input.shape[-1]
     config["groups"] = int(layer.groups * out_shape[-1] // old)
     return config
