@@ -68,6 +68,7 @@ class Source:
 
     kind: str = ""  # a `spa_keras.common.files` kind (an instance may say which: .keras or .h5)
     framework: ClassVar[str] = ""  # what runs it in checks: keras, onnxruntime, tensorflow, mxnet
+    runtime: ClassVar[str] = ""  # the runtime latency targets time the analysed model on by default
 
     def __init__(self, model: Any, name: str, input_shapes: dict | None = None) -> None:
         self.model = model

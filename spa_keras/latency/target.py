@@ -111,7 +111,7 @@ def latency_target_plan(analysis, latency, options: dict, batch: int = 1):
     timed at `batch` (the analysis keeps shapes at batch 1)."""
     latency = fraction("latency", latency)
     options = dict(options)
-    runtime = options.pop("runtime") or ("tensorflow" if analysis.source.kind in ("keras", "h5") else "onnxruntime")
+    runtime = options.pop("runtime") or analysis.source.runtime
     options["runtime"] = runtime
     criterion = get_criterion(options.pop("criterion"))
     scores = score_groups(criterion, analysis, data=options.pop("data"), loss=options.pop("loss"))

@@ -53,38 +53,34 @@ def _spec(name: str) -> LayerSpec:
     return LAYERS.setdefault(name, LayerSpec())
 
 
-def describes(*class_names: str, single: bool = True) -> Callable[[F], F]:
+def _filling(class_names: tuple[str, ...], **fields: Any) -> Callable[[F], F]:
+    """A decorator that sets `fields` (the decorated function where a field's value is None) on every class's
+    spec."""
+
     def wrap(fn: F) -> F:
         for name in class_names:
-            _spec(name).describe = fn
-            _spec(name).single = single
+            for field, value in fields.items():
+                setattr(_spec(name), field, fn if value is None else value)
         return fn
 
     return wrap
+
+
+def describes(*class_names: str, single: bool = True) -> Callable[[F], F]:
+    return _filling(class_names, describe=None, single=single)
 
 
 def resizes(*class_names: str) -> Callable[[F], F]:
-    def wrap(fn: F) -> F:
-        for name in class_names:
-            _spec(name).resize = fn
-        return fn
-
-    return wrap
+    return _filling(class_names, resize=None)
 
 
 def counts(*class_names: str) -> Callable[[F], F]:
-    def wrap(fn: F) -> F:
-        for name in class_names:
-            _spec(name).macs = fn
-        return fn
-
-    return wrap
+    return _filling(class_names, macs=None)
 
 
 def after_model(*class_names: str) -> Callable[[F], F]:
     def wrap(fn: F) -> F:
-        for name in class_names:
-            MODEL_HOOKS[name] = fn
+        MODEL_HOOKS.update(dict.fromkeys(class_names, fn))
         return fn
 
     return wrap

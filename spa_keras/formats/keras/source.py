@@ -43,6 +43,7 @@ class KerasSource(Source):
 
     kind = files.KERAS
     framework = "keras"
+    runtime = "tensorflow"
 
     def __init__(self, model: Any, name: str | None = None, input_shapes: dict | None = None) -> None:
         super().__init__(model, name or f"Keras model '{model.name}'", input_shapes)

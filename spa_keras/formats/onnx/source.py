@@ -43,6 +43,7 @@ class OnnxSource(Source):
 
     kind = files.ONNX
     framework = "onnxruntime"
+    runtime = "onnxruntime"
 
     def __init__(self, model: Any, name: str = "ONNX model", input_shapes: dict | None = None,
                  repair: bool = False) -> None:
