@@ -192,3 +192,35 @@ def test_the_annotation_check_finds_what_is_missing():
                      "        return 0\n")
     assert unannotated(tree) == ["f(a, return) line 1", "C.__init__(x) line 4", "C.make(return) line 7",
                                  "g(kw) line 12"]
+
+
+def test_a_keras_model_goes_down_the_stages_once():
+    """`spa.prune` hands a Keras model down the stages once, in order: its format adapter loads and describes it,
+    the graph is analysed, a plan is made, the adapter's surgery cuts it (reads of the analysis' properties in
+    between are not stages)."""
+    import sys
+
+    import spa_keras as spa
+    from tests import models
+
+    model = models.small_cnn()
+    reads = {"source", "counts", "cost", "offsets", "input_shapes", "channels"}
+    stages: list[str] = []
+
+    def profile(frame, event, arg):
+        caller = frame.f_back
+        if event != "call" or caller is None or frame.f_code.co_name in reads:
+            return
+        if caller.f_globals.get("__name__", "").startswith("spa_keras.pipeline"):
+            parts = frame.f_globals.get("__name__", "").split(".")
+            if parts[0] == "spa_keras" and parts[1] != "pipeline":
+                stage = ".".join(parts[1:3]) if parts[1] == "formats" and len(parts) > 3 else parts[1]
+                if not stages or stages[-1] != stage:
+                    stages.append(stage)
+
+    sys.setprofile(profile)
+    try:
+        spa.prune(model, flops=0.4)
+    finally:
+        sys.setprofile(None)
+    assert stages == ["formats", "analysis", "planning", "formats.keras"]
