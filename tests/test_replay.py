@@ -8,7 +8,6 @@ the same input (CliRunner, one process, as a user scripting both), weights compa
 batch; exports compared as `SerializeToString()` in one process and in two fresh processes with other hash seeds.
 """
 
-import hashlib
 import json
 import os
 import subprocess

@@ -1,9 +1,9 @@
 """What removing channels saves: parameters and FLOPs of the model with a given set of channels removed.
 
-Every labelled tensor axis and parameter axis knows which global channel each position belongs to, so the shapes
-after removal are one vectorised count per axis, and the counts follow from the same formulas as `spa.count`
-(FLOPs = 2 × MACs of the ops whose spec counts them: Conv, ConvTranspose, Gemm, MatMul; `spa_keras.ops`). Coupled producers and consumers are all included because
-they are all members of the groups.
+Every labelled tensor axis and parameter axis knows which global channel each position belongs to, so the shapes after
+removal are one vectorised count per axis, and the counts follow from the same formulas as `spa.count` (FLOPs = 2 ×
+MACs of the ops whose spec counts them: Conv, ConvTranspose, Gemm, MatMul; `spa_keras.ops`). Coupled producers and
+consumers are all included because they are all members of the groups.
 
 Example:
 

@@ -1,14 +1,15 @@
 """Per-layer latency tables (NetAdapt-style): how long each convolution and matrix product takes on a runtime at
 the channel counts a plan may leave it, measured once per machine and runtime and cached.
 
-FLOPs predict latency poorly: a depthwise convolution or a narrow 1x1 convolution at batch 1 takes far longer per
-FLOP than a wide one, and kernels have fast and slow channel counts. So a latency target plans on measured layer
-times instead. Every op whose spec gives it a `layer` (`spa_keras.ops`: Conv, Gemm, MatMul with a weight) is built
-alone as a one-layer model for the runtime (one ONNX node for onnxruntime; one Keras layer, channels last, for
-TFLite and TensorFlow) at a small grid of input and output channel counts (`FRACTIONS` of the original, at multiples
-the runtime runs fast), and timed (lower quartile of `RUNS` runs). A layer's time at other counts is interpolated on that grid (bilinear; proportional below the
-smallest count). The time the layers do not account for (activations, pooling, element-wise ops, per-node overhead)
-is the whole model's measured latency minus the layers' sum, and is held constant.
+FLOPs predict latency poorly: a depthwise convolution or a narrow 1x1 convolution at batch 1 takes far longer per FLOP
+than a wide one, and kernels have fast and slow channel counts. So a latency target plans on measured layer times
+instead. Every op whose spec gives it a `layer` (`spa_keras.ops`: Conv, Gemm, MatMul with a weight) is built alone as
+a one-layer model for the runtime (one ONNX node for onnxruntime; one Keras layer, channels last, for TFLite and
+TensorFlow) at a small grid of input and output channel counts (`FRACTIONS` of the original, at multiples the runtime
+runs fast), and timed (lower quartile of `RUNS` runs). A layer's time at other counts is interpolated on that grid
+(bilinear; proportional below the smallest count). The time the layers do not account for (activations, pooling,
+element-wise ops, per-node overhead) is the whole model's measured latency minus the layers' sum, and is held
+constant.
 
 Tables are cached in `$SPA_KERAS_CACHE` (default `~/.cache/spa-keras`), one JSON per machine (CPU model, core count),
 runtime, runtime version and thread count; entries are keyed by layer shape, so models that share layer shapes

@@ -1,14 +1,15 @@
 """OBSPA's two passes over the network: Hessians on the original for the scores, then the sequential refit.
 
-`measure_hessians` runs the original model once over the provider's batches and accumulates every consumer's
-E[x xᵀ] (in chunks of consumers whose Hessians fit `HESSIAN_BYTES`). `reconstruct` refits the consumers in graph
-order on inputs from the already-pruned network: it accumulates E[x_d x_pᵀ] and E[x_p x_pᵀ] (x_d the original
-network's input of the consumer, x_p the pruned network's, a constant column for the bias), refits the kept
-columns (`spa_keras.compute.obs.refit`) and writes them into the pruned network (removed channels zeroed) before
-what follows runs. A format whose backend runs both models side by side (Keras) does it in one pass, BatchNorm
-statistics recalibrated on the way; others (ONNX) in stages of consumers that do not feed each other, each stage
-one run of both models. Models are reached only through the format's `ActivationBackend` (`backend.py`). The result is the plan's `updates`: new full-size values of the consumers'
-weights, of the biases (or BatchNorm running means) that take the mean shift, and of recalibrated statistics.
+`measure_hessians` runs the original model once over the provider's batches and accumulates every consumer's E[x xᵀ]
+(in chunks of consumers whose Hessians fit `HESSIAN_BYTES`). `reconstruct` refits the consumers in graph order on
+inputs from the already-pruned network: it accumulates E[x_d x_pᵀ] and E[x_p x_pᵀ] (x_d the original network's input
+of the consumer, x_p the pruned network's, a constant column for the bias), refits the kept columns
+(`spa_keras.compute.obs.refit`) and writes them into the pruned network (removed channels zeroed) before what follows
+runs. A format whose backend runs both models side by side (Keras) does it in one pass, BatchNorm statistics
+recalibrated on the way; others (ONNX) in stages of consumers that do not feed each other, each stage one run of both
+models. Models are reached only through the format's `ActivationBackend` (`backend.py`). The result is the plan's
+`updates`: new full-size values of the consumers' weights, of the biases (or BatchNorm running means) that take the
+mean shift, and of recalibrated statistics.
 
 Example:
 

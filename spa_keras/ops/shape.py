@@ -1,13 +1,13 @@
 """Reshape, Flatten, Squeeze, Unsqueeze and Transpose: index remapping of labelled axes.
 
 A reshape is traced through the element positions: each labelled axis is spread over the input's shape as channel
-positions, reshaped, and read back on the output axes where positions vary. Flatten of [N, C, H, W] gives each
-channel H·W consecutive positions; flatten of NHWC tiles the channels instead; both fall out of the same tracing.
-When one channel axis is split over several output axes (attention's [N, T, H·D] → [N, T, H, D], a channel
-shuffle's [N, g·c, H, W] → [N, g, c, H, W]) its labels travel as a grid through Reshape and Transpose. An op that
-computes on the grid sees whole rows (heads) as the prunable units; a grid reshaped back into one axis (channel
-shuffle) keeps the finer of rows and columns, so the removal stays rectangular and every group loses alike. Shape constants that name a shrinking axis are rewritten in
-surgery (including the constant pieces of a Shape→Gather→Concat chain).
+positions, reshaped, and read back on the output axes where positions vary. Flatten of [N, C, H, W] gives each channel
+H·W consecutive positions; flatten of NHWC tiles the channels instead; both fall out of the same tracing. When one
+channel axis is split over several output axes (attention's [N, T, H·D] → [N, T, H, D], a channel shuffle's [N, g·c,
+H, W] → [N, g, c, H, W]) its labels travel as a grid through Reshape and Transpose. An op that computes on the grid
+sees whole rows (heads) as the prunable units; a grid reshaped back into one axis (channel shuffle) keeps the finer of
+rows and columns, so the removal stays rectangular and every group loses alike. Shape constants that name a shrinking
+axis are rewritten in surgery (including the constant pieces of a Shape→Gather→Concat chain).
 """
 
 from __future__ import annotations

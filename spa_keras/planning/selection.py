@@ -156,10 +156,10 @@ def make_plan(analysis: Analysis, *, ratio: float | None = None, flops: float | 
     (`spa.prune(latency=...)` measures the landing). `rank_by_latency=True` ranks channels by score per second
     the `latency_model` predicts they save (HALP-style), whatever the target; measured here it gave slower models
     than ranking by score alone at the same FLOPs (`benchmarks/latency_table.py`), so it is off by default.
-    `round_to="auto"` keeps pruned groups at channel counts `runtime` runs fast (`spa_keras.planning.runtimes`), a smaller
-    multiple when that one cannot land within 2% of the target; the plan records the multiple used. When no layout
-    within 2% of the target exists under `round_to`, `max_per_group` and the barriers, a warning says where the plan
-    landed (`plan.target.reached`).
+    `round_to="auto"` keeps pruned groups at channel counts `runtime` runs fast (`spa_keras.planning.runtimes`), a
+    smaller multiple when that one cannot land within 2% of the target; the plan records the multiple used. When no
+    layout within 2% of the target exists under `round_to`, `max_per_group` and the barriers, a warning says where
+    the plan landed (`plan.target.reached`).
     """
     kind, amount = target_of(ratio, flops, params, latency)
     if (kind == "latency" or rank_by_latency) and latency_model is None:

@@ -13,8 +13,8 @@ When to prune (`when=`):
   Data-driven criteria (SNIP, GraSP, CroP, Taylor) score on the first batches `fit` trains on (arrays and
   tf.data datasets; give `data=` for a Python generator). To make training itself cheaper, prune first and train the
   slim model instead: `slim = spa.prune(model, flops=0.5, criterion="snip", data=(x, y)).model`, then `slim.fit`.
-- `"during"` (default): gradual pruning along a schedule (`spa_keras.training.schedules`, default: `PolynomialDecay` over
-  the first half of training, 20 pruning steps); at each pruning step the criterion rescores the current weights
+- `"during"` (default): gradual pruning along a schedule (`spa_keras.training.schedules`, default: `PolynomialDecay`
+  over the first half of training, 20 pruning steps); at each pruning step the criterion rescores the current weights
   and the masks grow.
 - `"after"`: at the end of training; `callback.result.model` is then ready for a second `fit` to fine-tune.
 

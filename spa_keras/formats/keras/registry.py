@@ -17,7 +17,7 @@ Example:
 >>> @resizes("MyDense")
 ... def my_dense(config, layer, weights, out_shape):
 ...     return {**config, "units": int(weights[0].shape[-1])}
->>> resizer_for_class("MyDense") is my_dense
+>>> LAYERS["MyDense"].resize is my_dense
 True
 >>> del LAYERS["MyDense"]
 """
@@ -90,11 +90,6 @@ def spec_of(layer: Any) -> LayerSpec | None:
     """The spec of a layer's class (`spa_keras.formats.keras.layers` imports every family module, which fills the
     registry)."""
     return LAYERS.get(type(layer).__name__)
-
-
-def resizer_for_class(name: str) -> Callable[..., dict] | None:
-    spec = LAYERS.get(name)
-    return None if spec is None else spec.resize
 
 
 def elements(shape: KerasShape) -> int:

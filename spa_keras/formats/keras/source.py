@@ -19,7 +19,6 @@ import numpy as np
 
 from spa_keras.bridges import keras_io
 from spa_keras.common import files
-from spa_keras.common.errors import InputError
 from spa_keras.common.tensors import TensorSpec
 from spa_keras.formats.base import Feeds, Source, WriteJob
 
@@ -157,14 +156,3 @@ class KerasSource(Source):
         from spa_keras.formats.keras.counts import count_keras
 
         return count_keras(self.model)
-
-
-def keras_model_name(model: Any) -> str:
-    return f"Keras model '{model.name}'"
-
-
-def require_keras(source: Source, what: str) -> KerasSource:
-    """`source` when it is a Keras model; else an `InputError` that says `what` needs one."""
-    if not isinstance(source, KerasSource):
-        raise InputError(f"{what} needs a live Keras model; {source.name} is {source.kind}")
-    return source

@@ -2,8 +2,9 @@
 
 The original model is untouched: `keras.models.clone_model` rebuilds the graph (models used as layers too) from new
 layers made with `from_config`, with the widths the layer's resizer writes (the `@resizes` of its family module in
-`layers/`: filters, units, heads, ...), and each new layer gets its old weights (or the new values a plan carries
-for kept weights) sliced along the axes whose channels were removed. The slim model is compiled like the source when the source was compiled.
+`layers/`: filters, units, heads, ...), and each new layer gets its old weights (or the new values a plan carries for
+kept weights) sliced along the axes whose channels were removed. The slim model is compiled like the source when the
+source was compiled.
 
 `mask_keras` is the other use of the same masks: it zeroes the removed channels of every member variable of a live
 model in place (what training with a fixed mask needs).

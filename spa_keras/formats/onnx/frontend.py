@@ -12,7 +12,7 @@ Example:
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx

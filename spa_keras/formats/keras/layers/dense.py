@@ -1,4 +1,5 @@
-"""Dense (any input rank), Embedding (output dim), EinsumDense (projections of the form `...c,cf->...f` with several c and f letters).
+"""Dense (any input rank), Embedding (output dim), EinsumDense (projections of the form `...c,cf->...f` with several c
+and f letters).
 
 An EinsumDense that contracts the input's trailing axes with the kernel's leading axes is a MatMul between the input
 with those axes merged and the kernel seen as a matrix [contracted, free]; Reshapes around it let the engine's
