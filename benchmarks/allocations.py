@@ -93,7 +93,7 @@ def measure(args):
     for name, options in plans(analysis, args).items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            plan = spa.plan.make_plan(analysis, flops=args.flops, runtime=args.runtime, reconstruct=False, **options)
+            plan = spa.planning.selection.make_plan(analysis, flops=args.flops, runtime=args.runtime, reconstruct=False, **options)
         slim = runner(analysis.source.slim(analysis, plan.mask(analysis)), args.runtime, args.batch, args.threads)
         speedups = [timed(original, slim, args.runs)[2] for _ in range(args.repeats)]
         ratio = 1 / (1 - plan.target.reached)

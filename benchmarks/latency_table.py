@@ -48,7 +48,7 @@ def cells(name, runtime, batch, args):
         for ranking in RANKINGS:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                plan = spa.plan.make_plan(ga, flops=target, runtime=runtime, reconstruct=False,
+                plan = spa.planning.selection.make_plan(ga, flops=target, runtime=runtime, reconstruct=False,
                                           latency_model=latency_model, rank_by_latency=ranking == "per second")
             mask = plan.mask(ga)
             slim = ga.source.slim(ga, mask)
