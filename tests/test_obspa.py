@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import spa_keras as spa
-from spa_keras.compute.obs import block_errors, damped, refit
+from spa_keras.compute.obs import block_errors, damped, refit, removal_path
 
 
 def im2col(x, k, stride, pad):
@@ -42,6 +42,27 @@ def test_predicted_error_is_the_measured_error_and_removal_order_does_not_matter
     after_first = block_errors(refit(w, h, h, keep1)[:, keep1], h[np.ix_(keep1, keep1)], [np.arange(0, 3)])[0]
     joint = np.sum((x @ w.T - x @ refit(w, h, h, keep12).T) ** 2) / len(x)
     assert predicted[0] + after_first == pytest.approx(joint, rel=1e-8)
+
+
+def test_the_removal_path_costs_what_its_prefixes_cost_when_refit_by_least_squares(rng):
+    """Along the greedy OBS path, the summed costs of the cheapest k channels (k at a round boundary) are the error
+    of removing those k together with the kept columns refit by lstsq; in a redundant layer that is far more than
+    the sum of their single-removal costs (which is what made scores of single removals empty a Dense layer)."""
+    x = rng.normal(size=(600, 3)) @ rng.normal(size=(3, 12)) + 0.05 * rng.normal(size=(600, 12))
+    x = np.repeat(x, 2, axis=1) + 0.01 * rng.normal(size=(600, 24))  # 12 channels of two columns each
+    w = rng.normal(size=(5, 24))
+    h = x.T @ x / 600
+    blocks = [np.array([2 * c, 2 * c + 1]) for c in range(12)]
+    cost = removal_path(w, h, blocks, rounds=4)  # rounds of 3 channels
+    order = np.argsort(cost, kind="stable")
+    for k in (3, 6, 9):
+        gone = np.concatenate([blocks[c] for c in order[:k]])
+        kept = np.setdiff1d(np.arange(24), gone)
+        fit, *_ = np.linalg.lstsq(x[:, kept], x @ w.T, rcond=None)
+        measured = np.sum((x @ w.T - x[:, kept] @ fit) ** 2) / 600
+        np.testing.assert_allclose(cost[order[:k]].sum(), measured, rtol=1e-6)
+    assert cost[order[:9]].sum() > 3 * block_errors(w, h, [blocks[c] for c in order[:9]]).sum()
+    assert np.all(np.diff(cost[order]) >= 0)
 
 
 def test_damping_fills_dead_columns():
@@ -248,6 +269,24 @@ def test_data_free_obspa_on_keras_beats_l1_on_the_batchnorm_model(rng):
     obspa = spa.prune(model, flops=0.4, criterion=spa.importance.OBSPA(steps=100)).model(x).numpy()
     l1 = spa.prune(model, flops=0.4).model(x).numpy()
     assert np.abs(obspa - original).mean() < np.abs(l1 - original).mean()
+
+
+def test_data_free_obspa_gives_the_same_model_whatever_the_clock_says(monkeypatch):
+    """The default work is fixed: with a clock that runs a thousand times too fast (a machine under load), data-free
+    OBSPA gives the very same slim weights as with the real clock."""
+    import time
+
+    def prune():
+        result = spa.prune(bn_model(), flops=0.4, criterion=spa.importance.OBSPA(steps=20, samples=16))
+        return result.model.get_weights()
+
+    calm = prune()
+    ticks = iter(range(0, 10**9, 1000))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(ticks)))
+    busy = prune()
+    assert len(calm) == len(busy)
+    for a, b in zip(calm, busy):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_no_batchnorm_inputs_are_made_for_no_samples():

@@ -7,7 +7,7 @@ optimises the inputs.
 
 Example:
 
->>> inputs, steps = distil(probe, targets, noise, steps=200, learning_rate=0.1, budget=30.0)   # doctest: +SKIP
+>>> inputs, steps = distil(probe, targets, noise, steps=200, learning_rate=0.1)   # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ class NormTarget:
 
 
 def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int, learning_rate: float,
-           budget: float) -> tuple[np.ndarray, int]:
-    """Optimise the inputs `x` for `steps` Adam steps (fewer when `budget` seconds run out); `probe(inputs)` gives
-    the BatchNorm inputs of the model in inference mode. Returns the inputs and the steps run."""
+           budget: float | None = None) -> tuple[np.ndarray, int]:
+    """Optimise the inputs `x` for `steps` Adam steps; `probe(inputs)` gives the BatchNorm inputs of the model in
+    inference mode. Returns the inputs and the steps run: all of them, unless a `budget` of seconds was given and
+    ran out (then the result depends on the machine's speed and load)."""
     import keras
     import tensorflow as tf
 
@@ -57,6 +58,6 @@ def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int
     while done < steps:
         step()
         done += 1
-        if time.perf_counter() - start > budget:
+        if budget is not None and time.perf_counter() - start > budget:
             break
     return inputs.numpy(), done

@@ -85,3 +85,94 @@ def refit(w: np.ndarray, cross: np.ndarray, h: np.ndarray, keep: np.ndarray) -> 
     out = np.zeros_like(w, dtype=np.float64)
     out[:, k] = fit
     return out
+
+
+def _block_costs(h_inv: Any, w: Any, blocks: list[np.ndarray]) -> np.ndarray:
+    """tr(W_Q ((H⁻¹)_QQ)⁻¹ W_Qᵀ) of each block Q alone, from H⁻¹ itself (TensorFlow tensors)."""
+    import tensorflow as tf
+
+    out = np.zeros(len(blocks))
+    by_size: dict[int, list[int]] = {}
+    for i, block in enumerate(blocks):
+        by_size.setdefault(len(block), []).append(i)
+    for which in by_size.values():  # blocks of one size in one batched solve
+        index = tf.constant(np.stack([blocks[i] for i in which]), tf.int32)  # [n, q]
+        inv_qq = tf.gather(tf.gather(h_inv, index, axis=0), index, axis=2, batch_dims=1)  # [n, q, q]
+        w_q = tf.transpose(tf.gather(w, index, axis=1), [1, 2, 0])  # [n, q, d_out]
+        z = tf.linalg.triangular_solve(tf.linalg.cholesky(inv_qq), w_q, lower=True)
+        out[which] = tf.reduce_sum(z * z, axis=[1, 2]).numpy()
+    return out
+
+
+def removal_path(w: np.ndarray, h: np.ndarray, blocks: list[np.ndarray], rounds: int = 16) -> np.ndarray:
+    """What removing each block costs on the way to removing them all, the cheapest first, with the optimal
+    compensation at every step: the blocks' marginal errors along a greedy OBS path.
+
+    Errors of single removals (`block_errors`) do not add up: in a layer of redundant channels each one alone costs
+    almost nothing (the others take its part), but removing most of them costs much. The path removes, in `rounds`
+    rounds, the cheapest blocks given those already gone (H⁻¹ and W downdated after each round, as OBS does), and
+    spreads each round's exact joint error over its blocks in proportion to their single costs. Along the path
+    the costs never decrease, so that the blocks with the lowest cost are a prefix of the path and their sum is
+    the error of removing them together (exactly at round boundaries).
+
+    Args:
+        w: the consumer's matrix [d_out, d_in].
+        h: its damped Hessian E[x xᵀ] [d_in, d_in].
+        blocks: the columns of each block (one channel's), disjoint.
+        rounds: how many downdates the path takes (more: closer to one block at a time).
+
+    Returns:
+        The marginal error of each block, in the order of `blocks`.
+
+    Example (six columns in two directions: five go at the cost the path says, far more than their single costs):
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(400, 2)) @ rng.normal(size=(2, 6)) + 0.1 * rng.normal(size=(400, 6))
+    >>> w, h = rng.normal(size=(3, 6)), x.T @ x / 400
+    >>> blocks = [np.array([i]) for i in range(6)]
+    >>> cost = removal_path(w, h, blocks, rounds=6)
+    >>> first = np.argsort(cost)[:5]
+    >>> together = block_errors(w, h, [first])[0]
+    >>> bool(np.isclose(cost[first].sum(), together)), bool(together > 10 * block_errors(w, h, blocks)[first].sum())
+    (True, True)
+    """
+
+    import tensorflow as tf
+
+    n = len(blocks)
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    dtype = _dtype(len(h))
+    h_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(tf.constant(h, dtype)), tf.eye(len(h), dtype=dtype))
+    w_t = tf.constant(w, dtype)
+    left = np.arange(n)  # blocks not yet removed
+    kept = np.arange(len(h))  # columns of h_inv / w_t, in the original numbering
+    floor, step = 0.0, max(1, -(-n // max(1, rounds)))
+    while len(left):
+        position = np.full(len(h), -1)
+        position[kept] = np.arange(len(kept))
+        local = [position[blocks[b]] for b in left]
+        single = _block_costs(h_inv, w_t, local)
+        order = np.argsort(single, kind="stable")[:step]
+        chosen = np.concatenate([local[i] for i in order])
+        inv_qq = tf.gather(tf.gather(h_inv, chosen, axis=0), chosen, axis=1)
+        chol = tf.linalg.cholesky(inv_qq)
+        w_q = tf.gather(w_t, chosen, axis=1)
+        joint = float(tf.reduce_sum(tf.linalg.triangular_solve(chol, tf.transpose(w_q), lower=True) ** 2))
+        share = single[order] / max(float(single[order].sum()), 1e-300)
+        costs = np.maximum.accumulate(np.maximum(joint * share, 0.0))
+        out[left[order]] = np.maximum(costs, floor)
+        floor = float(out[left[order]].max())
+        # OBS downdate after removing `chosen`: W -= W_Q (H⁻¹_QQ)⁻¹ H⁻¹_Q,:, H⁻¹ -= H⁻¹_:,Q (H⁻¹_QQ)⁻¹ H⁻¹_Q,:
+        rows = tf.gather(h_inv, chosen, axis=0)  # [q, d]
+        solved = tf.linalg.cholesky_solve(chol, rows)  # (H⁻¹_QQ)⁻¹ H⁻¹_Q,:
+        w_t = w_t - tf.matmul(w_q, solved)
+        h_inv = h_inv - tf.matmul(rows, solved, transpose_a=True)
+        stay = np.setdiff1d(np.arange(len(kept)), chosen)
+        h_inv = tf.gather(tf.gather(h_inv, stay, axis=0), stay, axis=1)
+        w_t = tf.gather(w_t, stay, axis=1)
+        kept = kept[stay]
+        left = np.delete(left, order)
+    return out

@@ -27,7 +27,7 @@ from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers
 from spa_keras.obspa.hessians import Calibration, InputProvider, get_provider
-from spa_keras.compute.obs import block_errors
+from spa_keras.compute.obs import block_errors, removal_path
 from spa_keras.obspa.reconstruct import measure_hessians, reconstruct
 
 if TYPE_CHECKING:
@@ -58,8 +58,8 @@ class OBSPA(Criterion):
         batch_size: inputs per forward pass (None: as many as fit in about 1 GB of activations).
         damping: λ in H + λ·mean(diag H)·I.
         steps: optimisation steps of the 'batchnorm' inputs.
-        budget: seconds the 'batchnorm' inputs may take to make (fewer steps on large models, said in a warning;
-            None: no limit).
+        budget: None (the default): the 'batchnorm' inputs get all their steps, so the result is the same on every
+            machine. Seconds: an explicit limit (fewer steps on large models, said in a warning).
         recalibrate: after the refit, BatchNorm statistics of a Keras model 'correct'ed for what pruning changed,
             'reestimate'd on the inputs, or left alone (None).
         agg, norm: how consumers combine and groups rescale (see `spa_keras.importance.scoring`).
@@ -67,15 +67,16 @@ class OBSPA(Criterion):
     """
 
     def __init__(self, hessian: str | InputProvider = "batchnorm", calibration: Any = None, samples: int = 128,
-                 batch_size: int | None = None, damping: float = 0.01, steps: int = 200, budget: float | None = 30.0,
-                 recalibrate: str | None = "reestimate", agg: str = "sum", norm: str = "mean", seed: int = 0) -> None:
+                 batch_size: int | None = None, damping: float = 0.01, steps: int = 200, budget: float | None = None,
+                 recalibrate: str | None = "reestimate", agg: str = "sum", norm: str = "mean", seed: int = 0,
+                 rounds: int = 16) -> None:
         super().__init__(agg=agg, norm=norm)
         if recalibrate not in (None, "correct", "reestimate"):
             raise InputError(f"recalibrate={recalibrate!r}: 'correct', 'reestimate' or None")
         self.recalibrate = recalibrate
         self.hessian = hessian if calibration is None else "calibration"
         self.samples, self.batch_size, self.damping, self.seed = samples, batch_size, damping, seed
-        self.steps, self.budget = steps, budget
+        self.steps, self.budget, self.rounds = steps, budget, int(rounds)
         self._calibration = calibration
         self._scored: _Scored | None = None
 
@@ -121,7 +122,8 @@ class OBSPA(Criterion):
             blocks = [np.flatnonzero(consumer.columns == i) for i in ids]
             w = consumer.matrix.astype(np.float64)
             energy = max(float(np.sum((w @ h) * w)), 1e-30)  # tr(W H Wᵀ)
-            np.add.at(errors, ids, block_errors(w, h, blocks) / energy)
+            costs = removal_path(w, h, blocks, self.rounds) if self.rounds else block_errors(w, h, blocks)
+            np.add.at(errors, ids, costs / energy)
             covered[ids] = True
         self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered)
         return self._scored

@@ -168,22 +168,22 @@ class Calibration(InputProvider):
 class BatchNormInputs(InputProvider):
     """Inputs optimised so each BatchNorm layer's batch statistics match its running mean and variance.
 
-    Batches are made one after the other, each optimised for `steps` steps, while the time `budget` allows (the
-    first batch always; it gets fewer steps when even that does not fit). Steps matter more than samples: on the
-    demo ResNet at -50% FLOPs, 64 inputs x 200 steps give 80.5% accuracy, 256 x 100 steps 57%.
+    The work is fixed (`samples` inputs, `steps` optimisation steps each), so that the same model, options and seed
+    give the same inputs on any machine and under any load. Steps matter more than samples: on the demo ResNet at
+    -50% FLOPs, 64 inputs x 200 steps give 80.5% accuracy, 256 x 100 steps 57%.
 
     Args:
-        samples: how many inputs to make at most.
+        samples: how many inputs to make.
         steps: Adam steps of the optimisation of each batch (a forward and backward pass each).
         learning_rate: Adam's learning rate on the inputs.
-        budget: seconds the optimisation may take in all (None: no limit); fewer samples (or steps) are made,
-            and a warning says so, when the model is too large for all of them in that time.
+        budget: None (the default): all the work is done. Seconds: an explicit opt-in to stop when they run out
+            (fewer samples or steps, said in a warning); the result then depends on the machine's speed and load.
     """
 
     name = "batchnorm"
 
     def __init__(self, samples: int = 128, batch_size: int | None = None, seed: int = 0, steps: int = 200,
-                 learning_rate: float = 0.1, budget: float | None = 30.0) -> None:
+                 learning_rate: float = 0.1, budget: float | None = None) -> None:
         super().__init__(samples, batch_size, seed)
         self.steps, self.learning_rate = int(steps), float(learning_rate)
         self.budget = None if budget is None else float(budget)
@@ -201,18 +201,18 @@ class BatchNormInputs(InputProvider):
         model, targets = probe
         out: list[np.ndarray] = []
         steps = self.steps  # what every batch got, unless the budget cut one short (none made: samples=0)
-        start, budget = time.perf_counter(), float("inf") if self.budget is None else self.budget
+        start = time.perf_counter()
         for x in track(noise, "OBSPA: synthetic inputs"):
-            left = budget - (time.perf_counter() - start)
-            if out and left < (time.perf_counter() - start) / len(out):  # another batch would not fit
+            left = None if self.budget is None else self.budget - (time.perf_counter() - start)
+            if out and left is not None and left < (time.perf_counter() - start) / len(out):  # would not fit
                 break
             inputs, steps = distil(model, targets, x, self.steps, self.learning_rate, left)
             out.append(inputs)
         made = sum(len(b) for b in out)
         if made < self.samples or steps < self.steps:
             warnings.warn(f"OBSPA: {made} of {self.samples} synthetic inputs, {steps} of {self.steps} optimisation "
-                          f"steps, within budget={budget:g} s; raise budget= for better Hessians, or give "
-                          "calibration= data", stacklevel=2)
+                          f"steps, within budget={self.budget:g} s; the result depends on this machine's speed and "
+                          "load: leave budget=None for the full work, or give calibration= data", stacklevel=2)
         return out
 
 
