@@ -103,6 +103,22 @@ def test_keras_dense_reconstruction_is_the_least_squares_refit(rng):
     assert np.abs(result.model(x).numpy() - target).mean() < np.abs(l1(x).numpy() - target).mean()
 
 
+def test_diagnostics_report_the_output_error_the_slim_layer_really_has(rng):
+    """The error after refit that OBSPA reports for a layer is its relative output error measured here on the
+    calibration inputs (slim vs original model), and its predicted error is what the scores said; the table names
+    the layer."""
+    model = dense_model()
+    x = _calibration(rng, (10,))
+    criterion = spa.importance.OBSPA(calibration=x, damping=1e-12)
+    result = spa.prune(model, ratio=0.5, criterion=criterion)
+    [report] = criterion.diagnostics.consumers
+    target, slim = model(x).numpy().astype(np.float64), result.model(x).numpy().astype(np.float64)
+    np.testing.assert_allclose(report.measured, np.sum((slim - target) ** 2) / np.sum(target ** 2), rtol=1e-3)
+    assert (report.name, report.channels, report.removed) == ("out", 16, len(next(iter(result.plan.removed.values()))))
+    assert 0 < report.predicted and np.isfinite(report.predicted)
+    assert "out" in str(criterion.diagnostics) and "error after refit" in str(criterion.diagnostics)
+
+
 def conv_model(padding, strides, seed=0):
     import keras
     from keras import layers

@@ -8,6 +8,7 @@ descriptors to a temporary file while a library call runs, so the user sees our 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -33,6 +34,13 @@ def _console(stderr: bool = False) -> Console:
 
 console = _console()
 err_console = _console(stderr=True)
+
+
+def render_text(renderable: object, width: int = 100) -> str:
+    """What a rich renderable (a table) prints, as plain text: the `__str__` of reports."""
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text().rstrip()
 
 
 def debug_enabled() -> bool:

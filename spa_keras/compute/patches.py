@@ -83,8 +83,8 @@ def chunks(x: Any, spec: InputColumns) -> Iterator[Any]:
 
 class Moments:
     """Sums over streamed rows of a consumer's input columns: XᵀX of the inputs it sees (`gram`), and with a
-    reference input X_d beside them, X_dᵀX (`cross`) and the column sums of both. Accumulated in TensorFlow
-    (float64), read as numpy."""
+    reference input X_d beside them, X_dᵀX (`cross`), X_dᵀX_d (`ref_gram`) and the column sums of both.
+    Accumulated in TensorFlow (float64), read as numpy."""
 
     def __init__(self, d: int, cross: bool = False) -> None:
         import tensorflow as tf
@@ -93,11 +93,11 @@ class Moments:
         zeros = lambda *shape: tf.zeros(shape, tf.float64)  # noqa: E731
         self._sums = {"gram": zeros(d, d), "sum": zeros(d)}
         if cross:
-            self._sums.update(cross=zeros(d, d), ref_sum=zeros(d))
+            self._sums.update(cross=zeros(d, d), ref_sum=zeros(d), ref_gram=zeros(d, d))
 
     def __getattr__(self, name: str) -> Any:
         sums = self.__dict__.get("_sums", {})
-        if name in ("gram", "sum", "cross", "ref_sum"):
+        if name in ("gram", "sum", "cross", "ref_sum", "ref_gram"):
             return sums[name].numpy() if name in sums else None
         raise AttributeError(name)
 
@@ -111,6 +111,7 @@ class Moments:
         if reference is not None:
             s["cross"] += tf.cast(tf.matmul(reference, x, transpose_a=True), tf.float64)
             s["ref_sum"] += tf.reduce_sum(tf.cast(reference, tf.float64), axis=0)
+            s["ref_gram"] += tf.cast(tf.matmul(reference, reference, transpose_a=True), tf.float64)
 
     def accumulate(self, spec: InputColumns, x: Any, reference: Any = None) -> None:
         """Add a layer's input activation (and the reference activation of the same samples)."""

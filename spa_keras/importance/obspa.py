@@ -28,6 +28,7 @@ from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers
 from spa_keras.obspa.hessians import Calibration, InputProvider, get_provider
 from spa_keras.compute.obs import block_errors, removal_path
+from spa_keras.obspa.diagnostics import Diagnostics
 from spa_keras.obspa.reconstruct import measure_hessians, reconstruct
 
 if TYPE_CHECKING:
@@ -42,6 +43,11 @@ class _Scored:
     batches: list[Any]
     errors: np.ndarray  # per global channel: Σ over consumers of ΔE / E
     covered: np.ndarray  # per global channel: read by at least one consumer
+    costs: dict[str, tuple[np.ndarray, np.ndarray]]  # per consumer weight: (channel ids, their ΔE / E)
+
+    def predicted(self, removed: np.ndarray) -> dict[str, float]:
+        """Per consumer weight: the relative error its removed channels were scored at."""
+        return {weight: float(cost[removed[ids]].sum()) for weight, (ids, cost) in self.costs.items()}
 
 
 @register_criterion("obspa")
@@ -79,6 +85,7 @@ class OBSPA(Criterion):
         self.steps, self.budget, self.rounds = steps, budget, int(rounds)
         self._calibration = calibration
         self._scored: _Scored | None = None
+        self._diagnostics = Diagnostics()
 
     def _provider(self, analysis: Analysis) -> InputProvider:
         samples = self._samples(analysis)
@@ -117,15 +124,17 @@ class OBSPA(Criterion):
                     ((c, np.eye(c.matrix.shape[1])) for c in consumers))
         n = len(analysis.group_of_channel)
         errors, covered = np.zeros(n), np.zeros(n, bool)
+        costs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for consumer, h in measured:
             ids = np.unique(consumer.columns[consumer.columns >= 0])
             blocks = [np.flatnonzero(consumer.columns == i) for i in ids]
             w = consumer.matrix.astype(np.float64)
             energy = max(float(np.sum((w @ h) * w)), 1e-30)  # tr(W H Wᵀ)
-            costs = removal_path(w, h, blocks, self.rounds) if self.rounds else block_errors(w, h, blocks)
-            np.add.at(errors, ids, costs / energy)
+            cost = (removal_path(w, h, blocks, self.rounds) if self.rounds else block_errors(w, h, blocks)) / energy
+            np.add.at(errors, ids, cost)
             covered[ids] = True
-        self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered)
+            costs[consumer.weight] = (ids, cost)
+        self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered, costs)
         return self._scored
 
     def group_scores(self, analysis: Analysis, group: ChannelGroup, scored: _Scored) -> np.ndarray:
@@ -151,8 +160,21 @@ class OBSPA(Criterion):
         scored = self._scored
         if scored is None or scored.analysis is not analysis:
             scored = self.prepare(analysis, None, None)
-        return reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping,
-                           self.recalibrate)
+        self._diagnostics = Diagnostics()
+        updates = reconstruct(scored.analysis, scored.consumers, removed, scored.batches, self.damping,
+                              self.recalibrate, scored.predicted(removed), self._diagnostics)
+        collapsed = self._diagnostics.collapsed
+        if collapsed:
+            names = ", ".join(f"{c.name} ({c.measured:.0%} of its output lost, {c.removed}/{c.channels} channels "
+                              "removed)" for c in collapsed[:3])
+            warnings.warn(f"OBSPA could not reconstruct {len(collapsed)} layer(s): {names}; prune less there "
+                          "(ignore=, max_per_group=) or give calibration= data", stacklevel=3)
+        return updates
+
+    @property
+    def diagnostics(self) -> Diagnostics:
+        """What the last reconstruction did, layer by layer (`print(criterion.diagnostics)` shows a table)."""
+        return self._diagnostics
 
     @property
     def skipped(self) -> list[str]:

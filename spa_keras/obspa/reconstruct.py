@@ -28,6 +28,7 @@ from spa_keras.compute.obs import damped, refit
 from spa_keras.compute.patches import Moments
 from spa_keras.obspa.backend import ActivationBackend, NormSite, PrunedNetwork
 from spa_keras.obspa.consumers import Consumer
+from spa_keras.obspa.diagnostics import ConsumerReport, Diagnostics, NormReport
 
 if TYPE_CHECKING:
     from spa_keras.analysis.graph import SPAGraph
@@ -86,26 +87,37 @@ def stages(graph: SPAGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
     return out
 
 
-def _augmented(m: Moments) -> tuple[np.ndarray, np.ndarray]:
-    """(E[z_p z_pᵀ], E[z_d z_pᵀ]) with z = [x; 1]: the constant column carries the bias."""
+def _augmented(m: Moments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E[z_p z_pᵀ], E[z_d z_pᵀ], E[z_d z_dᵀ]) with z = [x; 1]: the constant column carries the bias."""
     n = max(m.rows, 1)
     d = len(m.sum)
     h = np.empty((d + 1, d + 1))
     h[:d, :d], h[:d, d], h[d, :d], h[d, d] = m.gram / n, m.sum / n, m.sum / n, 1.0
     cross = np.empty((d + 1, d + 1))
     cross[:d, :d], cross[:d, d], cross[d, :d], cross[d, d] = m.cross / n, m.ref_sum / n, m.sum / n, 1.0
-    return h, cross
+    reference = np.empty((d + 1, d + 1))
+    reference[:d, :d], reference[:d, d], reference[d, :d], reference[d, d] = (
+        m.ref_gram / n, m.ref_sum / n, m.ref_sum / n, 1.0)
+    return h, cross, reference
+
+
+def _relative_error(w: np.ndarray, fit: np.ndarray, h: np.ndarray, cross: np.ndarray,
+                    reference: np.ndarray) -> float:
+    """E‖W z_d − Ŵ z_p‖² / E‖W z_d‖² from the moments (h = E[z_p z_pᵀ], cross = E[z_d z_pᵀ], reference = E[z_d z_dᵀ])."""
+    energy = float(np.sum((w @ reference) * w))
+    error = energy - 2 * float(np.sum((w @ cross) * fit)) + float(np.sum((fit @ h) * fit))
+    return max(error, 0.0) / max(energy, 1e-30)
 
 
 def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndarray,
-               damping: float) -> dict[str, np.ndarray]:
-    """{param: new value} for one consumer: its weight, and the bias (or BatchNorm mean) that takes the shift."""
+               damping: float) -> tuple[dict[str, np.ndarray], float]:
+    """({param: new value}, relative output error after the refit) for one consumer: its weight, and the bias (or
+    BatchNorm mean) that takes the shift."""
     keep = ~((consumer.columns >= 0) & removed[np.maximum(consumer.columns, 0)])
-    h, cross = _augmented(m)
+    h, cross, reference = _augmented(m)
     bias = consumer.bias
     if bias is None:  # no constant column: the output mean cannot move
-        h, cross = h[:-1, :-1], cross[:-1, :-1]
-    h = damped(h * max(m.rows, 1), max(m.rows, 1), damping)
+        h, cross, reference = h[:-1, :-1], cross[:-1, :-1], reference[:-1, :-1]
     w = consumer.matrix.astype(np.float64)
     bias_value = np.zeros(0)
     if bias is not None:
@@ -113,14 +125,15 @@ def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndar
         own = consumer.bias_sign > 0
         w = np.concatenate([w, (bias_value if own else np.zeros_like(bias_value))[:, None]], axis=1)
         keep = np.append(keep, True)
-    fit = refit(w, cross, h, keep)
+    fit = refit(w, cross, damped(h * max(m.rows, 1), max(m.rows, 1), damping), keep)
+    measured = _relative_error(w, fit, h, cross, reference)
     weight = graph.params[consumer.weight].value
     out = {consumer.weight: consumer.to_value(fit[:, :consumer.matrix.shape[1]], weight).astype(weight.dtype)}
     if bias is not None:
         shift = fit[:, -1] - (bias_value if consumer.bias_sign > 0 else 0.0)
         new = bias_value + consumer.bias_sign * shift
         out[bias] = new.reshape(graph.params[bias].shape).astype(graph.params[bias].value.dtype)
-    return out
+    return out, measured
 
 
 def _statistics(x: Any, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,12 +187,41 @@ def _stacked(batches: list[Any]) -> Any:
     return np.concatenate([np.asarray(b) for b in batches])
 
 
-def _reconstruct_in_one_pass(analysis: Analysis, network: PrunedNetwork, backend: ActivationBackend,
-                             consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
-                             damping: float, recalibrate: str | None) -> None:
+@dataclasses.dataclass
+class _Refitter:
+    """Refits consumers into the pruned network and records what each refit achieved."""
+
+    graph: SPAGraph
+    network: PrunedNetwork
+    removed: np.ndarray
+    damping: float
+    predicted: dict[str, float]  # per consumer weight: its predicted relative error
+    diagnostics: Diagnostics
+
+    def refit(self, consumer: Consumer, moments: Moments) -> None:
+        updates, measured = _refit_one(self.graph, consumer, moments, self.removed, self.damping)
+        for param, value in updates.items():
+            self.network.write(param, value)
+        ids = consumer.columns[consumer.columns >= 0]
+        self.diagnostics.consumers.append(ConsumerReport(
+            consumer.name, int(len(np.unique(ids[self.removed[ids]]))), int(len(np.unique(ids))),
+            self.predicted.get(consumer.weight, float("nan")), measured))
+
+    def recalibrate(self, norm: NormSite, dense_input: Any, pruned_input: Any, mode: str) -> None:
+        before = RunningStatistics.of(self.graph, norm)
+        mean, variance = batchnorm_statistics(before, dense_input, pruned_input, mode)
+        for param, value in zip((norm.mean, norm.variance), (mean, variance)):
+            self.network.write(param, value.astype(np.float32))
+        sigma = np.sqrt(np.asarray(before.variance, np.float64) + norm.epsilon)
+        self.diagnostics.norms.append(NormReport(
+            str(norm.site), float(np.mean(np.abs(mean - before.mean) / sigma)),
+            float(np.median(np.sqrt(variance + norm.epsilon) / sigma))))
+
+
+def _reconstruct_in_one_pass(analysis: Analysis, refitter: _Refitter, backend: ActivationBackend,
+                             consumers: list[Consumer], batches: list[Any], recalibrate: str | None) -> None:
     """One pass of the original and the pruned copy side by side: each consumer is refit, and each BatchNorm
     recalibrated, just before it runs on the pruned copy."""
-    graph = analysis.graph
     by_site = {c.site: c for c in consumers}
     norms = backend.norm_sites(analysis) if recalibrate else {}
     with progress_bar(len(consumers), "OBSPA: reconstructing") as advance:
@@ -188,45 +230,43 @@ def _reconstruct_in_one_pass(analysis: Analysis, network: PrunedNetwork, backend
             if consumer is not None:
                 moments = Moments(consumer.matrix.shape[1], cross=True)
                 moments.accumulate(consumer.inputs, twin_args[0], reference=args[0])
-                for param, value in _refit_one(graph, consumer, moments, removed, damping).items():
-                    network.write(param, value)
+                refitter.refit(consumer, moments)
                 advance()
             norm = norms.get(site)
             if norm is not None and recalibrate is not None:  # norms are found only to recalibrate
-                stats = batchnorm_statistics(RunningStatistics.of(graph, norm), args[0], twin_args[0], recalibrate)
-                for param, value in zip((norm.mean, norm.variance), stats):
-                    network.write(param, value.astype(np.float32))
+                refitter.recalibrate(norm, args[0], twin_args[0], recalibrate)
 
-        network.run_alongside(_stacked(batches), hook)
+        refitter.network.run_alongside(_stacked(batches), hook)
 
 
-def _reconstruct_in_stages(analysis: Analysis, network: PrunedNetwork, backend: ActivationBackend,
-                           consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
-                           damping: float) -> None:
+def _reconstruct_in_stages(analysis: Analysis, refitter: _Refitter, backend: ActivationBackend,
+                           consumers: list[Consumer], batches: list[Any]) -> None:
     """Stage by stage: the original and the current pruned model run on every batch."""
-    graph = analysis.graph
-    for stage in track(stages(graph, consumers), "OBSPA: reconstructing"):
+    for stage in track(stages(analysis.graph, consumers), "OBSPA: reconstructing"):
         sites = [c.site for c in stage]
-        dense, pruned = backend.reader(sites), network.reader(sites)
+        dense, pruned = backend.reader(sites), refitter.network.reader(sites)
         moments = [Moments(c.matrix.shape[1], cross=True) for c in stage]
         for batch in batches:
             for m, c, x_d, x_p in zip(moments, stage, dense(batch), pruned(batch)):
                 m.accumulate(c.inputs, x_p, reference=x_d)
         for c, m in zip(stage, moments):
-            for param, value in _refit_one(graph, c, m, removed, damping).items():
-                network.write(param, value)
+            refitter.refit(c, m)
 
 
 def reconstruct(analysis: Analysis, consumers: list[Consumer], removed: np.ndarray, batches: list[Any],
-                damping: float = 0.01, recalibrate: str | None = None) -> dict[str, np.ndarray]:
+                damping: float = 0.01, recalibrate: str | None = None, predicted: dict[str, float] | None = None,
+                diagnostics: Diagnostics | None = None) -> dict[str, np.ndarray]:
     """New values of the consumers' kept weights (and biases), and with `recalibrate` ('correct' or
-    'reestimate') of the BatchNorm statistics of a one-pass model, after removing the `removed` channels."""
+    'reestimate') of the BatchNorm statistics of a one-pass model, after removing the `removed` channels.
+    `diagnostics` collects each consumer's error after its refit (beside its `predicted` one) and each
+    recalibrated BatchNorm's change."""
     if not removed.any() or not batches:
         return {}
     backend = analysis.source.activations()
-    network = backend.pruned(analysis, removed)
+    refitter = _Refitter(analysis.graph, backend.pruned(analysis, removed), removed, damping, predicted or {},
+                         Diagnostics() if diagnostics is None else diagnostics)
     if backend.one_pass:
-        _reconstruct_in_one_pass(analysis, network, backend, consumers, removed, batches, damping, recalibrate)
+        _reconstruct_in_one_pass(analysis, refitter, backend, consumers, batches, recalibrate)
     else:
-        _reconstruct_in_stages(analysis, network, backend, consumers, removed, batches, damping)
-    return network.updates
+        _reconstruct_in_stages(analysis, refitter, backend, consumers, batches)
+    return refitter.network.updates

@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from spa_keras.analysis.cost import Counts
 from spa_keras.analysis.groups import Analysis
+from spa_keras.common.console import render_text
 from spa_keras.planning.plan import PruningPlan
 
 
@@ -43,19 +43,7 @@ class PruneReport:
         return self.table()
 
     def __str__(self) -> str:
-        console = Console(width=100, record=True, file=_Discard())
-        console.print(self.table())
-        return console.export_text().rstrip()
-
-
-class _Discard:
-    """A file that drops what is written (rich records the table; it is exported as text)."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+        return render_text(self.table())
 
 
 @dataclasses.dataclass
