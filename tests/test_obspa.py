@@ -305,6 +305,18 @@ def test_data_free_obspa_gives_the_same_model_whatever_the_clock_says(monkeypatc
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_provider_instance_is_used_as_given():
+    """hessian= takes a provider made by the caller (its own samples, steps, seed) as well as a name: the same
+    inputs give the same plan."""
+    from spa_keras.obspa.hessians import GaussianInputs
+
+    by_name = spa.prune(bn_model(), flops=0.4, criterion=spa.importance.OBSPA(hessian="gaussian", samples=8))
+    given = spa.prune(bn_model(), flops=0.4, criterion=spa.importance.OBSPA(hessian=GaussianInputs(samples=8)))
+    assert by_name.plan.removed == given.plan.removed and by_name.plan.updates.keys() == given.plan.updates.keys()
+    for name, value in by_name.plan.updates.items():
+        np.testing.assert_array_equal(value, given.plan.updates[name])
+
+
 def test_no_batchnorm_inputs_are_made_for_no_samples():
     """samples=0: no synthetic inputs, and no UnboundLocalError for the steps no batch ran (mypy's possibly-undefined
     found it)."""

@@ -91,6 +91,8 @@ class OBSPA(Criterion):
         samples = self._samples(analysis)
         if self._calibration is not None:
             return Calibration(self._calibration, samples, self.batch_size, self.seed)
+        if isinstance(self.hessian, InputProvider):  # a provider made by the caller, with its own options
+            return self.hessian
         hessian = str(self.hessian).lower()
         if hessian == "batchnorm" and not analysis.source.activations().optimises_inputs:
             warnings.warn(f"OBSPA on {analysis.source.name} without calibration= data: inputs cannot be optimised "
