@@ -26,7 +26,7 @@ from spa_keras.common.errors import InputError
 from spa_keras.importance.base import Criterion
 from spa_keras.importance.registry import register_criterion
 from spa_keras.obspa.consumers import Consumer, find_consumers
-from spa_keras.obspa.hessians import Calibration, InputProvider, get_provider
+from spa_keras.obspa.hessians import SAMPLES, BatchNormInputs, Calibration, InputProvider, get_provider, work_for
 from spa_keras.compute.obs import block_errors, removal_path
 from spa_keras.obspa.diagnostics import Diagnostics
 from spa_keras.obspa.reconstruct import measure_hessians, reconstruct
@@ -50,6 +50,10 @@ class _Scored:
         return {weight: float(cost[removed[ids]].sum()) for weight, (ids, cost) in self.costs.items()}
 
 
+# real inputs cost no optimisation: more of them by default than made-up ones
+CALIBRATION_SAMPLES = 128
+
+
 @register_criterion("obspa")
 class OBSPA(Criterion):
     """Layer-wise OBS scores of channel groups and the OBS reconstruction of the kept weights.
@@ -58,12 +62,13 @@ class OBSPA(Criterion):
         hessian: where the layer Hessians come from without data: 'batchnorm' (inputs that reproduce the
             network's BatchNorm statistics; Keras models), 'gaussian' (noise) or 'identity' (no compensation).
         calibration: real inputs instead (arrays, a tf.data.Dataset or a generator of batches; labels unused).
-        samples: how many inputs the Hessians are measured on (a Keras model runs them all at once through itself
-            and its pruned copy: fewer are taken, with a warning, when their live activations would not fit in
-            about 2 GB).
+        samples: how many inputs the Hessians are measured on (None: 128 of `calibration=`, 64 made-up ones, fewer
+            for very large models, see `spa_keras.obspa.hessians.default_work`). A Keras model runs them all at
+            once through itself and its pruned copy: fewer are taken, with a warning, when their live activations
+            would not fit in about 2 GB.
         batch_size: inputs per forward pass (None: as many as fit in about 1 GB of activations).
         damping: λ in H + λ·mean(diag H)·I.
-        steps: optimisation steps of the 'batchnorm' inputs.
+        steps: optimisation steps of the 'batchnorm' inputs (None: 100, fewer for very large models).
         budget: None (the default): the 'batchnorm' inputs get all their steps, so the result is the same on every
             machine. Seconds: an explicit limit (fewer steps on large models, said in a warning).
         recalibrate: after the refit, BatchNorm statistics of a Keras model 'correct'ed for what pruning changed,
@@ -72,8 +77,9 @@ class OBSPA(Criterion):
         seed: of the made-up inputs.
     """
 
-    def __init__(self, hessian: str | InputProvider = "batchnorm", calibration: Any = None, samples: int = 128,
-                 batch_size: int | None = None, damping: float = 0.01, steps: int = 200, budget: float | None = None,
+    def __init__(self, hessian: str | InputProvider = "batchnorm", calibration: Any = None,
+                 samples: int | None = None, batch_size: int | None = None, damping: float = 0.01,
+                 steps: int | None = None, budget: float | None = None,
                  recalibrate: str | None = "reestimate", agg: str = "sum", norm: str = "mean", seed: int = 0,
                  rounds: int = 16) -> None:
         super().__init__(agg=agg, norm=norm)
@@ -88,8 +94,8 @@ class OBSPA(Criterion):
         self._diagnostics = Diagnostics()
 
     def _provider(self, analysis: Analysis) -> InputProvider:
-        samples = self._samples(analysis)
         if self._calibration is not None:
+            samples = self._fitting(analysis, CALIBRATION_SAMPLES if self.samples is None else self.samples)
             return Calibration(self._calibration, samples, self.batch_size, self.seed)
         if isinstance(self.hessian, InputProvider):  # a provider made by the caller, with its own options
             return self.hessian
@@ -100,22 +106,24 @@ class OBSPA(Criterion):
                           "magnitudes, no reconstruction); give calibration= inputs (any images of the kind the "
                           "model reads) to reconstruct the kept weights", stacklevel=4)
             hessian = "identity"
-        options: dict[str, Any] = dict(samples=samples, batch_size=self.batch_size, seed=self.seed)
         if hessian == "batchnorm":
-            options.update(steps=self.steps, budget=self.budget)
-        return get_provider(hessian, **options)
+            samples, steps = work_for(analysis, self.samples, self.steps)
+            return BatchNormInputs(self._fitting(analysis, samples), self.batch_size, self.seed, steps,
+                                   budget=self.budget)
+        samples = self._fitting(analysis, SAMPLES if self.samples is None else self.samples)
+        return get_provider(hessian, samples=samples, batch_size=self.batch_size, seed=self.seed)
 
-    def _samples(self, analysis: Analysis) -> int:
+    def _fitting(self, analysis: Analysis, samples: int) -> int:
         """`samples`, or fewer when a one-pass model's pruned copy could not hold their activations at once."""
         if not analysis.source.activations().one_pass:
-            return self.samples
+            return samples
         from spa_keras.obspa.hessians import BATCH_BYTES, live_floats
 
         cap = max(1, int(2 * BATCH_BYTES // (4 * 2 * max(live_floats(analysis), 1))))  # two networks' live tensors
-        if self.samples > cap:
-            warnings.warn(f"OBSPA: {cap} samples instead of {self.samples}: the reconstruction runs them at once "
+        if samples > cap:
+            warnings.warn(f"OBSPA: {cap} samples instead of {samples}: the reconstruction runs them at once "
                           "and more would not fit in memory", stacklevel=4)
-        return min(self.samples, cap)
+        return min(samples, cap)
 
     def prepare(self, analysis: Analysis, data: Any, loss: Any) -> _Scored:
         provider = self._provider(analysis)

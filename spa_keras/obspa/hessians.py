@@ -165,16 +165,55 @@ class Calibration(InputProvider):
         return batches
 
 
+# The data-free inputs' default work, fixed so that it is the same on every machine: `SAMPLES` inputs optimised for
+# `STEPS` steps, fewer (steps first, down to `MIN_STEPS`, then samples, down to `MIN_SAMPLES`) when that would
+# take more than `WORK_FLOPS` forward-pass FLOPs (a backward pass costs about twice as much again). On the MNIST
+# CNN of the zoo at -60% FLOPs: 128 x 200 93.1%, 64 x 100 92.6%, 64 x 50 54%, 32 x 100 78.7% (few samples leave
+# the Dense layers' Hessians rank-deficient; few steps leave the inputs unlike the data).
+SAMPLES, STEPS, MIN_SAMPLES, MIN_STEPS = 64, 100, 16, 30
+WORK_FLOPS = 4e12
+
+
+def default_work(flops_per_sample: float, work_flops: float = WORK_FLOPS) -> tuple[int, int]:
+    """(samples, steps) of the data-free inputs for a model of `flops_per_sample` forward FLOPs.
+
+    >>> default_work(3.5e7)          # a 28x28 CNN
+    (64, 100)
+    >>> default_work(8.2e9)          # ResNet50 at 224x224
+    (16, 30)
+    """
+    samples, steps = SAMPLES, STEPS
+    per_step = max(float(flops_per_sample), 1.0)
+    if samples * steps * per_step > work_flops:
+        steps = max(MIN_STEPS, int(work_flops // (samples * per_step)))
+    if samples * steps * per_step > work_flops:
+        samples = max(MIN_SAMPLES, int(work_flops // (steps * per_step)) // 8 * 8)
+    return samples, steps
+
+
+def work_for(analysis: Analysis, samples: int | None, steps: int | None) -> tuple[int, int]:
+    """(samples, steps) of the data-free inputs: those given, the others from `default_work` of the model's FLOPs
+    (with a warning when they are fewer than `SAMPLES` x `STEPS`)."""
+    import warnings
+
+    default_samples, default_steps = default_work(analysis.counts.flops)
+    if (samples is None and default_samples < SAMPLES) or (steps is None and default_steps < STEPS):
+        warnings.warn(f"OBSPA: {default_samples} synthetic inputs x {default_steps} optimisation steps for this model "
+                      f"of {analysis.counts.flops / 1e9:.1f} GFLOPs (instead of {SAMPLES} x {STEPS}, to bound the "
+                      "time); give samples=/steps= for more, or calibration= data", stacklevel=3)
+    return (default_samples if samples is None else int(samples)), (default_steps if steps is None else int(steps))
+
+
 class BatchNormInputs(InputProvider):
     """Inputs optimised so each BatchNorm layer's batch statistics match its running mean and variance.
 
-    The work is fixed (`samples` inputs, `steps` optimisation steps each), so that the same model, options and seed
-    give the same inputs on any machine and under any load. Steps matter more than samples: on the demo ResNet at
-    -50% FLOPs, 64 inputs x 200 steps give 80.5% accuracy, 256 x 100 steps 57%.
+    The work is fixed (`samples` inputs, `steps` optimisation steps each; by default `default_work` of the model's
+    FLOPs), so that the same model, options and seed give the same inputs on any machine and under any load.
 
     Args:
-        samples: how many inputs to make.
-        steps: Adam steps of the optimisation of each batch (a forward and backward pass each).
+        samples: how many inputs to make (None: `default_work`).
+        steps: Adam steps of the optimisation of each batch, a forward and backward pass each (None:
+            `default_work`).
         learning_rate: Adam's learning rate on the inputs.
         budget: None (the default): all the work is done. Seconds: an explicit opt-in to stop when they run out
             (fewer samples or steps, said in a warning); the result then depends on the machine's speed and load.
@@ -182,11 +221,17 @@ class BatchNormInputs(InputProvider):
 
     name = "batchnorm"
 
-    def __init__(self, samples: int = 128, batch_size: int | None = None, seed: int = 0, steps: int = 200,
-                 learning_rate: float = 0.1, budget: float | None = None) -> None:
-        super().__init__(samples, batch_size, seed)
-        self.steps, self.learning_rate = int(steps), float(learning_rate)
+    def __init__(self, samples: int | None = None, batch_size: int | None = None, seed: int = 0,
+                 steps: int | None = None, learning_rate: float = 0.1, budget: float | None = None) -> None:
+        super().__init__(0 if samples is None else samples, batch_size, seed)
+        self.samples_given, self.steps_given = samples, steps
+        self.learning_rate = float(learning_rate)
         self.budget = None if budget is None else float(budget)
+
+    def work(self, analysis: Analysis) -> tuple[int, int]:
+        """(samples, steps) this model gets: those given, the others from `default_work` (a warning says when the
+        model is so large that they are fewer than the usual `SAMPLES` x `STEPS`)."""
+        return work_for(analysis, self.samples_given, self.steps_given)
 
     def batches(self, analysis: Analysis) -> list[Any]:
         import time
@@ -194,23 +239,24 @@ class BatchNormInputs(InputProvider):
 
         from spa_keras.compute.distill import distil
 
-        noise = GaussianInputs(self.samples, self._batch(analysis, backward=True), self.seed).batches(analysis)
+        samples, steps_wanted = self.work(analysis)
+        noise = GaussianInputs(samples, self._batch(analysis, backward=True), self.seed).batches(analysis)
         probe = analysis.source.activations().norm_probe()
         if probe is None:
             return noise
         model, targets = probe
         out: list[np.ndarray] = []
-        steps = self.steps  # what every batch got, unless the budget cut one short (none made: samples=0)
+        steps = steps_wanted  # what every batch got, unless the budget cut one short (none made: samples=0)
         start = time.perf_counter()
         for x in track(noise, "OBSPA: synthetic inputs"):
             left = None if self.budget is None else self.budget - (time.perf_counter() - start)
             if out and left is not None and left < (time.perf_counter() - start) / len(out):  # would not fit
                 break
-            inputs, steps = distil(model, targets, x, self.steps, self.learning_rate, left)
+            inputs, steps = distil(model, targets, x, steps_wanted, self.learning_rate, left)
             out.append(inputs)
         made = sum(len(b) for b in out)
-        if made < self.samples or steps < self.steps:
-            warnings.warn(f"OBSPA: {made} of {self.samples} synthetic inputs, {steps} of {self.steps} optimisation "
+        if made < samples or steps < steps_wanted:
+            warnings.warn(f"OBSPA: {made} of {samples} synthetic inputs, {steps} of {steps_wanted} optimisation "
                           f"steps, within budget={self.budget:g} s; the result depends on this machine's speed and "
                           "load: leave budget=None for the full work, or give calibration= data", stacklevel=2)
         return out
