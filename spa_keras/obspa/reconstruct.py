@@ -213,9 +213,11 @@ class _Refitter:
         for param, value in zip((norm.mean, norm.variance), (mean, variance)):
             self.network.write(param, value.astype(np.float32))
         sigma = np.sqrt(np.asarray(before.variance, np.float64) + norm.epsilon)
-        self.diagnostics.norms.append(NormReport(
-            str(norm.site), float(np.mean(np.abs(mean - before.mean) / sigma)),
-            float(np.median(np.sqrt(variance + norm.epsilon) / sigma))))
+        kept = variance > 0  # removed channels are zeroed in the pruned network
+        if kept.any():
+            self.diagnostics.norms.append(NormReport(
+                str(norm.site), float(np.mean(np.abs(mean - before.mean)[kept] / sigma[kept])),
+                float(np.median(np.sqrt(variance[kept] + norm.epsilon) / sigma[kept]))))
 
 
 def _reconstruct_in_one_pass(analysis: Analysis, refitter: _Refitter, backend: ActivationBackend,
