@@ -70,6 +70,13 @@ def test_damping_fills_dead_columns():
     assert np.diag(h).tolist() == [2.0, 1.0, 1.0]
 
 
+def test_damping_grows_when_there_are_fewer_rows_than_columns():
+    """Three columns seen on one row: the ridge is 3x the damping (columns per row); on many rows it is 1x."""
+    gram = np.diag([2.0, 2.0, 2.0])
+    assert np.allclose(np.diag(damped(gram, rows=1, damping=0.1)), 2.0 + 0.1 * 3 * 2.0)
+    assert np.allclose(np.diag(damped(gram * 100, rows=100, damping=0.1)), 2.0 + 0.1 * 2.0)
+
+
 def _calibration(rng, shape, n=96):
     return rng.uniform(-1, 1, (n,) + shape).astype("float32")
 

@@ -41,11 +41,14 @@ def _dtype(d: int) -> Any:
 
 def damped(gram: np.ndarray, rows: int, damping: float) -> np.ndarray:
     """E[x xᵀ] from a sum over `rows` rows, with dead columns (never non-zero) set to 1 on the diagonal and
-    `damping` · mean(diag) added to it (keeps the solves well conditioned)."""
+    `damping` · max(1, columns / rows) · mean(diag) added to it (keeps the solves well conditioned)."""
     h = gram / max(rows, 1)
     diag = np.einsum("ii->i", h)  # a writable view of the diagonal
     diag[diag <= 0] = 1.0
-    diag += damping * max(float(np.mean(diag)), 1e-12)
+    # fewer rows than columns (a Dense after Flatten on 64 inputs: 3,136 columns) leave H rank-deficient and the
+    # refit would fit those rows exactly: the ridge grows with columns per row (MNIST Flatten-Dense net, -50%
+    # FLOPs data-free, round_to=1: 58.7% -> 79.8%; with 256 real images unchanged)
+    diag += damping * max(1.0, len(h) / max(rows, 1)) * max(float(np.mean(diag)), 1e-12)
     return h
 
 
