@@ -2,8 +2,9 @@
 keeps as running statistics.
 
 The loss compares, at every BatchNorm input, the batch mean with the running mean (in units of the running standard
-deviation) and the log batch variance with the log running variance, so that every layer counts alike; Adam
-optimises the inputs.
+deviation) and the log batch variance with the log running variance, so that every layer counts alike; when the
+model's class output is given too, a cross-entropy towards a class per input (DeepInversion) makes the inputs look
+like the classes the model knows. Adam optimises the inputs.
 
 Example:
 
@@ -19,6 +20,26 @@ from typing import Any, Callable
 import numpy as np
 
 
+# weight of the class loss beside the BatchNorm losses (DeepInversion's idea: inputs the model puts in a class
+# make the last layers' Hessians look like the data's). Measured on three zoo nets at -50% FLOPs, data-free,
+# round_to auto / 1: none 72.7/79.8, 79.1/90.6, 77.9/80.4 (Flatten-Dense MNIST, the issue's CNN, ResNet-BN);
+# 0.2: 89.4/87.1, 81.5/94.3, 78.4/76.5; 1.0: 84.4/88.8, 77.0/90.9, 76.5/77.0
+CLASS_WEIGHT = 0.2
+
+
+def _class_output(extra: list) -> np.ndarray | None:
+    """The probe's class output ([batch, classes >= 2]) after the BatchNorm inputs, or None."""
+    if len(extra) != 1:
+        return None
+    out = np.asarray(extra[0])
+    return out if out.ndim == 2 and out.shape[-1] >= 2 else None
+
+
+def _probabilities(out: np.ndarray) -> bool:
+    """Whether a class output is softmax probabilities (non-negative rows summing to 1) rather than logits."""
+    return bool((out >= 0).all() and np.allclose(out.sum(-1), 1.0, atol=1e-3))
+
+
 @dataclasses.dataclass(frozen=True)
 class NormTarget:
     """What one BatchNorm's input should look like: reduced over `reduce` axes, mean `mean`, variance
@@ -30,9 +51,11 @@ class NormTarget:
 
 
 def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int, learning_rate: float,
-           budget: float | None = None) -> tuple[np.ndarray, int]:
+           budget: float | None = None, class_weight: float = CLASS_WEIGHT) -> tuple[np.ndarray, int]:
     """Optimise the inputs `x` for `steps` Adam steps; `probe(inputs)` gives the BatchNorm inputs of the model in
-    inference mode. Returns the inputs and the steps run: all of them, unless a `budget` of seconds was given and
+    inference mode, one per target, and may give the model's class output after them ([batch, classes], logits or
+    probabilities): then each input is also pushed towards a class (input i towards class i mod classes, weight
+    `class_weight`). Returns the inputs and the steps run: all of them, unless a `budget` of seconds was given and
     ran out (then the result depends on the machine's speed and load)."""
     import keras
     import tensorflow as tf
@@ -40,6 +63,13 @@ def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int
     goals = [(list(t.reduce), tf.constant(t.mean), tf.constant(t.variance)) for t in targets]
     inputs = tf.Variable(x)
     optimizer = keras.optimizers.Adam(learning_rate)
+    first = probe([x], training=False)
+    first = list(first) if isinstance(first, (list, tuple)) else [first]
+    classes = _class_output(first[len(goals):])
+    if classes is None:
+        class_weight = 0.0
+    labels = tf.constant(np.arange(len(x)) % (classes.shape[-1] if classes is not None else 1), tf.int32)
+    probabilities = classes is not None and _probabilities(classes)
 
     @tf.function
     def step() -> Any:
@@ -51,6 +81,10 @@ def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int
                 m, v = tf.nn.moments(z, reduce)
                 loss += tf.reduce_mean((m - mean) ** 2 / variance)
                 loss += tf.reduce_mean((tf.math.log(v + 1e-6) - tf.math.log(variance)) ** 2)
+            if class_weight:
+                logits = outs[len(goals)]
+                logits = tf.math.log(tf.maximum(logits, 1e-8)) if probabilities else logits
+                loss += class_weight * tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
         optimizer.apply_gradients([(tape.gradient(loss, inputs), inputs)])
         return loss
 

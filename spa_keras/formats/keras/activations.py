@@ -94,8 +94,9 @@ class KerasActivations:
         return out
 
     def norm_probe(self) -> tuple[Callable, list[NormTarget]] | None:
-        """A sub-model to the inputs of the top-level BatchNorm layers called once, and their running statistics;
-        None without any, or for a model of several inputs."""
+        """A sub-model to the inputs of the top-level BatchNorm layers called once (and the model's first output,
+        which `distil` uses when it is a class output), and their running statistics; None without any, or for a
+        model of several inputs."""
         import keras
 
         norms = [layer for layer in self.model.layers
@@ -107,7 +108,8 @@ class KerasActivations:
             axes = [a % len(n.input.shape) for a in np.atleast_1d(n.axis)]
             reduce = tuple(a for a in range(len(n.input.shape)) if a not in axes)
             targets.append(NormTarget(reduce, n.moving_mean.numpy(), n.moving_variance.numpy() + n.epsilon))
-        return keras.Model(self.model.inputs, [n.input for n in norms]), targets
+        outputs = [n.input for n in norms] + list(self.model.outputs[:1])  # the class output, if it is one
+        return keras.Model(self.model.inputs, outputs), targets
 
 
 class MaskedKerasNetwork:
