@@ -20,8 +20,8 @@ Each trained model is pruned to each FLOPs reduction by
 each with the default `round_to` ("auto": multiples of 16 here) and with `round_to=1`. Test accuracy is measured on
 10,000 test images (2,000 with --quick) beside the FLOPs and parameters actually removed, the seconds the prune
 took, the warnings it printed and the layers OBSPA skipped. The data-free synthetic inputs depend on the model
-alone: they are made once per model (timed apart, `synthetic_seconds`) and cached beside the model; the cells
-then reuse them through an `InputProvider` that returns them.
+alone: they are made once per model (timed apart, `synthetic_seconds`) and cached beside the model (keyed by a
+hash of the code that makes them); the cells then give them to OBSPA as its inputs.
 
 Results go to benchmarks/results/obspa_zoo.json after every cell (`--resume` skips measured cells); `--table`
 prints the tables of a JSON, `--markdown` the README's. Cells that miss the acceptance goal are marked: `<L1` where
@@ -76,7 +76,9 @@ def misses(model, method, reduction, accuracy, unpruned, l1):
 
 class CachedInputs:
     """The data-free synthetic inputs of one model, made once (OBSPA's `batchnorm` provider, `budget=None`) and
-    cached on disk at `path` (None: in memory only); `provider()` gives OBSPA an InputProvider that returns them."""
+    cached on disk at `path` (None: in memory only). The cells give them to OBSPA as `calibration=` inputs:
+    `OBSPA(hessian=<an InputProvider>)` fails today (OBSPA turns the provider into its name before looking it
+    up), and the Hessians, the refit and the BatchNorm re-estimation see the same inputs either way."""
 
     def __init__(self, model, path, seed=0):
         self.model, self.path, self.seed = model, path, seed
@@ -110,18 +112,8 @@ class CachedInputs:
                      **{f"b{i}": b for i, b in enumerate(self.batches)})
         return self
 
-    def provider(self):
-        from spa_keras.obspa.hessians import InputProvider
-
-        batches = self.batches
-
-        class Made(InputProvider):
-            name = "batchnorm"
-
-            def batches(self, analysis):
-                return batches
-
-        return Made(samples=sum(len(b) for b in batches))
+    def inputs(self):
+        return np.concatenate(self.batches)
 
 
 def obspa_source_hash():
@@ -149,7 +141,8 @@ def prune_cell(name, model, method, reduction, round_to, calibration, synthetic)
     elif method == "obspa+data":
         criterion = spa.importance.OBSPA(calibration=calibration, samples=len(calibration))
     elif synthetic is not None:
-        criterion = spa.importance.OBSPA(hessian=synthetic.provider(), budget=None)
+        x = synthetic.inputs()  # the inputs OBSPA(budget=None) makes, through the route real data takes
+        criterion = spa.importance.OBSPA(calibration=x, samples=len(x), budget=None)
     else:
         criterion = spa.importance.OBSPA(budget=None)
     start = time.time()
@@ -197,7 +190,10 @@ def main():
     report = json.load(open(path)) if args.resume and os.path.exists(path) else {
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()}, "models": {}, "cells": []}
-    done = {(c["model"], c["method"], c["reduction"], c["round_to"]) for c in report["cells"]}
+    def key(c):
+        return c["model"], c["method"], c["reduction"], str(c["round_to"])
+
+    done = {key(c) for c in report["cells"] if not c.get("error")}  # --resume tries failed cells again
 
     def save():
         with open(path + ".tmp", "w") as f:
@@ -205,7 +201,7 @@ def main():
         os.replace(path + ".tmp", path)
 
     def record(cell):
-        report["cells"].append(cell)
+        report["cells"] = [c for c in report["cells"] if key(c) != key(cell)] + [cell]
         save()
         acc = "error" if cell["accuracy"] is None else f"{100 * cell['accuracy']:.2f}%"
         print(f"{cell['model']:16s} {cell['method']:10s} -{100 * cell['reduction']:.0f}% round_to={cell['round_to']}: "
@@ -250,7 +246,7 @@ def main():
         for name in cfg["models"]:
             for round_to in cfg["round_tos"]:
                 for method in methods:
-                    if (name, method, reduction, round_to) in done:
+                    if (name, method, reduction, str(round_to)) in done:
                         continue
                     model, calibration, synthetic, score = model_state(name)
                     if method == "obspa" and synthetic is not None and synthetic.batches is None:
