@@ -2,6 +2,7 @@
 
     python benchmarks/obspa_zoo.py [--models issue_cnn,resnet_bn] [--reductions 0.5] [--quick] [--resume]
     python benchmarks/obspa_zoo.py --table benchmarks/reference/obspa_zoo.json [--markdown]
+    python benchmarks/obspa_zoo.py --merge a.json b.json --out all.json   # runs of different --models combined
 
 The zoo (`benchmarks/zoo_models.py`): eleven architectures trained here on Fashion-MNIST or MNIST (one to three
 minutes each on two cores, cached in benchmarks/results/zoo/): a conv stack without BatchNorm, ResNet basic blocks
@@ -163,8 +164,17 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--out", help="results JSON (default benchmarks/results/obspa_zoo[_quick].json)")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="combine results JSONs (runs of different --models) into --out and print its tables")
     table_options(parser)
     args = parser.parse_args()
+    if args.merge:
+        merged = merge([json.load(open(p)) for p in args.merge])
+        out = args.out or os.path.join(HERE, "results", "obspa_zoo.json")
+        with open(out, "w") as f:
+            json.dump(merged, f, indent=1)
+        print_table(merged, args.markdown)
+        return
     if args.table:
         with open(args.table) as f:
             print_table(json.load(f), args.markdown)
@@ -271,6 +281,17 @@ def main():
                                 skipped=list(getattr(criterion, "skipped", [])))
                     record(cell)
     print_table(report)
+
+
+def merge(reports):
+    """One report of several: models and cells of the later ones win where they overlap."""
+    out = dict(reports[0], models={}, cells=[])
+    for report in reports:
+        out["models"].update(report["models"])
+        keys = {(c["model"], c["method"], c["reduction"], str(c["round_to"])) for c in report["cells"]}
+        out["cells"] = [c for c in out["cells"] if (c["model"], c["method"], c["reduction"], str(c["round_to"]))
+                        not in keys] + report["cells"]
+    return out
 
 
 def _cell(cells, name, method, reduction, round_to):
