@@ -492,7 +492,7 @@ def _train_torch(name, seed, path, cache):
     if os.path.exists(state):
         net.load_state_dict(torch.load(state))
     else:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(1)  # its OpenMP threads spin: more than one crawls on a shared machine
         opt = torch.optim.Adam(net.parameters(), 1e-3)
         net.train()
         for (order, batch), lr in zip(training_order(len(xtr), images, seed), (1e-3, 1e-4)):

@@ -46,7 +46,7 @@ def _model(name):
             return zoo_models.onnx_accuracy(m, x_test, y_test)
     else:
         model = keras.models.load_model(path)
-        synthetic = obspa_zoo.CachedInputs(model, None).load_or_make()  # OBSPA(budget=None)'s inputs, made once
+        synthetic = obspa_zoo.CachedInputs(model, None)  # OBSPA(budget=None)'s inputs, made once when needed
 
         def score(m):
             return zoo_models.keras_accuracy(m, x_test, y_test)
@@ -60,6 +60,8 @@ def _accuracy(name, method, reduction):
     key = (name, method, reduction)
     if key not in _STATE:
         model, calibration, synthetic, score, _ = _model(name)
+        if method == "obspa" and synthetic is not None:
+            synthetic.load_or_make()
         result, _, _, _ = obspa_zoo.prune_cell(name, model, method, reduction, "auto", calibration, synthetic)
         _STATE[key] = score(result.model)
     return _STATE[key]
