@@ -1,8 +1,8 @@
 """Small trained networks for the OBSPA zoo (`benchmarks/obspa_zoo.py`, `tests/test_obspa_zoo.py`).
 
 Each entry of `ZOO` is one architecture family at 28x28x1, trained here on Fashion-MNIST or MNIST in a few
-minutes on two CPU cores (2.5 to 15 on a loaded machine), then cached: `trained(name, seed)` returns the path of a `.keras` file (Keras entries) or
-an `.onnx` file (PyTorch entries, exported with torch.onnx) in the cache directory (default
+minutes on two CPU cores (2.5 to 15 on a loaded machine), then cached: `trained(name, seed)` returns the path of
+a `.keras` file (Keras entries) or an `.onnx` file (PyTorch entries, exported with torch.onnx) in the cache directory (default
 `benchmarks/results/zoo/`, env `SPA_ZOO_CACHE`), with a `.json` beside it saying how it was trained and what it
 scores.
 

@@ -6,7 +6,7 @@ benchmarks/obspa_zoo.py). Without fine-tuning, at the default round_to, on 2,000
 - OBSPA with 256 real training images within 2 and 5 points;
 - neither below L1 at the same reduction.
 
-The models are trained on first use (one to three minutes each) and cached in benchmarks/results/zoo/ (env
+The models are trained on first use (a few minutes each) and cached in benchmarks/results/zoo/ (env
 SPA_ZOO_CACHE). Marker `zoo`: `make test-zoo` runs it, the default suite does not.
 """
 
