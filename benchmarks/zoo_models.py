@@ -2,9 +2,9 @@
 
 Each entry of `ZOO` is one architecture family at 28x28x1, trained here on Fashion-MNIST or MNIST in a few
 minutes on two CPU cores (2.5 to 15 on a loaded machine), then cached: `trained(name, seed)` returns the path of
-a `.keras` file (Keras entries) or an `.onnx` file (PyTorch entries, exported with torch.onnx) in the cache directory (default
-`benchmarks/results/zoo/`, env `SPA_ZOO_CACHE`), with a `.json` beside it saying how it was trained and what it
-scores.
+a `.keras` file (Keras entries) or an `.onnx` file (PyTorch entries, exported with torch.onnx) in the cache
+directory (default `benchmarks/results/zoo/`, env `SPA_ZOO_CACHE`), with a `.json` beside it saying how it was
+trained and what it scores.
 
 Training (Adam, batch 128, 30,000 images at lr 1e-3; 60,000 for the issue's MNIST CNN) ends with a settling pass
 over 10,000 images at a tenth of the learning rate, batch 64 and BatchNorm momentum 0.9 (156 steps; at Keras'
