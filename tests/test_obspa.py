@@ -355,6 +355,36 @@ def test_onnx_model_that_does_not_rebuild_in_keras_takes_gaussian_inputs_with_a_
     assert result.plan.removed and result.plan.updates
 
 
+def test_data_free_obspa_on_a_gluon_block_reconstructs_through_its_onnx_export():
+    """MXNet models reach OBSPA as their mxnet.onnx export, which keeps BatchNormalization: data-free inputs are
+    optimised through it (no fallback warning) and the kept weights are reconstructed."""
+    import warnings
+
+    from spa_keras.bridges.mxnet_compat import import_mxnet
+
+    mx = import_mxnet()
+    nn = mx.gluon.nn
+    rng = np.random.default_rng(0)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+            nn.Conv2D(8, 3, padding=1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+            nn.GlobalAvgPool2D(), nn.Dense(4))
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 16, 16)))
+    for p in net.collect_params().values():  # trained-looking statistics (not 0 and 1, which exports drop)
+        if p.name.endswith(("running_var", "gamma")):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+        elif p.name.endswith(("running_mean", "beta")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.3, p.shape)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = spa.prune(net, ratio=0.3, criterion=spa.importance.OBSPA(samples=16, steps=20),
+                           input_shape=(1, 3, 16, 16))
+    assert not [w for w in caught if "OBSPA" in str(w.message)]
+    assert result.plan.removed and result.plan.updates
+
+
 def test_iterative_pruning_with_obspa_is_refused():
     from spa_keras.common.errors import InputError
 
