@@ -48,6 +48,15 @@ class NormProbe:
     nodes: list[str]
 
 
+def _traced_once(model: Any) -> Callable:
+    """`model(inputs, training=)` as one TensorFlow function: each batch's optimisation traces its step anew, and
+    the step then calls this graph instead of tracing every layer again (with about a hundred layers, seconds of the
+    time budget on each batch)."""
+    import tensorflow as tf
+
+    return tf.function(lambda inputs, training=False: model(inputs, training=training), reduce_retracing=True)
+
+
 def batchnorm_nodes(model: Any) -> list[Any]:
     """The inference-mode BatchNormalization nodes of an ONNX model (graph order)."""
     out = []
@@ -96,7 +105,8 @@ def onnx_norm_probe(model: Any, input_shapes: Mapping[Any, Sequence[int]]) -> No
             warnings.warn("OBSPA: no BatchNormalization node reads a computed tensor; the Hessians are measured on "
                           "Gaussian inputs", stacklevel=3)
             return None
-        probe = keras.Model(rebuilt.inputs, outputs, name="obspa_norm_probe")
+        model = keras.Model(rebuilt.inputs, outputs, name="obspa_norm_probe")
+        probe = _traced_once(model)
     except Exception as exc:  # a rebuild refused (an op without a Keras layer), or a Keras error: never fatal
         warnings.warn(f"OBSPA: the ONNX model does not rebuild as a Keras model ({first_line(exc)}), so inputs "
                       "cannot be optimised to its BatchNorm statistics; the Hessians are measured on Gaussian "
