@@ -32,8 +32,8 @@ The last two run at -30% FLOPs only (time).
 
 Folded BatchNorm: each model is also given with every Conv+BatchNormalization folded (W' = γW/σ,
 b' = β + γ(b - μ)/σ, `tests.onnx_graphs.fold_batchnorm`, as PyTorch eval exports and tf2onnx write it) and pruned
-at -30% FLOPs by `l1`, `obspa:identity`, `obspa:gaussian` and `obspa` (which takes the Gaussian route for it, with
-a warning): this is the evidence behind the folded route.
+at -30% FLOPs by `l1`, `obspa:identity` and `obspa` (which takes the Gaussian route for it, with a warning): the
+evidence behind the folded route.
 
 Results go to benchmarks/results/onnx_datafree.json after every cell (`--resume` skips measured cells). Accuracy
 on 400 pages / 400 lines (`--quick`: 100 / 200, -30% only, no budget=120 row).
@@ -66,7 +66,7 @@ RESULTS = os.path.join(HERE, "results", "onnx_datafree.json")
 FONTS = [f"/usr/share/fonts/truetype/dejavu/DejaVu{name}.ttf"
          for name in ("Sans", "Serif", "SansMono", "SansCondensed")]
 METHODS = ("l1", "obspa:identity", "obspa", "obspa:batchnorm budget=120", "cli")
-FOLDED_METHODS = ("l1", "obspa:identity", "obspa:gaussian", "obspa")
+FOLDED_METHODS = ("l1", "obspa:identity", "obspa")
 
 
 def package_file(package, *parts):
