@@ -68,6 +68,8 @@ def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int
     classes = _class_output(first[len(goals):])
     if classes is None:
         class_weight = 0.0
+    if not goals and not class_weight:  # nothing to optimise for
+        return x, 0
     labels = tf.constant(np.arange(len(x)) % (classes.shape[-1] if classes is not None else 1), tf.int32)
     probabilities = classes is not None and _probabilities(classes)
 

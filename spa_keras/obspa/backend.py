@@ -79,4 +79,5 @@ class ActivationBackend(Protocol):
 
     def norm_probe(self) -> tuple[Callable, list[NormTarget]] | None:
         """(probe, targets) to optimise inputs for (`spa_keras.compute.distill`): `probe(inputs)` gives every
-        BatchNorm's input; None when inputs cannot be optimised through this model."""
+        BatchNorm's input (one per target), then optionally the model's class output; None (the backend warns
+        why) when inputs cannot be optimised through this model."""

@@ -242,7 +242,7 @@ class BatchNormInputs(InputProvider):
         samples, steps_wanted = self.work(analysis)
         noise = GaussianInputs(samples, self._batch(analysis, backward=True), self.seed).batches(analysis)
         probe = analysis.source.activations().norm_probe()
-        if probe is None:
+        if probe is None:  # the backend said why
             return noise
         model, targets = probe
         out: list[np.ndarray] = []
