@@ -156,7 +156,17 @@ def test_argument_mistakes_are_one_line_and_come_before_tensorflow(tmp_path):
              (["analyze", src, "--plot", tmp_path / "no" / "w.png"], "does not exist"),
              (["prune", src, "-o", tmp_path / "b.keras"], "give a target: --ratio, --flops, --params or --latency"),
              (["prune", src, "-o", tmp_path / "b.keras", "--ratio", "0.3", "--latency", "0.2"],
-              "--latency is a target of its own: give it without --ratio")]
+              "--latency is a target of its own: give it without --ratio"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--criterion", "l1", "--calibration",
+               tmp_path / "x.pt"], "--calibration gives OBSPA's Hessians their inputs; --criterion l1 reads no data"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--calibration", tmp_path / "x.pt"],
+              "an .npy or .npz of model inputs, or a folder of images"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--preprocess", "torch"],
+              "--preprocess says how the images of a --calibration folder become model inputs"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--preprocess", "scale=1/255,size=3",
+               "--calibration", tmp_path], "unknown key 'size'"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--hessian", "identity", "--obspa-steps",
+               "5"], "--obspa-steps tunes the synthetic inputs of --hessian batchnorm")]
     script = ("import sys\nfrom spa_keras.ui.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
               "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
     for args, fragment in cases:
