@@ -216,15 +216,15 @@ def _check_prune_targets(ratio, flops, params, latency, plan_in, steps, criterio
         raise InputError("--latency is a target of its own: give it without --ratio, --flops, --params and --steps")
     if len(given) > 1:
         raise InputError(f"give exactly one target: --ratio, --flops, --params or --latency (got {', '.join(given)})")
-    if steps > 1 and hasattr(CRITERIA.get(criterion.lower()), "updates"):
+    if steps > 1 and criterion is not None and hasattr(CRITERIA.get(criterion.lower()), "updates"):
         raise InputError(f"--steps {steps} rescores between steps, but --criterion {criterion} rewrites kept weights "
                          "and prunes in one step: leave out --steps")
 
 
 def _check_obspa_options(criterion, plan_in, calibration, preprocess, obspa):
-    """The criterion `spa prune` runs, and OBSPA's options checked against it before TensorFlow loads: they apply
-    to --criterion obspa (which they imply when --criterion is not given) and to planning, not to a replayed plan.
-    `obspa`: {option: value or None}."""
+    """The criterion `spa prune` runs (None: the default), and OBSPA's options checked against it before
+    TensorFlow loads: they apply to --criterion obspa (which they imply when --criterion is not given) and to
+    planning, not to a replayed plan. `obspa`: {option: value or None}."""
     from spa_keras.common.errors import InputError
     from spa_keras.compute.calibration import ARRAY_EXTENSIONS
 
@@ -235,7 +235,7 @@ def _check_obspa_options(criterion, plan_in, calibration, preprocess, obspa):
                          f"{'ies' if len(given) == 1 else 'y'} to planning with OBSPA: leave "
                          f"{'it' if len(given) == 1 else 'them'} out")
     if criterion is None:
-        criterion = "obspa" if given else "l1"
+        criterion = "obspa" if given else None  # None: the default, resolved on the analysed model by prune()
     elif criterion.lower() != "obspa" and given:
         if calibration is not None:
             raise InputError(f"--calibration gives OBSPA's Hessians their inputs; --criterion {criterion} reads no "
@@ -261,7 +261,7 @@ def _check_obspa_options(criterion, plan_in, calibration, preprocess, obspa):
         made = f"--calibration {calibration}" if calibration is not None else f"--hessian {obspa['--hessian']}"
         raise InputError(f"{' and '.join(tuning)} tune{'s' * (len(tuning) == 1)} the synthetic inputs of --hessian "
                          f"batchnorm; with {made} there are none: leave {'it' if len(tuning) == 1 else 'them'} out")
-    return criterion.lower()
+    return None if criterion is None else criterion.lower()
 
 
 def _chosen_criterion(criterion, calibration, preprocess, obspa, load):
@@ -272,7 +272,7 @@ def _chosen_criterion(criterion, calibration, preprocess, obspa, load):
     from spa_keras.importance import OBSPA
 
     options = {OBSPA_OPTIONS[name]: value for name, value in obspa.items() if value is not None}
-    if criterion != "obspa" or (not options and calibration is None):
+    if criterion is None or criterion != "obspa" or (not options and calibration is None):
         return criterion, None
     if options.get("recalibrate") == "none":
         options["recalibrate"] = None
@@ -302,11 +302,22 @@ def _import_frameworks():
         import tensorflow  # noqa: F401
 
 
+def _cli_spelling(text):
+    """OBSPA's notes name its Python arguments (calibration=, budget=): said as the options of `spa prune`."""
+    import re
+
+    if not text.startswith("OBSPA"):
+        return text
+    text = re.sub(r"\bcalibration=", "--calibration", text)
+    text = re.sub(r"\bbudget=(?=\S)", "--obspa-budget ", text)
+    return re.sub(r"\bbudget=", "--obspa-budget", text)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Our warnings (a target that could not be met, a default input size) as one line on stderr; other
     libraries' warnings only with --debug."""
     if issubclass(category, UserWarning) and "spa_keras" in str(filename):
-        err_console.print(f"spa: note: {message}", markup=False, soft_wrap=True)
+        err_console.print(f"spa: note: {_cli_spelling(str(message))}", markup=False, soft_wrap=True)
     elif os.environ.get("SPA_DEBUG"):
         err_console.print(f"{category.__name__}: {message} ({filename}:{lineno})", markup=False, soft_wrap=True)
 
@@ -430,7 +441,9 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
 @click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False),
-              help="Importance criterion [default: l1; obspa when an OBSPA option below is given]. The data-driven "
+              help="Importance criterion [default: obspa, data-free, which refits the kept weights so that a model "
+              "pruned without fine-tuning stays usable (seconds to a minute); l1 with --steps, inputs that are not "
+              "floating point, or a Keras model without BatchNorm]. l1 ranks by weight magnitude in a second, for models you fine-tune. The data-driven "
               "ones (taylor, snip, grasp, crop, obd) need training data: use spa.prune(..., criterion=, data=, "
               "loss=) in Python.")
 @click.option("--calibration", type=click.Path(exists=True),
@@ -508,7 +521,7 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
         shapes = _analysed_shapes(result.analysis)
         check = _verify_pruned(result, shapes)
     console.print(result.report)
-    console.print(_criterion_line(result.plan, plan_in), soft_wrap=True, markup=False)
+    console.print(_criterion_line(result.plan, plan_in, chosen is None), soft_wrap=True, markup=False)
     console.print(f"[green]checked[/green] {check}", soft_wrap=True)
     # the plan waits beside --plan-out until the model is written: a failure leaves neither
     with result.plan.staged(plan_out) if plan_out else contextlib.nullcontext():
@@ -526,10 +539,15 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
         console.print(f"wrote {plot_widths(result.analysis, plot, result.plan)}", soft_wrap=True)
 
 
-def _criterion_line(plan, plan_in):
-    """Which criterion chose the channels (with its options when it had any), and whether kept weights were refit."""
+def _criterion_line(plan, plan_in, default=False):
+    """Which criterion chose the channels (with its options when it had any; `default`: none was given), and
+    whether kept weights were refit."""
     target = plan.target
     name = target.criterion or "unknown"
+    if default and not plan_in:
+        name += (" (the default: for a model used without fine-tuning; --criterion l1 ranks by weight magnitude, "
+                 "faster)" if name == "obspa" else " (the default where data-free OBSPA does not apply: --steps, "
+                 "inputs that are not floating point, a Keras model without BatchNorm)")
     line = f"criterion {name}" + (f": {target.criterion_options}" if target.criterion_options else "")
     if target.reconstructed:
         line += "; kept weights refit"
