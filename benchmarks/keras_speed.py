@@ -30,9 +30,9 @@ start = time.perf_counter()
 if mode == "analyse":
     spa.analyze(model)
 elif mode == "prune":
-    spa.prune(model, flops=0.5)
+    spa.prune(model, flops=0.5, criterion="l1")
 else:
-    spa.prune(model, flops=0.5, via="onnx")
+    spa.prune(model, flops=0.5, via="onnx", criterion="l1")
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

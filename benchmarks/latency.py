@@ -7,7 +7,8 @@
 Models: Keras applications with random weights (`tests.models.randomize_keras`: random BatchNorm statistics, so
 channels differ), at 224x224 (`ResNet50`, `MobileNetV2`, `EfficientNetB0`), a small ViT built here (`ViT`: 16x16
 patches, 4 blocks of keras.layers.MultiHeadAttention) and the demo's Fashion-MNIST ResNet (`demo`). Each is pruned
-with `spa.prune(model, flops=target, round_to=...)` (L1), `round_to="auto"` with `runtime=` the runtime measured.
+with `spa.prune(model, flops=target, round_to=..., criterion="l1")`, `round_to="auto"` with `runtime=` the runtime
+measured.
 Each model is converted the way `spa convert` does (tf2onnx for onnxruntime, the TFLite converter for TFLite; a
 `tf.function` for TensorFlow, which uses every core) and timed with 2 threads (`spa_keras.latency.timing.Timer`, as
 latency targets time them), original and slim interleaved, after 3 warm-up runs; the table shows lower
@@ -109,7 +110,7 @@ def slim_models(model, targets, roundings, runtimes):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     result = spa.prune(model, flops=target, round_to=int(rounding) if fixed else "auto",
-                                       runtime=None if fixed else runtime, analysis=analysis)
+                                       runtime=None if fixed else runtime, analysis=analysis, criterion="l1")
                 out[(target, rounding, runtime)] = (result.model, result.before.flops / result.after.flops,
                                                     result.plan.target.channel_multiple or rounding)
     return out
@@ -163,7 +164,7 @@ def latency_cell(name, model, original, runtime, batch, args):
     start = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = spa.prune(model, latency=args.latency, runtime=runtime,
+        result = spa.prune(model, latency=args.latency, runtime=runtime, criterion="l1",
                            input_shape=(batch, *model.inputs[0].shape[1:]))
     search_seconds = time.time() - start
     a, b, measured = timed(original, runner(result.model, runtime, batch), args.runs)

@@ -6,7 +6,8 @@ fine-tuned with MXNet again.
 
 Steps: train a small Gluon CNN (Conv/BatchNorm/ReLU blocks with a residual add, GAP, Dense; SGD momentum 0.9,
 batch 128) for `--epochs`; export it as `PREFIX-symbol.json` + `PREFIX-0000.params`; `spa prune PREFIX --flops 0.5
--o slim` (the same call in Python: `spa.prune(prefix, flops=0.5, input_shape=...)` then `spa.convert`); load the
+--criterion l1 -o slim` (the same call in Python: `spa.prune(prefix, flops=0.5, criterion="l1", input_shape=...)`
+then `spa.convert`); load the
 slim checkpoint with `gluon.SymbolBlock.imports` and fine-tune it `--finetune` epochs with a Gluon Trainer.
 Reported per model: test accuracy (10,000 images), parameters, FLOPs, checkpoint size on disk and MXNet CPU latency
 (batch 1 and 64, hybridized, original and slim interleaved, lower quartile of 50 runs). JSON to
@@ -134,7 +135,7 @@ def main():
     prefix, slim_prefix = os.path.join(workdir, "net"), os.path.join(workdir, "slim")
     net.export(prefix, epoch=0)
     start = time.time()
-    result = spa.prune(prefix, flops=0.5, input_shape=SHAPE)
+    result = spa.prune(prefix, flops=0.5, criterion="l1", input_shape=SHAPE)
     spa.convert(result.model, slim_prefix, input_shape=SHAPE)
     prune_seconds = time.time() - start
     slim = mx.gluon.SymbolBlock.imports(f"{slim_prefix}-symbol.json", ["data"], f"{slim_prefix}-0000.params")

@@ -5,8 +5,8 @@
     python benchmarks/ort_profile.py --table benchmarks/results/ort_profile.json [--markdown]
 
 The model (a Keras application with random weights and random BatchNorm statistics, as in `latency.py`) is pruned
-with `spa.prune(model, flops=..., round_to=...)` (`round_to="auto"` with `runtime="onnxruntime"`), original and slim
-models are written with `spa.convert` (tf2onnx, verified) and run in onnxruntime on the CPU with 2 intra-op threads
+with `spa.prune(model, flops=..., round_to=..., criterion="l1")` (`round_to="auto"` with `runtime="onnxruntime"`),
+original and slim models are written with `spa.convert` (tf2onnx, verified) and run in onnxruntime on the CPU with 2 intra-op threads
 and every graph optimisation on (as users run them; ORT fuses Conv+Clip and residual Adds into its blocked NCHWc
 convolutions), with `SessionOptions.enable_profiling`. All models run in turns (one run of each per turn, so load
 changes hit all alike), 3 warm-up turns are dropped. Per kind of node the tables show the sum of
@@ -75,7 +75,7 @@ def slim_models(model, flops, roundings):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = spa.prune(model, flops=flops, round_to=int(rounding) if fixed else "auto",
-                               runtime=None if fixed else "onnxruntime", analysis=analysis)
+                               runtime=None if fixed else "onnxruntime", analysis=analysis, criterion="l1")
         out[rounding] = (result.model, result.before.flops / result.after.flops,
                          result.plan.target.channel_multiple or rounding)
     return out

@@ -7,7 +7,7 @@ Torch-Pruning works on PyTorch models only, and no torchvision exists here, so t
 ResNet-50 in torch (bottlenecks with the stride on the 3x3 conv) and prunes it with Torch-Pruning's
 `MagnitudePruner` (L1, global ranking off, as in its ResNet-50 benchmark), searching the channel ratio that removes
 the asked FLOPs (Torch-Pruning's own `count_ops_and_params`). Ours: Keras ResNet50 pruned by `spa.prune(model,
-flops=...)` with the defaults. Both have random weights (random BatchNorm statistics on ours). Timed: Torch-Pruning's
+flops=..., criterion="l1")` with the other defaults. Both have random weights (random BatchNorm statistics on ours). Timed: Torch-Pruning's
 slim model in torch and, after `torch.onnx.export`, in onnxruntime; ours in onnxruntime (tf2onnx), each against its
 own original, interleaved, lower quartile of `--runs` runs, 2 threads. Prints a table, writes
 benchmarks/results/torch_pruning_compare.json.
@@ -112,7 +112,7 @@ def ours_slim(flops):
 
     keras.utils.set_random_seed(0)
     original = randomize_keras(keras.applications.ResNet50(weights=None))
-    result = spa.prune(original, flops=flops, runtime="onnxruntime")
+    result = spa.prune(original, flops=flops, runtime="onnxruntime", criterion="l1")
     return original, result.model, result.before.flops / result.after.flops, result.plan.target.to_json()
 
 

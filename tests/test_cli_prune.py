@@ -28,7 +28,7 @@ def test_prune_writes_model_and_plan_and_replays(tmp_path):
     onnx.save(resnet_block_model(), path)
     before = path.read_bytes()
     out, plan = tmp_path / "slim.onnx", tmp_path / "plan.json"
-    result = invoke("prune", path, "-o", out, "--flops", "0.4", "--plan-out", plan)
+    result = invoke("prune", "--criterion", "l1", path, "-o", out, "--flops", "0.4", "--plan-out", plan)
     assert result.exit_code == 0, result.output
     assert path.read_bytes() == before  # the input is untouched (invariant 4)
     slim = onnx.load(out)
@@ -61,7 +61,7 @@ def test_prune_keras_file_to_keras_and_tflite(tmp_path):
     src = tmp_path / "small.keras"
     models.small_cnn().save(src)
     for out in ("slim.keras", "slim.tflite"):
-        result = invoke("prune", src, "-o", tmp_path / out, "--flops", "0.3")
+        result = invoke("prune", "--criterion", "l1", src, "-o", tmp_path / out, "--flops", "0.3")
         assert result.exit_code == 0, result.output
         assert "verified" in result.output
     slim = keras.models.load_model(tmp_path / "slim.keras")
@@ -123,7 +123,7 @@ def test_slim_keras_written_by_the_cli_keeps_the_compile_configuration(tmp_path)
 
     src, out = tmp_path / "a.keras", tmp_path / "slim.keras"
     compiled_cnn(src)
-    assert invoke("prune", src, "-o", out, "--flops", "0.3").exit_code == 0
+    assert invoke("prune", "--criterion", "l1", src, "-o", out, "--flops", "0.3").exit_code == 0
     slim = keras.models.load_model(out)
     assert slim.compiled and type(slim.optimizer).__name__ == "SGD"
     config = slim.get_compile_config()
@@ -156,7 +156,17 @@ def test_argument_mistakes_are_one_line_and_come_before_tensorflow(tmp_path):
              (["analyze", src, "--plot", tmp_path / "no" / "w.png"], "does not exist"),
              (["prune", src, "-o", tmp_path / "b.keras"], "give a target: --ratio, --flops, --params or --latency"),
              (["prune", src, "-o", tmp_path / "b.keras", "--ratio", "0.3", "--latency", "0.2"],
-              "--latency is a target of its own: give it without --ratio")]
+              "--latency is a target of its own: give it without --ratio"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--criterion", "l1", "--calibration",
+               tmp_path / "x.pt"], "--calibration gives OBSPA's Hessians their inputs; --criterion l1 reads no data"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--calibration", tmp_path / "x.pt"],
+              "an .npy or .npz of model inputs, or a folder of images"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--preprocess", "torch"],
+              "--preprocess says how the images of a --calibration folder become model inputs"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--preprocess", "scale=1/255,size=3",
+               "--calibration", tmp_path], "unknown key 'size'"),
+             (["prune", src, "-o", tmp_path / "b.keras", "--flops", "0.3", "--hessian", "identity", "--obspa-steps",
+               "5"], "--obspa-steps tunes the synthetic inputs of --hessian batchnorm")]
     script = ("import sys\nfrom spa_keras.ui.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n"
               "    print('exit', e.code, 'tensorflow' in sys.modules)\n")
     for args, fragment in cases:
@@ -227,15 +237,15 @@ def test_plots_and_the_runtime_the_output_implies(tmp_path):
     src = tmp_path / "small.keras"
     models.small_cnn().save(src)
     picture, plan = tmp_path / "widths.png", tmp_path / "plan.json"
-    result = invoke("prune", src, "-o", tmp_path / "slim.onnx", "--flops", "0.3", "--plot", picture,
-                    "--plan-out", plan)
+    result = invoke("prune", "--criterion", "l1", src, "-o", tmp_path / "slim.onnx", "--flops", "0.3", "--plot",
+                    picture, "--plan-out", plan)
     assert result.exit_code == 0, result.output
     target = json.loads(plan.read_text())["target"]
     assert (target["round_to"], target["runtime"]) == ("auto", "onnxruntime") and target["channel_multiple"] >= 1
     with Image.open(picture) as image:
         assert image.format == "PNG" and min(image.size) > 300
-    result = invoke("prune", src, "-o", tmp_path / "slim2.onnx", "--flops", "0.3", "--runtime", "tflite",
-                    "--plan-out", plan)
+    result = invoke("prune", "--criterion", "l1", src, "-o", tmp_path / "slim2.onnx", "--flops", "0.3", "--runtime",
+                    "tflite", "--plan-out", plan)
     assert result.exit_code == 0 and json.loads(plan.read_text())["target"]["runtime"] == "tflite"
     result = invoke("analyze", src, "--plot", tmp_path / "analysis.svg")
     assert result.exit_code == 0 and (tmp_path / "analysis.svg").read_text().lstrip().startswith("<?xml")
@@ -283,8 +293,8 @@ def test_onnx_pruned_to_keras_files_load_in_a_fresh_process(tmp_path):
     model.ir_version = 8
     onnx.save(model, tmp_path / "m.onnx")
     plan = tmp_path / "plan.json"
-    assert invoke("prune", tmp_path / "m.onnx", "-o", tmp_path / "slim.onnx", "--ratio", "0.3", "--round-to", "1",
-                  "--plan-out", plan).exit_code == 0
+    assert invoke("prune", "--criterion", "l1", tmp_path / "m.onnx", "-o", tmp_path / "slim.onnx", "--ratio", "0.3",
+                  "--round-to", "1", "--plan-out", plan).exit_code == 0
     outputs = [tmp_path / "slim.h5", tmp_path / "slim.keras"]
     results = [invoke("prune", tmp_path / "m.onnx", "-o", out, "--plan", plan) for out in outputs]
     assert [r.exit_code for r in results] == [0, 0], [r.output for r in results]

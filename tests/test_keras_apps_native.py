@@ -41,10 +41,10 @@ def check_application(name, size, tmp_path, tflite=True):
     reference = run(model, x)
     analysis = spa.analyze(model)
     assert not analysis.barriers, [(b.node, b.op_type) for b in analysis.barriers]
-    same = spa.prune(model, ratio=0.0, analysis=analysis).model
+    same = spa.prune(model, ratio=0.0, analysis=analysis, criterion="l1").model
     assert compare(reference, run(same, x), source="keras", target="ratio 0", tolerance=1e-5).ok
     del same
-    result = spa.prune(model, ratio=0.3, analysis=analysis)
+    result = spa.prune(model, ratio=0.3, analysis=analysis, criterion="l1")
     slim = result.model
     assert slim.count_params() == result.after.params < result.before.params == model.count_params()
     assert [layer.name for layer in slim.layers] == [layer.name for layer in model.layers]

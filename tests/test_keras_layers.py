@@ -28,9 +28,9 @@ def test_layers_prune_like_masking(name, tmp_path):
         assert [(node.split("/")[0], op) for node, op, _ in barriers] == [("probs", "Softmax")], barriers
     else:
         assert not barriers, barriers
-    same = spa.prune(model, ratio=0.0, analysis=analysis)
+    same = spa.prune(model, ratio=0.0, analysis=analysis, criterion="l1")
     assert compare(run(model, x), run(same.model, x), source="keras", target="identity", tolerance=1e-6).ok
-    result = spa.prune(model, ratio=0.4, analysis=analysis)
+    result = spa.prune(model, ratio=0.4, analysis=analysis, criterion="l1")
     slim = result.model
     assert slim.count_params() == result.after.params < result.before.params == model.count_params()
     assert spa.count(slim).flops == result.after.flops
@@ -99,7 +99,7 @@ def test_nested_model_keeps_its_structure():
     model = models.nested_models()
     model.get_layer("stem").trainable = False
     model.get_layer("backbone").get_layer("conv_a").trainable = False
-    result = spa.prune(model, ratio=0.5)
+    result = spa.prune(model, ratio=0.5, criterion="l1")
     slim = result.model
     assert not slim.get_layer("stem").trainable and not slim.get_layer("backbone").get_layer("conv_a").trainable
     assert slim.get_layer("head").trainable
@@ -122,7 +122,7 @@ def test_free_sequence_length_takes_the_given_input_shape():
     seven = spa.analyze(model, input_shape={None: (1, 7, 8)})
     one = spa.analyze(model)
     assert seven.counts.flops > one.counts.flops  # FLOPs are counted at the given length
-    slim = spa.prune(model, ratio=0.3, analysis=seven).model
+    slim = spa.prune(model, ratio=0.3, analysis=seven, criterion="l1").model
     assert slim(np.zeros((1, 5, 8), np.float32)).shape == (1, 5, 8)
 
 
@@ -157,7 +157,7 @@ def test_recurrent_and_custom_layers_are_named_barriers():
     analysis = spa.analyze(model)
     assert {(b.node, b.op_type) for b in analysis.barriers} >= {("scale", "Scale"), ("lstm", "LSTM")}
     assert [g.channels for g in analysis.groups if g.prunable] == [8]  # conv_a's outputs still prune
-    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    result = spa.prune(model, ratio=0.5, analysis=analysis, criterion="l1")
     assert result.model.get_layer("conv_a").filters == 4 and result.model.get_layer("conv_b").filters == 8
     assert result.model.count_params() == result.after.params
 
@@ -174,10 +174,10 @@ def test_reshape_keeps_inferred_and_free_dimensions():
     model = models.randomize_keras(keras.Model(inputs, keras.layers.Dense(3, name="head")(x)))
     x5 = np.random.default_rng(0).normal(size=(2, 5, 16)).astype("float32")
     analysis = spa.analyze(model)
-    same = spa.prune(model, ratio=0.0, analysis=analysis).model
+    same = spa.prune(model, ratio=0.0, analysis=analysis, criterion="l1").model
     assert same.get_layer("split").target_shape == (-1, 4, 4)
     np.testing.assert_allclose(np.asarray(same(x5)), np.asarray(model(x5)), rtol=1e-6, atol=1e-6)
-    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    result = spa.prune(model, ratio=0.5, analysis=analysis, criterion="l1")
     assert result.model.get_layer("split").target_shape[0] == -1
     masked = masked_keras(analysis, result.plan.mask(analysis))
     np.testing.assert_allclose(np.asarray(result.model(x5)), np.asarray(masked(x5)), rtol=1e-5, atol=1e-5)
@@ -199,7 +199,7 @@ def test_reversible_embedding():
     model = text_model(reverse=False)
     analysis = spa.analyze(model)
     assert not analysis.barriers
-    result = spa.prune(model, ratio=0.5, analysis=analysis)
+    result = spa.prune(model, ratio=0.5, analysis=analysis, criterion="l1")
     assert result.model.get_layer("embed").output_dim < 16
     assert result.model.count_params() == result.after.params
     masked = masked_keras(analysis, result.plan.mask(analysis))
@@ -214,7 +214,7 @@ def test_reversible_embedding():
 def test_surgery_keeps_a_nested_models_own_trainable_flag():
     model = models.nested_models()
     model.get_layer("backbone").trainable = False
-    slim = spa.prune(model, ratio=0.5).model
+    slim = spa.prune(model, ratio=0.5, criterion="l1").model
     assert not slim.get_layer("backbone").trainable
     assert not any(layer.trainable for layer in slim.get_layer("backbone").layers)
     assert slim.get_layer("block").trainable and slim.get_layer("head").trainable

@@ -58,7 +58,7 @@ def test_latency_target_end_to_end_on_a_keras_model(runtime):
     """A real search: every round measured on the runtime; the result's plan is the round closest to the goal,
     its model is that plan's slim model (FLOPs agree), and the plan replays."""
     model = conv_chain((32, 64, 128), seed=0)
-    result = spa.prune(model, latency=0.4, runtime=runtime)
+    result = spa.prune(model, latency=0.4, runtime=runtime, criterion="l1")
     target = result.plan.target
     assert target.kind == "latency" and target.runtime == runtime and 1 <= len(target.rounds) <= 6
     chosen = min(target.rounds, key=lambda r: abs(1 / r["speedup"] - 0.6))
@@ -90,7 +90,7 @@ def test_latency_target_times_at_the_batch_the_input_shape_gives(monkeypatch):
     monkeypatch.setattr(latency, "Timer", recording_timer)
     monkeypatch.setattr(latency_table, "time_layer", recording_time_layer)
     model = conv_chain((16, 32), seed=0)
-    result = spa.prune(model, latency=0.3, runtime="onnxruntime", input_shape=(4, 32, 32, 3))
+    result = spa.prune(model, latency=0.3, runtime="onnxruntime", input_shape=(4, 32, 32, 3), criterion="l1")
     assert fed and set(fed) == {(4, 32, 32, 3)} and result.plan.target.batch == 4
     convs = [s for s in layers if s.op == "Conv"]
     assert convs and {s.x[0] for s in convs} == {4}
@@ -110,8 +110,8 @@ def test_latency_target_from_the_cli_on_onnx(tmp_path):
     path = tmp_path / "resnet.onnx"
     onnx.save(resnet_block_model(), path)
     plan = tmp_path / "plan.json"
-    result = CliRunner().invoke(cli, ["prune", str(path), "-o", str(tmp_path / "slim.onnx"), "--latency", "0.3",
-                                      "--plan-out", str(plan)], catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["prune", "--criterion", "l1", str(path), "-o", str(tmp_path / "slim.onnx"),
+                                      "--latency", "0.3", "--plan-out", str(plan)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     target = json.loads(plan.read_text())["target"]
     assert target["kind"] == "latency" and target["runtime"] == "onnxruntime" and target["rounds"]

@@ -37,7 +37,7 @@ def _check_family(name, size, tmp_path):
     prefix = models.gluon_checkpoint(name, str(tmp_path / name), size)
     shape = (1, 3, size, size)
     analysis = spa.analyze(prefix, shape)
-    result = spa.prune(prefix, flops=0.4, input_shape=shape, analysis=analysis)
+    result = spa.prune(prefix, flops=0.4, input_shape=shape, analysis=analysis, criterion="l1")
     removed = result.plan.mask(analysis)
     assert isinstance(result.model, mxnet_io.Checkpoint) and removed.any()
     feeds = random_batch(mxnet_io.input_specs(result.model, shape), batch=2, seed=3)
@@ -68,11 +68,11 @@ def test_cli_writes_a_checkpoint_symbolblock_imports(tmp_path):
     mx = _mx()
     prefix = models.gluon_checkpoint("resnet18_v1", str(tmp_path / "r18"))
     for output in ("slim", "slim2-symbol.json"):
-        run = CliRunner().invoke(cli, ["prune", prefix, "--epoch", "0", "--input-shape", "1,3,32,32", "--flops", "0.5",
-                                       "-o", str(tmp_path / output)])
+        run = CliRunner().invoke(cli, ["prune", "--criterion", "l1", prefix, "--epoch", "0", "--input-shape",
+                                       "1,3,32,32", "--flops", "0.5", "-o", str(tmp_path / output)])
         assert run.exit_code == 0, run.output
-    onnx_run = CliRunner().invoke(cli, ["prune", prefix, "--input-shape", "1,3,32,32", "--flops", "0.5", "-o",
-                                        str(tmp_path / "slim.onnx")])
+    onnx_run = CliRunner().invoke(cli, ["prune", "--criterion", "l1", prefix, "--input-shape", "1,3,32,32", "--flops",
+                                        "0.5", "-o", str(tmp_path / "slim.onnx")])
     assert onnx_run.exit_code == 0, onnx_run.output
     block = mx.gluon.SymbolBlock.imports(str(tmp_path / "slim-symbol.json"), ["data"],
                                          str(tmp_path / "slim-0000.params"))
@@ -105,8 +105,8 @@ def test_module_checkpoint_prunes_and_trains_again_with_module(tmp_path):
     mx = _mx()
     prefix = module_checkpoint(str(tmp_path / "modnet"))
     assert "flatten" not in open(prefix + "-symbol.json").read()
-    run = CliRunner().invoke(cli, ["prune", prefix, "--input-shape", "1,1,28,28", "--ratio", "0.5", "--round-to", "1",
-                                   "--local", "-o", str(tmp_path / "slim")])
+    run = CliRunner().invoke(cli, ["prune", "--criterion", "l1", prefix, "--input-shape", "1,1,28,28", "--ratio", "0.5",
+                                   "--round-to", "1", "--local", "-o", str(tmp_path / "slim")])
     assert run.exit_code == 0, run.output
     symbol, args, aux = mx.model.load_checkpoint(str(tmp_path / "slim"), 0)
     assert "softmax_label" in symbol.list_arguments()  # the loss head stays: Module users train on
@@ -123,8 +123,8 @@ def test_module_checkpoint_prunes_and_trains_again_with_module(tmp_path):
     mod.update()
     assert not np.allclose(mod.get_params()[0]["fc_weight"].asnumpy(), before)
     # the slim ONNX says the same as the slim checkpoint
-    onnx_run = CliRunner().invoke(cli, ["prune", prefix, "--input-shape", "1,1,28,28", "--ratio", "0.5", "--round-to",
-                                        "1", "--local", "-o", str(tmp_path / "slim.onnx")])
+    onnx_run = CliRunner().invoke(cli, ["prune", "--criterion", "l1", prefix, "--input-shape", "1,1,28,28", "--ratio",
+                                        "0.5", "--round-to", "1", "--local", "-o", str(tmp_path / "slim.onnx")])
     assert onnx_run.exit_code == 0, onnx_run.output
     feeds = {"data": np.random.default_rng(1).normal(size=(2, 1, 28, 28)).astype("float32")}
     ours = _first(mxnet_io.run(mxnet_io.load(str(tmp_path / "slim")), feeds))
@@ -135,7 +135,7 @@ def test_module_checkpoint_prunes_and_trains_again_with_module(tmp_path):
 def test_gluon_block_gives_a_symbolblock_that_trains(tmp_path):
     mx = _mx()
     net = models.gluon_net("mobilenetv2_0.25")
-    result = spa.prune(net, flops=0.5, input_shape=(1, 3, 32, 32))
+    result = spa.prune(net, flops=0.5, input_shape=(1, 3, 32, 32), criterion="l1")
     block = result.model
     assert isinstance(block, mx.gluon.SymbolBlock)
     x = mx.nd.array(np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype("float32"))

@@ -106,7 +106,7 @@ def test_keras_dense_reconstruction_is_the_least_squares_refit(rng):
     slim = result.model.get_layer("out")
     np.testing.assert_allclose(slim.kernel.numpy(), solution[:-1], rtol=1e-3, atol=1e-4)
     np.testing.assert_allclose(slim.bias.numpy(), solution[-1], rtol=1e-3, atol=1e-4)
-    l1 = spa.prune(model, ratio=0.5).model
+    l1 = spa.prune(model, ratio=0.5, criterion="l1").model
     assert np.abs(result.model(x).numpy() - target).mean() < np.abs(l1(x).numpy() - target).mean()
 
 
@@ -290,7 +290,7 @@ def test_data_free_obspa_on_keras_beats_l1_on_the_batchnorm_model(rng):
     x = _calibration(rng, (10, 10, 3), n=64)
     original = model(x).numpy()
     obspa = spa.prune(model, flops=0.4, criterion=spa.importance.OBSPA(steps=100)).model(x).numpy()
-    l1 = spa.prune(model, flops=0.4).model(x).numpy()
+    l1 = spa.prune(model, flops=0.4, criterion="l1").model(x).numpy()
     assert np.abs(obspa - original).mean() < np.abs(l1 - original).mean()
 
 
@@ -502,7 +502,7 @@ def test_ppocr_classifier_with_obspa_stays_closer_to_the_original_than_l1(ppocr_
     x, y = text_lines(120, seed=0)
     calibration, _ = text_lines(64, seed=1)
     original = next(iter(onnx_io.run(onnx.load(ppocr_onnx), {"x": x}).values()))
-    slim = {"l1": spa.prune(ppocr_onnx, flops=0.3).model,
+    slim = {"l1": spa.prune(ppocr_onnx, flops=0.3, criterion="l1").model,
             "obspa": spa.prune(ppocr_onnx, flops=0.3, criterion=spa.importance.OBSPA(calibration=calibration)).model}
     outputs = {}
     for name, model in slim.items():

@@ -67,7 +67,7 @@ def _tflite_input(path):
 
 @functools.lru_cache(maxsize=None)
 def _slim_onnx(path):
-    return spa.prune(path, flops=0.5).model
+    return spa.prune(path, flops=0.5, criterion="l1").model
 
 
 @pytest.mark.parametrize("which", [pytest.param("keras", marks=pytest.mark.zoo), "module"])
@@ -77,7 +77,7 @@ def test_savedmodel_to_tflite_in_one_command(which, savedmodels, tmp_path):
     reference = _slim_onnx(path)
     for precision in ("float32", "int8"):
         out = tmp_path / f"slim_{precision}.tflite"
-        run = invoke("prune", path, "--flops", "0.5", "-o", out, "--precision", precision)
+        run = invoke("prune", "--criterion", "l1", path, "--flops", "0.5", "-o", out, "--precision", precision)
         assert run.exit_code == 0, run.output
         assert f"tflite {precision} vs onnxruntime" in run.output
         sizes[precision] = os.path.getsize(out)
@@ -99,7 +99,7 @@ def test_savedmodel_to_savedmodel_and_keras(which, savedmodels, tmp_path):
     path = savedmodels[which]
     x = np.random.default_rng(2).normal(size=(2, 24, 24, 3)).astype("float32")
     for output in ("slim_sm/", "slim.keras"):
-        run = invoke("prune", path, "--flops", "0.5", "-o", tmp_path / output)
+        run = invoke("prune", "--criterion", "l1", path, "--flops", "0.5", "-o", tmp_path / output)
         assert run.exit_code == 0, run.output
     reference = _slim_onnx(path)
     ref = next(iter(onnx_io.run(reference, {onnx_io.input_specs(reference)[0].name: x}).values()))
@@ -112,7 +112,8 @@ def test_savedmodel_to_savedmodel_and_keras(which, savedmodels, tmp_path):
 
 def test_signatures_are_chosen_and_named(savedmodels, tmp_path):
     path = savedmodels["module"]
-    run = invoke("prune", path, "--signature", "predict", "--flops", "0.5", "-o", tmp_path / "p.onnx")
+    run = invoke("prune", "--criterion", "l1", path, "--signature", "predict", "--flops", "0.5", "-o",
+                 tmp_path / "p.onnx")
     assert run.exit_code == 0, run.output
     bad = invoke("prune", path, "--signature", "nope", "--flops", "0.5", "-o", tmp_path / "q.onnx")
     assert bad.exit_code == 2 and "no 'nope' signature (it has 'serving_default', 'predict')" in bad.output
@@ -144,10 +145,11 @@ def test_gluon_onnx_pruned_to_keras_3_trains_and_matches(family, tmp_path):
     prefix = models.gluon_checkpoint(family, str(tmp_path / family))
     onnx_io.save(mxnet_io.to_onnx(mxnet_io.load(prefix), (1, 3, 32, 32)), str(tmp_path / "net.onnx"))
     for output in ("slim.keras", "slim.onnx"):
-        run = invoke("prune", tmp_path / "net.onnx", "--flops", "0.5", "-o", tmp_path / output, "--runtime", "tflite")
+        run = invoke("prune", "--criterion", "l1", tmp_path / "net.onnx", "--flops", "0.5", "-o", tmp_path / output,
+                     "--runtime", "tflite")
         assert run.exit_code == 0, run.output
-    direct = invoke("prune", prefix, "--input-shape", "1,3,32,32", "--flops", "0.5", "-o", tmp_path / "direct.keras",
-                    "--runtime", "tflite")  # the same channel multiple as the others: the same plan
+    direct = invoke("prune", "--criterion", "l1", prefix, "--input-shape", "1,3,32,32", "--flops", "0.5", "-o",
+                    tmp_path / "direct.keras", "--runtime", "tflite")  # the same channel multiple as the others
     assert direct.exit_code == 0, direct.output
     x = np.random.default_rng(4).normal(size=(4, 3, 32, 32)).astype("float32")
     ref = next(iter(onnx_io.run(onnx_io.load(str(tmp_path / "slim.onnx")), {"data": x}).values()))

@@ -65,7 +65,7 @@ def inputs(tmp_path_factory):
 def _replayed(source, extra, suffix, tmp_path):
     """Prune `source` to a plan written beside it, then again with that plan; the two slim models' paths."""
     first, again, plan = tmp_path / f"first{suffix}", tmp_path / f"again{suffix}", tmp_path / "plan.json"
-    run = invoke("prune", source, *extra, "-o", first, "--flops", "0.3", "--plan-out", plan)
+    run = invoke("prune", "--criterion", "l1", source, *extra, "-o", first, "--flops", "0.3", "--plan-out", plan)
     assert run.exit_code == 0, run.output
     assert json.loads(plan.read_text())["removed"]
     replay = invoke("prune", source, *extra, "-o", again, "--plan", plan)

@@ -113,7 +113,7 @@ def test_output_over_an_existing_directory(folder):
 
 def test_name_at_the_file_system_limit(folder):
     name = "n" * (255 - len(".onnx")) + ".onnx"
-    spa(folder, "prune", "m.onnx", "-o", name, "--ratio", "0.3", "--plan-out", "p" * 250 + ".json")
+    spa(folder, "prune", "--criterion", "l1", "m.onnx", "-o", name, "--ratio", "0.3", "--plan-out", "p" * 250 + ".json")
     onnx.checker.check_model(onnx.load(folder / name), full_check=True)
 
 
@@ -217,7 +217,7 @@ def run_ort(path_or_model, x):
 
 def test_int8_weights_through_cast_stay_int8(tmp_path):
     onnx.save(conv_pair("int8"), tmp_path / "q.onnx")
-    spa(tmp_path, "prune", "q.onnx", "-o", "slim.onnx", "--ratio", "0.5", "--round-to", "1")
+    spa(tmp_path, "prune", "--criterion", "l1", "q.onnx", "-o", "slim.onnx", "--ratio", "0.5", "--round-to", "1")
     slim = onnx.load(tmp_path / "slim.onnx")
     onnx.checker.check_model(slim, full_check=True)
     dtypes = {i.name: i.data_type for i in slim.graph.initializer}
@@ -234,7 +234,7 @@ def test_quantised_qdq_models_are_refused(tmp_path):
 
 def test_subgraph_reading_the_outer_scope_is_a_barrier(tmp_path):
     onnx.save(conv_pair(subgraph=True), tmp_path / "if.onnx")
-    spa(tmp_path, "prune", "if.onnx", "-o", "slim.onnx", "--ratio", "0.5", "--round-to", "1")
+    spa(tmp_path, "prune", "--criterion", "l1", "if.onnx", "-o", "slim.onnx", "--ratio", "0.5", "--round-to", "1")
     x = np.random.default_rng(1).normal(size=(1, 3, 8, 8)).astype(np.float32)
     # conv1's channels are read inside the If: they stay, and the slim model computes what the original does
     np.testing.assert_allclose(run_ort(str(tmp_path / "slim.onnx"), x), run_ort(str(tmp_path / "if.onnx"), x),
@@ -277,14 +277,15 @@ def test_if_on_a_scalar_boolean_input_prunes_around_its_branches(tmp_path):
 
     model = if_on_a_boolean_input()
     onnx.save(model, tmp_path / "if.onnx")
-    spa(tmp_path, "prune", "if.onnx", "-o", "slim.onnx", "--ratio", "0.3")
-    spa(tmp_path, "prune", "if.onnx", "-o", "slim2.onnx", "--ratio", "0.3", "--input-shape", "1,3,8,8")  # x's only
+    spa(tmp_path, "prune", "--criterion", "l1", "if.onnx", "-o", "slim.onnx", "--ratio", "0.3")
+    spa(tmp_path, "prune", "--criterion", "l1", "if.onnx", "-o", "slim2.onnx", "--ratio", "0.3", "--input-shape",
+        "1,3,8,8")  # x's only
     assert "its subgraph reads r2 from the outer scope" in spa(tmp_path, "analyze", "if.onnx")
     dims = {i.name: tuple(i.dims) for i in onnx.load(tmp_path / "slim.onnx").graph.initializer}
     assert dims["w2"][1] < 8 and dims["w3"][1] == 8  # conv1's channels went, those the branches read stayed
     analysis = spa_keras.analyze(model)
     assert "branch" in [b.node for b in analysis.state.barriers]
-    result = spa_keras.prune(model, analysis=analysis, ratio=0.3)
+    result = spa_keras.prune(model, analysis=analysis, ratio=0.3, criterion="l1")
     masked = masked_model(analysis, result.plan.mask(analysis))
     x = np.random.default_rng(1).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
     for cond in (True, False):  # both branches: the slim model computes the masked original
@@ -295,7 +296,7 @@ def test_if_on_a_scalar_boolean_input_prunes_around_its_branches(tmp_path):
 
 
 def _plan(folder):
-    spa(folder, "prune", "m.onnx", "-o", "o.onnx", "--flops", "0.3", "--plan-out", "plan.json")
+    spa(folder, "prune", "--criterion", "l1", "m.onnx", "-o", "o.onnx", "--flops", "0.3", "--plan-out", "plan.json")
     os.remove(folder / "o.onnx")
     return json.loads((folder / "plan.json").read_text())
 
@@ -437,7 +438,8 @@ def test_unregistered_custom_layer_is_named_and_import_loads_it(tmp_path):
     keras.saving.get_custom_objects().pop(f"{package}>Doubling")
     spa(tmp_path, "prune", "custom.keras", "-o", "o.keras", "--ratio", "0.3",
         expect=f"custom class '{package}>Doubling' (layer 'double') is not registered")
-    spa(tmp_path, "--import", "layers.py", "prune", "custom.keras", "-o", "o.keras", "--ratio", "0.3")
+    spa(tmp_path, "--import", "layers.py", "prune", "--criterion", "l1", "custom.keras", "-o", "o.keras", "--ratio",
+        "0.3")
     spa(tmp_path, "--import", "nowhere_module", "prune", "custom.keras", "-o", "o2.keras", "--ratio", "0.3",
         expect="--import nowhere_module: cannot import it")
 
@@ -498,7 +500,8 @@ def test_unregistered_custom_objects_are_named_wherever_they_sit(tmp_path):
             expect=f"{layer} (registered here as 'renamed>Doubling', another name) is not registered")
     finally:
         registry.pop("renamed>Doubling")
-    spa(tmp_path, "--import", "keras_extras", "prune", "nested.keras", "-o", "o.keras", "--ratio", "0.3")
+    spa(tmp_path, "--import", "keras_extras", "prune", "--criterion", "l1", "nested.keras", "-o", "o.keras",
+        "--ratio", "0.3")
 
 
 @pytest.fixture(scope="module")
@@ -562,7 +565,7 @@ def test_what_onnxruntime_runs_but_the_checker_rejects_is_repaired(folder):
     model.graph.node.extend(reversed(nodes))  # not in topological order: onnxruntime sorts, onnx.checker refuses
     model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 7  # a wrong declared output shape
     onnx.save(model, folder / "unsorted.onnx")
-    spa(folder, "prune", "unsorted.onnx", "-o", "slim.onnx", "--ratio", "0.3")
+    spa(folder, "prune", "--criterion", "l1", "unsorted.onnx", "-o", "slim.onnx", "--ratio", "0.3")
     slim = onnx.load(folder / "slim.onnx")
     onnx.checker.check_model(slim, full_check=True)
     assert slim.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 5

@@ -220,7 +220,7 @@ def test_a_keras_model_goes_down_the_stages_once():
 
     sys.setprofile(profile)
     try:
-        spa.prune(model, flops=0.4)
+        spa.prune(model, flops=0.4, criterion="l1")
     finally:
         sys.setprofile(None)
     assert stages == ["formats", "analysis", "planning", "formats.keras"]

@@ -53,7 +53,7 @@ CASES = [pytest.param(name, kind, target, marks=[] if (name, kind, target) in DE
 @pytest.mark.parametrize("name,kind,target", CASES)
 def test_target_lands(name, kind, target):
     model, analysis = app(name)
-    result = spa.prune(model, analysis=analysis, **{kind: target})
+    result = spa.prune(model, analysis=analysis, **{kind: target}, criterion="l1")
     slim = result.model
     if kind == "flops":
         before, after = layer_macs(model), layer_macs(slim)
@@ -74,7 +74,7 @@ def test_round_to_keeps_multiples_and_the_best_channels(global_ranking):
 
     model, analysis = app("MobileNetV2")
     scores = spa.importance.score_groups("l1", analysis)
-    result = spa.prune(model, ratio=0.3, round_to=8, global_ranking=global_ranking, analysis=analysis)
+    result = spa.prune(model, ratio=0.3, round_to=8, global_ranking=global_ranking, analysis=analysis, criterion="l1")
     removed = result.plan.removed
     assert removed
     total = 0
@@ -130,7 +130,7 @@ def test_round_to_lands_within_two_percent_where_a_layout_exists(widths):
     for target in (0.3, 0.5, 0.7):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = spa.prune(model, flops=target, round_to=8, analysis=analysis)
+            result = spa.prune(model, flops=target, round_to=8, analysis=analysis, criterion="l1")
         kept = [layer.filters for layer in result.model.layers if type(layer).__name__ == "Conv2D"]
         assert all(k % 8 == 0 for k in kept)
         reached = 1 - chain_macs(widths, kept) / base
@@ -164,7 +164,7 @@ def test_round_to_auto_keeps_the_runtime_multiple_or_the_largest_that_lands(widt
     from spa_keras.planning.runtimes import channel_multiple
 
     model = conv_chain(widths, seed=1)
-    result = spa.prune(model, flops=target)
+    result = spa.prune(model, flops=target, criterion="l1")
     kept = [layer.filters for layer in result.model.layers if type(layer).__name__ == "Conv2D"]
     base = chain_macs(widths, widths)
     reached = 1 - chain_macs(widths, kept) / base

@@ -49,7 +49,7 @@ def test_bert_prunes_heads_ffn_and_hidden(bert_onnx):
     hidden = [g for g in free if g.channels == 64 and len(g.members) > 10]
     assert hidden, "the residual stream (hidden size) should be one prunable group"
     model = onnx.load(bert_onnx)
-    result = spa.prune(model, ratio=0.3)
+    result = spa.prune(model, ratio=0.3, criterion="l1")
     feeds = random_batch(onnx_io.input_specs(model))
     ref, out = onnx_io.run(model, feeds), onnx_io.run(result.model, feeds)
     assert [v.shape for v in ref.values()] == [v.shape for v in out.values()]
@@ -61,7 +61,7 @@ def test_vit_prunes(tmp_path):
     path = tmp_path / "vit.onnx"
     spa.convert(vit_classifier(), path)
     model = onnx.load(path)
-    result = spa.prune(model, ratio=0.3)
+    result = spa.prune(model, ratio=0.3, criterion="l1")
     feeds = random_batch(onnx_io.input_specs(model))
     out = onnx_io.run(result.model, feeds)
     assert [v.shape for v in out.values()] == [(2, 3)]
@@ -81,7 +81,7 @@ def test_bert_through_the_keras_front_end(tmp_path):
     free = sorted(g.channels for g in analysis.groups if g.prunable)
     assert free.count(128) == 1, free  # the feed-forward width, the same channels in both layers
     assert any("key_dim" in b.reason for b in analysis.barriers)
-    result = spa.prune(model, ratio=0.3, analysis=analysis)
+    result = spa.prune(model, ratio=0.3, analysis=analysis, criterion="l1")
     slim = result.model
     widths = [layer.intermediate_dim for layer in slim.get_layer("bert_backbone").layers
               if type(layer).__name__ == "TransformerEncoder"]
@@ -108,7 +108,7 @@ def test_vit_through_the_keras_front_end(tmp_path):
     analysis = spa.analyze(model)
     free = [g for g in analysis.groups if g.prunable]
     assert [g.channels for g in free] == [64]  # mlp_dim 64, the same channels in both blocks
-    result = spa.prune(model, ratio=0.3, analysis=analysis)
+    result = spa.prune(model, ratio=0.3, analysis=analysis, criterion="l1")
     slim = result.model
     encoder = slim.get_layer("vi_t_backbone").get_layer("vit_encoder")
     assert encoder.mlp_dim == 64 - len(result.plan.removed[free[0].key])

@@ -27,11 +27,11 @@ GLUON_SIZE = {"inceptionv3": 299}
 def check_prunes(model, masking=False, identity_tolerance=1e-5):
     feeds = random_batch(onnx_io.input_specs(model), batch=1)
     ref = onnx_io.run(model, feeds)
-    same = spa.prune(model, ratio=0.0)
+    same = spa.prune(model, ratio=0.0, criterion="l1")
     check = compare(ref, onnx_io.run(same.model, feeds), source="original", target="identity",
                     tolerance=identity_tolerance)
     assert check.ok, check
-    result = assert_removal_equals_masking(model, ratio=0.3) if masking else spa.prune(model, ratio=0.3)
+    result = assert_removal_equals_masking(model, ratio=0.3) if masking else spa.prune(model, ratio=0.3, criterion="l1")
     out = onnx_io.run(result.model, feeds)
     assert [v.shape for v in out.values()] == [v.shape for v in ref.values()]
     assert all(np.isfinite(v).all() for v in out.values())

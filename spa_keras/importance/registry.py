@@ -23,6 +23,14 @@ C = TypeVar("C", bound="type[Criterion]")
 
 CRITERIA: dict[str, type[Criterion]] = {}
 
+# The defaults, in one place. `spa.prune` and `spa prune` prune a model as it is, trained and with no fine-tuning to
+# follow: OBSPA is the criterion that keeps such a model usable (it refits the kept weights; README, "OBSPA"), at the
+# price of time (seconds on small models, about a minute on ResNet50 on 2 cores, against L1's second or two).
+# Training routes fine-tune anyway and rescore often (SPACallback; `steps` > 1 rescores between steps, which a
+# criterion that refits cannot): they use TRAINING_CRITERION.
+DEFAULT_CRITERION = "obspa"
+TRAINING_CRITERION = "l1"
+
 
 def register_criterion(name: str) -> Callable[[C], C]:
     def wrap(cls: C) -> C:
@@ -46,6 +54,24 @@ def get_criterion(criterion: Any) -> Criterion | Callable[[Analysis], Sequence[A
         return CRITERIA[str(criterion).lower()]()
     except KeyError as exc:
         raise InputError(f"unknown criterion {criterion!r}; available: {', '.join(sorted(CRITERIA))}") from exc
+
+
+def default_criterion(analysis: Analysis, steps: int = 1) -> str:
+    """The criterion `spa.prune(criterion=None)` and `spa prune` without --criterion use on `analysis`:
+    `DEFAULT_CRITERION` when it can run on the model as it is, else `TRAINING_CRITERION`: for iterative pruning
+    (`steps` > 1 rescores between steps), for inputs that are not floating point (token ids: OBSPA cannot make them
+    up), for a graph without a model behind it, and for a model whose inputs OBSPA would optimise but that gives it
+    no BatchNorm statistics to match (none, or several inputs: its synthetic inputs would be Gaussian noise,
+    measured useless for the Hessians of a trained CNN: README, OBSPA)."""
+    if DEFAULT_CRITERION != "obspa":
+        return DEFAULT_CRITERION
+    source = getattr(analysis.graph, "source", None)
+    if steps > 1 or source is None or any(np.dtype(spec.dtype).kind != "f" for spec in source.graph_specs):
+        return TRAINING_CRITERION
+    backend = source.activations()
+    if backend.optimises_inputs and backend.norm_probe() is None:
+        return TRAINING_CRITERION
+    return DEFAULT_CRITERION
 
 
 def criterion_name(criterion: Any) -> str:

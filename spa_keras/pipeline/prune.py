@@ -56,7 +56,7 @@ def apply_plan(analysis: Analysis, plan: PruningPlan) -> PruneResult:
     return PruneResult(model, plan, analysis.counts, analysis.cost.counts(removed), analysis)
 
 
-def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None, criterion="l1",
+def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None, criterion=None,
           global_ranking=True, round_to="auto", runtime=None, ignore=(), max_per_group=0.9, input_shape=None,
           via=None, analysis=None, data=None, loss=None, steps=1, epoch=0, signature=None) -> PruneResult:
     """Prune `model`; return a `PruneResult` (the slim model, the plan, counts before/after).
@@ -69,8 +69,12 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     Give one target (`ratio`, `flops` or `params`: fractions removed, of the original model) or a `plan`
     (PruningPlan or JSON path). `criterion`: a name or instance from `spa_keras.importance`; data-driven ones
     (taylor, snip, grasp, crop, obd) take `data` ((x, y) arrays, a tf.data.Dataset or a generator of batches) and
-    `loss` (default: the model's compiled loss). `steps=N` prunes iteratively: N rounds of score, prune, rescore on
-    the slimmer model, each reaching a further 1/N of the target; the result's plan applies to the original model.
+    `loss` (default: the model's compiled loss). The default (None) is OBSPA, data-free: a trained model pruned
+    with no fine-tuning stays usable, at the price of seconds to a minute of computation; `criterion="l1"` is the
+    fast weight-magnitude ranking for models that will be fine-tuned (`spa_keras.importance.default_criterion`
+    says when the default is L1: `steps` > 1, inputs that are not floating point). `steps=N` prunes iteratively: N
+    rounds of score, prune, rescore on the slimmer model, each reaching a further 1/N of the target; the result's
+    plan applies to the original model.
     `round_to="auto"` keeps pruned layers at channel counts that `runtime` ("onnxruntime", "tflite", "tensorflow";
     None: any of them) runs fast on this CPU (multiples of 16 on x86, 8 on ARM; see `spa_keras.planning.runtimes`);
     `round_to=1` lets every channel count through, `round_to=N` keeps multiples of N.
@@ -79,12 +83,14 @@ def prune(model, *, ratio=None, flops=None, params=None, latency=None, plan=None
     models, tensorflow for Keras models), at the input shapes analysed and the batch size `input_shape` gives
     (default 1; `input_shape=(16, 224, 224, 3)` plans for batches of 16): see `spa_keras.latency.target`.
     """
-    from spa_keras.importance import Batches, get_criterion
+    from spa_keras.importance import Batches, default_criterion, get_criterion
 
     analysis = analysis or analyze(model, input_shape, via, epoch, signature)
     steps = int(steps)
     if steps < 1:
         raise InputError(f"steps={steps}: at least 1")
+    if criterion is None:
+        criterion = default_criterion(analysis, steps)
     targets = (ratio, flops, params, latency)
     if plan is not None:
         if any(v is not None for v in targets):

@@ -27,7 +27,7 @@ import numpy as np
 
 from spa_keras.analysis.groups import Analysis, GroupKey
 from spa_keras.common.errors import InputError
-from spa_keras.importance import Criterion, score_groups
+from spa_keras.importance import TRAINING_CRITERION, Criterion, score_groups
 from spa_keras.importance.registry import criterion_name, get_criterion
 from spa_keras.planning.plan import PruningPlan
 from spa_keras.planning.runtimes import AUTO, channel_multiple, check_runtime, group_multiples
@@ -141,7 +141,7 @@ def _achieved(analysis: Analysis, kind: str, ignore: str | Iterable[str],
 
 
 def make_plan(analysis: Analysis, *, ratio: float | None = None, flops: float | None = None,
-              params: float | None = None, criterion: Any = "l1", global_ranking: bool = True,
+              params: float | None = None, criterion: Any = TRAINING_CRITERION, global_ranking: bool = True,
               round_to: int | str = "auto", ignore: str | Iterable[str] = (), max_per_group: float = 0.9,
               scores: list[np.ndarray] | None = None, data: Any = None, loss: Any = None,
               removable: dict[GroupKey, int] | None = None, removed: np.ndarray | None = None,

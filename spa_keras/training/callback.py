@@ -32,6 +32,7 @@ import warnings
 import numpy as np
 
 from spa_keras.common.errors import InputError
+from spa_keras.importance.registry import TRAINING_CRITERION
 from spa_keras.training.schedules import PolynomialDecay, Schedule
 from spa_keras.planning.selection import compile_ignore
 
@@ -55,7 +56,10 @@ class SPACallback(_Callback):
     Args:
         ratio, flops, params: the target, one of them: a fraction removed (of prunable channels, FLOPs or
             parameters), as in `spa.prune`.
-        criterion: a criterion name or instance (`spa_keras.importance`); data-driven ones need `data`.
+        criterion: a criterion name or instance (`spa_keras.importance`); data-driven ones need `data`. The default
+            is L1 (`spa_keras.importance.TRAINING_CRITERION`): training recovers what pruning loses, and the
+            pruning steps rescore the weights as they train (`spa.prune`'s default, OBSPA, is for models pruned
+            with no training to follow).
         when: "before", "during" or "after" training (see the module docstring).
         schedule: for "during", a `spa_keras.training.schedules.Schedule` (its final fraction is the target).
         global_ranking, round_to, runtime, ignore, max_per_group: as in `spa.prune`.
@@ -64,9 +68,9 @@ class SPACallback(_Callback):
         input_shape: fills free input dimensions for the FLOP counts, as in `spa.analyze`.
     """
 
-    def __init__(self, *, ratio=None, flops=None, params=None, criterion="l1", when="during", schedule=None,
-                 global_ranking=True, round_to="auto", runtime=None, ignore=(), max_per_group=0.9, data=None,
-                 loss=None, input_shape=None):
+    def __init__(self, *, ratio=None, flops=None, params=None, criterion=TRAINING_CRITERION, when="during",
+                 schedule=None, global_ranking=True, round_to="auto", runtime=None, ignore=(), max_per_group=0.9,
+                 data=None, loss=None, input_shape=None):
         super().__init__()
         targets = {k: v for k, v in (("ratio", ratio), ("flops", flops), ("params", params)) if v is not None}
         if len(targets) != 1:

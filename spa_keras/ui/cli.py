@@ -3,6 +3,8 @@
     spa convert model.h5 model.onnx
     spa convert model.onnx model.tflite --precision float16
     spa convert resnet18_v1 resnet18.onnx --epoch 0 --input-shape 1,3,224,224
+    spa prune model.keras -o slim.keras --flops 0.5 --criterion obspa
+    spa prune model.onnx -o slim.onnx --flops 0.5 --calibration images/ --preprocess torch
     spa demo
 
 Errors are one line on stderr and a non-zero exit; `--debug` shows library output and tracebacks.
@@ -68,6 +70,21 @@ def _data_free_criteria():
 _DATA_FREE_CRITERIA = _data_free_criteria()
 
 
+def _obspa_defaults():
+    """OBSPA's own defaults, for --help."""
+    import inspect
+
+    from spa_keras.importance import OBSPA
+
+    return {name: p.default for name, p in inspect.signature(OBSPA.__init__).parameters.items()}
+
+
+_OBSPA = _obspa_defaults()
+# `spa prune`'s OBSPA options: {option: OBSPA's argument}
+OBSPA_OPTIONS = {"--samples": "samples", "--hessian": "hessian", "--damping": "damping",
+                 "--recalibrate": "recalibrate", "--obspa-steps": "steps", "--obspa-budget": "budget"}
+
+
 def _fraction(ctx, param, value):
     """A fraction removed, in [0, 1): checked while parsing, before TensorFlow loads."""
     if value is not None and not 0 <= value < 1:
@@ -98,6 +115,17 @@ def _ignore(ctx, param, value):
     except InputError as exc:
         raise click.BadParameter(str(exc).removeprefix("ignore ")) from exc
     return value
+
+
+def _preprocess(ctx, param, value):
+    """`--preprocess`: parsed while parsing (a `Preprocess`), so a typo fails before any work."""
+    from spa_keras.common.errors import InputError
+    from spa_keras.compute.calibration import Preprocess
+
+    try:
+        return None if value is None else Preprocess.parse(value)
+    except InputError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def _import_modules(modules):
@@ -188,9 +216,81 @@ def _check_prune_targets(ratio, flops, params, latency, plan_in, steps, criterio
         raise InputError("--latency is a target of its own: give it without --ratio, --flops, --params and --steps")
     if len(given) > 1:
         raise InputError(f"give exactly one target: --ratio, --flops, --params or --latency (got {', '.join(given)})")
-    if steps > 1 and hasattr(CRITERIA.get(criterion.lower()), "updates"):
+    if steps > 1 and criterion is not None and hasattr(CRITERIA.get(criterion.lower()), "updates"):
         raise InputError(f"--steps {steps} rescores between steps, but --criterion {criterion} rewrites kept weights "
                          "and prunes in one step: leave out --steps")
+
+
+def _check_obspa_options(criterion, plan_in, calibration, preprocess, obspa):
+    """The criterion `spa prune` runs (None: the default), and OBSPA's options checked against it before
+    TensorFlow loads: they apply to --criterion obspa (which they imply when --criterion is not given) and to
+    planning, not to a replayed plan. `obspa`: {option: value or None}."""
+    from spa_keras.common.errors import InputError
+    from spa_keras.compute.calibration import ARRAY_EXTENSIONS
+
+    given = [name for name, value in (("--calibration", calibration), ("--preprocess", preprocess), *obspa.items())
+             if value is not None]
+    if plan_in is not None and given:
+        raise InputError(f"--plan replays a plan's channels and weights; {', '.join(given)} appl"
+                         f"{'ies' if len(given) == 1 else 'y'} to planning with OBSPA: leave "
+                         f"{'it' if len(given) == 1 else 'them'} out")
+    if criterion is None:
+        criterion = "obspa" if given else None  # None: the default, resolved on the analysed model by prune()
+    elif criterion.lower() != "obspa" and given:
+        if calibration is not None:
+            raise InputError(f"--calibration gives OBSPA's Hessians their inputs; --criterion {criterion} reads no "
+                             "data (the data-driven criteria take labels and a loss: spa.prune(..., data=, loss=) in "
+                             "Python): use --criterion obspa, or leave --criterion out")
+        raise InputError(f"{', '.join(given)} set{'s' * (len(given) == 1)} OBSPA's options; --criterion {criterion} "
+                         f"takes none: use --criterion obspa, or leave {'it' if len(given) == 1 else 'them'} out")
+    if preprocess is not None and calibration is None:
+        raise InputError("--preprocess says how the images of a --calibration folder become model inputs: give "
+                         "--calibration FOLDER")
+    if calibration is not None:
+        if not os.path.isdir(calibration) and not calibration.lower().endswith(ARRAY_EXTENSIONS):
+            raise InputError(f"--calibration {calibration}: an .npy or .npz of model inputs, or a folder of images")
+        if preprocess is not None and not os.path.isdir(calibration):
+            raise InputError(f"--calibration {calibration} holds model inputs as they are; --preprocess applies to a "
+                             "folder of images")
+        if obspa["--hessian"] is not None:
+            raise InputError(f"--hessian {obspa['--hessian']} makes up the Hessians' inputs; --calibration gives "
+                             "real ones: give one of them")
+    synthetic = calibration is None and obspa["--hessian"] in (None, "batchnorm")
+    tuning = [name for name in ("--obspa-steps", "--obspa-budget") if obspa[name] is not None]
+    if tuning and not synthetic:
+        made = f"--calibration {calibration}" if calibration is not None else f"--hessian {obspa['--hessian']}"
+        raise InputError(f"{' and '.join(tuning)} tune{'s' * (len(tuning) == 1)} the synthetic inputs of --hessian "
+                         f"batchnorm; with {made} there are none: leave {'it' if len(tuning) == 1 else 'them'} out")
+    return None if criterion is None else criterion.lower()
+
+
+def _chosen_criterion(criterion, calibration, preprocess, obspa, load):
+    """What `spa prune` hands to `prune()`: the criterion's name, or an OBSPA with the options given (and the
+    --calibration inputs, read at the shapes the model was analysed at: `load()` gives that analysis)."""
+    from spa_keras.common.errors import InputError
+    from spa_keras.compute.calibration import load_calibration
+    from spa_keras.importance import OBSPA
+
+    options = {OBSPA_OPTIONS[name]: value for name, value in obspa.items() if value is not None}
+    if criterion is None or criterion != "obspa" or (not options and calibration is None):
+        return criterion, None
+    if options.get("recalibrate") == "none":
+        options["recalibrate"] = None
+    analysis = None
+    if calibration is not None:
+        analysis = load()
+        source = analysis.source
+        try:
+            options["calibration"] = load_calibration(
+                calibration, analysis.input_shapes, preprocess, limit=options.get("samples", _OBSPA["samples"]),
+                channels_last=source.kind not in ("onnx", "mxnet"),
+                say=lambda line: console.print(f"calibration {line}", soft_wrap=True, markup=False))
+        except InputError as exc:
+            free = any(d is None for spec in source.graph_specs for d in tuple(spec.shape)[1:])
+            hint = (" (the model's free dimensions were filled for the analysis: --input-shape sets them)"
+                    if free and "takes (N" in str(exc) else "")
+            raise InputError(f"--calibration {exc}{hint}") from exc
+    return OBSPA(**options), analysis
 
 
 def _import_frameworks():
@@ -202,11 +302,22 @@ def _import_frameworks():
         import tensorflow  # noqa: F401
 
 
+def _cli_spelling(text):
+    """OBSPA's notes name its Python arguments (calibration=, budget=): said as the options of `spa prune`."""
+    import re
+
+    if not text.startswith("OBSPA"):
+        return text
+    text = re.sub(r"\bcalibration=", "--calibration", text)
+    text = re.sub(r"\bbudget=(?=\S)", "--obspa-budget ", text)
+    return re.sub(r"\bbudget=", "--obspa-budget", text)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     """Our warnings (a target that could not be met, a default input size) as one line on stderr; other
     libraries' warnings only with --debug."""
     if issubclass(category, UserWarning) and "spa_keras" in str(filename):
-        err_console.print(f"spa: note: {message}", markup=False, soft_wrap=True)
+        err_console.print(f"spa: note: {_cli_spelling(str(message))}", markup=False, soft_wrap=True)
     elif os.environ.get("SPA_DEBUG"):
         err_console.print(f"{category.__name__}: {message} ({filename}:{lineno})", markup=False, soft_wrap=True)
 
@@ -329,9 +440,38 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
               "size of --input-shape (default 1).")
 @click.option("--plan", "plan_in", type=click.Path(exists=True, dir_okay=False), help="Apply a saved plan (JSON).")
 @click.option("--plan-out", type=click.Path(dir_okay=False), help="Write the plan used as JSON.")
-@click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False), default="l1",
-              show_default=True, help="Importance criterion. The data-driven ones (taylor, snip, grasp, crop, obd) "
-              "need training data: use spa.prune(..., criterion=, data=, loss=) in Python.")
+@click.option("--criterion", type=click.Choice(_DATA_FREE_CRITERIA, case_sensitive=False),
+              help="Importance criterion [default: obspa, data-free, which refits the kept weights so that a model "
+              "pruned without fine-tuning stays usable (seconds to a minute); l1 with --steps, inputs that are not "
+              "floating point, or a Keras model without BatchNorm]. l1 ranks by weight magnitude in a second, for models you fine-tune. The data-driven "
+              "ones (taylor, snip, grasp, crop, obd) need training data: use spa.prune(..., criterion=, data=, "
+              "loss=) in Python.")
+@click.option("--calibration", type=click.Path(exists=True),
+              help="OBSPA: real model inputs for its Hessians instead of synthetic ones: an .npy (one array, batch "
+              "first), an .npz (one array per input name; a labels key is left out) or a folder of images "
+              "(see --preprocess). At most --samples are read.")
+@click.option("--preprocess", callback=_preprocess, metavar="SPEC",
+              help="How the images of a --calibration folder become model inputs: (pixel * scale - mean) / std per "
+              "channel, e.g. 'scale=1/255,mean=0.485,0.456,0.406,std=0.229,0.224,0.225'; layout=nhwc|nchw (default: "
+              "from the model's input shape), color=rgb|bgr|gray, resize=stretch|crop; or a preset first (torch, tf, "
+              "caffe: as keras.applications' preprocess_input) with keys that change it ('caffe,layout=nchw'). "
+              "[default: scale=1/255, pixels in [0, 1]]")
+@click.option("--samples", type=click.IntRange(min=1),
+              help=f"OBSPA: how many inputs the Hessians are measured on [default: {_OBSPA['samples']}].")
+@click.option("--hessian", type=click.Choice(["batchnorm", "gaussian", "identity"]),
+              help="OBSPA without --calibration: inputs that reproduce the BatchNorm statistics (batchnorm, Keras "
+              "models), Gaussian noise, or none (identity: no reconstruction) [default: batchnorm].")
+@click.option("--damping", type=click.FloatRange(min=0),
+              help=f"OBSPA: λ in H + λ·mean(diag H)·I [default: {_OBSPA['damping']:g}].")
+@click.option("--recalibrate", type=click.Choice(["reestimate", "correct", "none"]),
+              help="OBSPA: BatchNorm statistics after the refit: re-estimated on the inputs, corrected for what "
+              f"pruning changed, or left alone [default: {_OBSPA['recalibrate']}].")
+@click.option("--obspa-steps", type=click.IntRange(min=1),
+              help="OBSPA --hessian batchnorm: optimisation steps of the synthetic inputs "
+              f"[default: {_OBSPA['steps']}].")
+@click.option("--obspa-budget", type=click.FloatRange(min=0, min_open=True),
+              help="OBSPA --hessian batchnorm: seconds the synthetic inputs may take (fewer steps on large models) "
+              f"[default: {_OBSPA['budget']:g}].")
 @click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
 @click.option("--round-to", callback=_round_to, default="auto", show_default=True,
               help="Keep pruned channel counts multiples of N, or 'auto': counts the runtime runs fast on this CPU "
@@ -351,22 +491,29 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
               show_default=True, help="TFLite weights: float32, float16 or dynamic-range int8.")
 @_EPOCH
 @_SIGNATURE
-def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, criterion, local_ranking, round_to,
-          runtime, ignore, max_per_group, input_shape, steps, via, plot, precision, epoch, signature):
+def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, criterion, calibration, preprocess,
+          samples, hessian, damping, recalibrate, obspa_steps, obspa_budget, local_ranking, round_to, runtime, ignore,
+          max_per_group, input_shape, steps, via, plot, precision, epoch, signature):
     """Prune MODEL and write the slim model to OUTPUT, verified before it is written.
 
     MODEL: .keras, .h5, .onnx, a SavedModel directory (through tf2onnx) or an MXNet prefix (PREFIX-symbol.json +
     PREFIX-EPOCH.params, with --input-shape). MXNet models come back as MXNet checkpoints (slimmed natively) or go
     on to any other output."""
     from spa_keras.pipeline.convert import convert as run_convert
+    from spa_keras.pipeline.prune import analyze as run_analyze
     from spa_keras.pipeline.prune import prune as run_prune
 
+    obspa = {"--samples": samples, "--hessian": hessian, "--damping": damping, "--recalibrate": recalibrate,
+             "--obspa-steps": obspa_steps, "--obspa-budget": obspa_budget}
+    criterion = _check_obspa_options(criterion, plan_in, calibration, preprocess, obspa)
     _check_prune_targets(ratio, flops, params, latency, plan_in, steps, criterion)
     out_kind = _check_prune_paths(model, output, plan_in, plan_out, via, precision)
     _import_frameworks()
     with console.status("pruning"):
+        chosen, analysis = _chosen_criterion(criterion, calibration, preprocess, obspa, lambda: run_analyze(
+            model, input_shape, via=via, epoch=epoch, signature=signature))
         result = run_prune(model, ratio=ratio, flops=flops, params=params, latency=latency, plan=plan_in,
-                           criterion=criterion,
+                           criterion=chosen, analysis=analysis,
                            global_ranking=not local_ranking, round_to=round_to,
                            runtime=runtime or (None if out_kind == "mxnet" else runtime_of_path(output)),
                            ignore=ignore, max_per_group=max_per_group, input_shape=input_shape, steps=steps, via=via,
@@ -374,6 +521,7 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
         shapes = _analysed_shapes(result.analysis)
         check = _verify_pruned(result, shapes)
     console.print(result.report)
+    console.print(_criterion_line(result.plan, plan_in, chosen is None), soft_wrap=True, markup=False)
     console.print(f"[green]checked[/green] {check}", soft_wrap=True)
     # the plan waits beside --plan-out until the model is written: a failure leaves neither
     with result.plan.staged(plan_out) if plan_out else contextlib.nullcontext():
@@ -389,6 +537,21 @@ def prune(model, output, ratio, flops, params, latency, plan_in, plan_out, crite
         from spa_keras.ui.plots import plot_widths
 
         console.print(f"wrote {plot_widths(result.analysis, plot, result.plan)}", soft_wrap=True)
+
+
+def _criterion_line(plan, plan_in, default=False):
+    """Which criterion chose the channels (with its options when it had any; `default`: none was given), and
+    whether kept weights were refit."""
+    target = plan.target
+    name = target.criterion or "unknown"
+    if default and not plan_in:
+        name += (" (the default: for a model used without fine-tuning; --criterion l1 ranks by weight magnitude, "
+                 "faster)" if name == "obspa" else " (the default where data-free OBSPA does not apply: --steps, "
+                 "inputs that are not floating point, a Keras model without BatchNorm)")
+    line = f"criterion {name}" + (f": {target.criterion_options}" if target.criterion_options else "")
+    if target.reconstructed:
+        line += "; kept weights refit"
+    return line + (f" (the plan {plan_in})" if plan_in else "")
 
 
 def _analysed_shapes(analysis):
