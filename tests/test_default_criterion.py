@@ -29,6 +29,15 @@ def token_model():
     return keras.Model(inputs, layers.Dense(3, name="out")(x))
 
 
+def feature_map_model():
+    """No BatchNorm and no class output (a feature map comes out)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((8, 8, 3))
+    return keras.Model(inputs, layers.Conv2D(4, 3)(layers.Conv2D(8, 3, activation="relu")(inputs)))
+
+
 def test_spa_prune_defaults_to_obspa_and_to_l1_where_training_follows_or_obspa_cannot_run():
     """(`spa prune` without --criterion, below, runs the default end to end: the CLI hands prune() None.)"""
     assert (DEFAULT_CRITERION, TRAINING_CRITERION) == ("obspa", "l1")
@@ -39,7 +48,9 @@ def test_spa_prune_defaults_to_obspa_and_to_l1_where_training_follows_or_obspa_c
     assert default_criterion(spa.analyze(tokens)) == "l1"  # token ids cannot be made up
     assert spa.prune(tokens, ratio=0.3).plan.target.criterion == "l1"
     assert default_criterion(spa.analyze(models.small_cnn())) == "obspa"
-    assert default_criterion(spa.analyze(conv_model("same", 1))) == "l1"  # no BatchNorm: only noise to measure on
+    # no BatchNorm: inputs are optimised for the class output alone; with no class output either, only noise is left
+    assert default_criterion(spa.analyze(conv_model("same", 1))) == "obspa"
+    assert default_criterion(spa.analyze(feature_map_model())) == "l1"
     assert default_criterion(spa.analyze(resnet_block_model())) == "obspa"  # ONNX: identity Hessians, with a note
     assert spa.SPACallback(flops=0.5).criterion == "l1"  # the callback keeps its own default
 
@@ -60,11 +71,16 @@ def test_spa_prune_without_criterion_says_it_ran_obspa(tmp_path):
 
 
 def test_onnx_without_calibration_is_told_in_the_clis_words(tmp_path):
-    """An ONNX model gets data-free OBSPA with identity Hessians (no refit), and the note says how to give images
-    in the spelling of the command line."""
-    onnx.save(resnet_block_model(), tmp_path / "r.onnx")
+    """An ONNX model whose BatchNorm was folded gives data-free OBSPA nothing to optimise inputs for: the default
+    is L1 there, and asked for OBSPA the note says how to give images in the spelling of the command line."""
+    from tests.onnx_graphs import fold_batchnorm
+
+    folded = fold_batchnorm(resnet_block_model())
+    assert default_criterion(spa.analyze(folded)) == "l1" and default_criterion(spa.analyze(resnet_block_model())) \
+        == "obspa"
+    onnx.save(folded, tmp_path / "r.onnx")
     result = CliRunner().invoke(cli, ["prune", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "s.onnx"), "--ratio",
-                                      "0.3"])
+                                      "0.3", "--criterion", "obspa"])
     assert result.exit_code == 0, result.output
-    assert "spa: note: OBSPA on" in result.output and "give --calibration inputs" in result.output
-    assert "calibration=" not in result.output.split("criterion obspa")[0]
+    assert "spa: note: OBSPA: no BatchNormalization node left" in result.output, result.output
+    assert "give --calibration" in result.output and "calibration=" not in result.output

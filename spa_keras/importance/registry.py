@@ -61,16 +61,22 @@ def default_criterion(analysis: Analysis, steps: int = 1) -> str:
     `DEFAULT_CRITERION` when it can run on the model as it is, else `TRAINING_CRITERION`: for iterative pruning
     (`steps` > 1 rescores between steps), for inputs that are not floating point (token ids: OBSPA cannot make them
     up), for a graph without a model behind it, and for a model whose inputs OBSPA would optimise but that gives it
-    no BatchNorm statistics to match (none, or several inputs: its synthetic inputs would be Gaussian noise,
-    measured useless for the Hessians of a trained CNN: README, OBSPA)."""
+    neither BatchNorm statistics nor a class output to optimise them for (or has several inputs; BatchNorm folded
+    into an ONNX graph): its synthetic inputs would be Gaussian noise, measured useless for the Hessians of a
+    trained CNN (README, OBSPA)."""
     if DEFAULT_CRITERION != "obspa":
         return DEFAULT_CRITERION
     source = getattr(analysis.graph, "source", None)
     if steps > 1 or source is None or any(np.dtype(spec.dtype).kind != "f" for spec in source.graph_specs):
         return TRAINING_CRITERION
     backend = source.activations()
-    if backend.optimises_inputs and backend.norm_probe() is None:
-        return TRAINING_CRITERION
+    if backend.optimises_inputs:
+        import warnings
+
+        with warnings.catch_warnings():  # why there is no probe matters only when OBSPA runs
+            warnings.simplefilter("ignore")
+            if backend.norm_probe() is None:
+                return TRAINING_CRITERION
     return DEFAULT_CRITERION
 
 

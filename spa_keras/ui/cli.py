@@ -24,6 +24,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from spa_keras.common.console import console, err_console, print_check  # noqa: E402
 from spa_keras.common.errors import SpaError, first_line  # noqa: E402
+from spa_keras.importance.obspa import CALIBRATION_SAMPLES  # noqa: E402
+from spa_keras.obspa.hessians import SAMPLES, STEPS  # noqa: E402
 from spa_keras.planning.runtimes import RUNTIMES, runtime_of_path  # noqa: E402
 
 
@@ -282,7 +284,7 @@ def _chosen_criterion(criterion, calibration, preprocess, obspa, load):
         source = analysis.source
         try:
             options["calibration"] = load_calibration(
-                calibration, analysis.input_shapes, preprocess, limit=options.get("samples", _OBSPA["samples"]),
+                calibration, analysis.input_shapes, preprocess, limit=options.get("samples") or CALIBRATION_SAMPLES,
                 channels_last=source.kind not in ("onnx", "mxnet"),
                 say=lambda line: console.print(f"calibration {line}", soft_wrap=True, markup=False))
         except InputError as exc:
@@ -457,7 +459,8 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
               "caffe: as keras.applications' preprocess_input) with keys that change it ('caffe,layout=nchw'). "
               "[default: scale=1/255, pixels in [0, 1]]")
 @click.option("--samples", type=click.IntRange(min=1),
-              help=f"OBSPA: how many inputs the Hessians are measured on [default: {_OBSPA['samples']}].")
+              help=f"OBSPA: how many inputs the Hessians are measured on [default: {CALIBRATION_SAMPLES} of "
+              f"--calibration; {SAMPLES} synthetic ones, fewer for very large models].")
 @click.option("--hessian", type=click.Choice(["batchnorm", "gaussian", "identity"]),
               help="OBSPA without --calibration: inputs that reproduce the BatchNorm statistics (batchnorm, Keras "
               "models), Gaussian noise, or none (identity: no reconstruction) [default: batchnorm].")
@@ -468,10 +471,10 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
               f"pruning changed, or left alone [default: {_OBSPA['recalibrate']}].")
 @click.option("--obspa-steps", type=click.IntRange(min=1),
               help="OBSPA --hessian batchnorm: optimisation steps of the synthetic inputs "
-              f"[default: {_OBSPA['steps']}].")
+              f"[default: {STEPS}, fewer for very large models].")
 @click.option("--obspa-budget", type=click.FloatRange(min=0, min_open=True),
-              help="OBSPA --hessian batchnorm: seconds the synthetic inputs may take (fewer steps on large models) "
-              f"[default: {_OBSPA['budget']:g}].")
+              help="OBSPA --hessian batchnorm: seconds the synthetic inputs may take: fewer steps when they run "
+              "out, so the result depends on the machine's load [default: no limit, the same result everywhere].")
 @click.option("--local", "local_ranking", is_flag=True, help="Rank channels within each group (uniform pruning).")
 @click.option("--round-to", callback=_round_to, default="auto", show_default=True,
               help="Keep pruned channel counts multiples of N, or 'auto': counts the runtime runs fast on this CPU "
