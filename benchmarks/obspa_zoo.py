@@ -76,10 +76,10 @@ def misses(model, method, reduction, accuracy, unpruned, l1):
 
 
 class CachedInputs:
-    """The data-free synthetic inputs of one model, made once (OBSPA's `batchnorm` provider, `budget=None`) and
-    cached on disk at `path` (None: in memory only). The cells give them to OBSPA as `calibration=` inputs:
-    `OBSPA(hessian=<an InputProvider>)` fails today (OBSPA turns the provider into its name before looking it
-    up), and the Hessians, the refit and the BatchNorm re-estimation see the same inputs either way."""
+    """The data-free synthetic inputs of one model, made once (OBSPA's `batchnorm` provider with its defaults) and
+    cached on disk at `path` (None: in memory only). The cells give them to OBSPA as `calibration=` inputs: the
+    Hessians, the refit and the BatchNorm re-estimation see the same inputs as `OBSPA()` itself makes, and the
+    round_to variants need not make them again."""
 
     def __init__(self, model, path, seed=0):
         self.model, self.path, self.seed = model, path, seed
@@ -99,13 +99,10 @@ class CachedInputs:
         from spa_keras.obspa.hessians import BatchNormInputs
 
         analysis = spa.analyze(self.model)
-        criterion = spa.importance.OBSPA(budget=None, seed=self.seed)
         start = time.time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            samples = criterion._samples(analysis)  # what OBSPA itself would take (fewer for large activations)
-            self.batches = BatchNormInputs(samples=samples, seed=self.seed, steps=criterion.steps,
-                                           budget=None).batches(analysis)
+            self.batches = BatchNormInputs(seed=self.seed).batches(analysis)  # OBSPA's defaults
         self.seconds = time.time() - start
         self.warnings = sorted({str(w.message) for w in caught})
         if self.path:
