@@ -73,7 +73,7 @@ def distil(probe: Callable, targets: list[NormTarget], x: np.ndarray, steps: int
     labels = tf.constant(np.arange(len(x)) % (classes.shape[-1] if classes is not None else 1), tf.int32)
     probabilities = classes is not None and _probabilities(classes)
 
-    @tf.function
+    @tf.function(autograph=False)  # plain Python control flow; AutoGraph would write temporary files
     def step() -> Any:
         with tf.GradientTape() as tape:
             outs = probe([inputs], training=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 from typing import Any, Iterator, NoReturn
@@ -102,8 +103,10 @@ class PruningPlan:
             with contextlib.ExitStack() as stack:
                 if self.updates:
                     tmp = stack.enter_context(files.atomic_output(self.weights_path(path)))
+                    archive = io.BytesIO()  # made in memory: a full disk fails one write, not zipfile midway
+                    np.savez(archive, **self.updates)
                     with open(tmp, "wb") as f:
-                        np.savez(f, **self.updates)
+                        f.write(archive.getvalue())
                 yield path
 
     @classmethod
