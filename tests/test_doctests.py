@@ -22,6 +22,7 @@ def test_the_numpy_modules_have_running_examples():
     """The numpy-only modules show a runnable example, not only skipped ones."""
     for name in ("spa_keras.analysis.labels", "spa_keras.analysis.graph", "spa_keras.common.files",
                  "spa_keras.common.verify", "spa_keras.common.tensors", "spa_keras.compute.data",
+                 "spa_keras.compute.calibration",
                  "spa_keras.importance.scoring", "spa_keras.formats.keras.view", "spa_keras.ops.registry",
                  "spa_keras.ops.geometry", "spa_keras.formats.keras.registry", "spa_keras.formats.masking"):
         finder = doctest.DocTestFinder()
