@@ -71,12 +71,13 @@ def test_spa_prune_without_criterion_says_it_ran_obspa(tmp_path):
 
 
 def test_onnx_without_calibration_is_told_in_the_clis_words(tmp_path):
-    """An ONNX model whose BatchNorm was folded gives data-free OBSPA nothing to optimise inputs for: the default
-    is L1 there, and asked for OBSPA the note says how to give images in the spelling of the command line."""
+    """An ONNX model whose BatchNorm was folded gives data-free OBSPA only its class output to optimise inputs for
+    (OBSPA stays the default, as for a Keras model without BatchNorm), and the note says how to give images in the
+    spelling of the command line."""
     from tests.onnx_graphs import fold_batchnorm
 
     folded = fold_batchnorm(resnet_block_model())
-    assert default_criterion(spa.analyze(folded)) == "l1" and default_criterion(spa.analyze(resnet_block_model())) \
+    assert default_criterion(spa.analyze(folded)) == "obspa" and default_criterion(spa.analyze(resnet_block_model())) \
         == "obspa"
     onnx.save(folded, tmp_path / "r.onnx")
     result = CliRunner().invoke(cli, ["prune", str(tmp_path / "r.onnx"), "-o", str(tmp_path / "s.onnx"), "--ratio",

@@ -194,3 +194,40 @@ def test_runtimes_pick_multiples_and_refuse_unknown_runtimes():
         spa.prune(conv_chain((16, 32), seed=0), flops=0.3, runtime="coreml")
     with pytest.raises(InputError, match="round_to='eight'"):
         spa.prune(conv_chain((16, 32), seed=0), flops=0.3, round_to="eight")
+
+
+def test_round_to_auto_halves_a_multiple_whose_layout_removes_much_more_score():
+    """`round_to="auto"` keeps the runtime's multiple only when its layout removes at most `COARSE_COST` times the
+    score a multiple of 1 removes; a conv chain into a wide Dense head, with scores where an 8-channel conv block
+    overshoots the target and only high-scored head neurons could fill the gap, halves it. Removed scores are summed
+    here from the plan's own masks."""
+    import keras
+    import numpy as np
+    from keras import layers
+
+    from spa_keras.planning.runtimes import channel_multiple
+    from spa_keras.planning.selection import COARSE_COST, make_plan
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="c0")(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="c1")(x)
+    x = layers.Dense(256, activation="relu", name="fc")(layers.Flatten()(layers.MaxPooling2D(2)(x)))
+    model = keras.Model(inputs, layers.Dense(10, name="head")(x))
+    analysis = spa.analyze(model)
+    rng = np.random.default_rng(0)
+    scores = [np.sort(rng.uniform(0.0, 1.0, g.channels)) * (20.0 if g.channels == 256 else 1.0)
+              for g in analysis.groups]
+
+    def removed_score(plan):
+        return sum(float(s[plan.removed.get(g.key, [])].sum()) for g, s in zip(analysis.groups, scores))
+
+    fine = make_plan(analysis, flops=0.3, scores=scores, round_to=1)
+    auto = make_plan(analysis, flops=0.3, scores=scores)
+    multiple = channel_multiple()
+    coarse = make_plan(analysis, flops=0.3, scores=scores, round_to=multiple // 2)  # 32-channel convs: blocks of 8
+    assert abs(coarse.target.reached - 0.3) <= 0.02  # lands, but only by removing high-scored neurons
+    assert removed_score(coarse) > COARSE_COST * removed_score(fine)
+    assert auto.target.channel_multiple < multiple
+    assert removed_score(auto) <= COARSE_COST * removed_score(fine)
+    assert abs(auto.target.reached - 0.3) <= 0.02

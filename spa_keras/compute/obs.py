@@ -56,34 +56,44 @@ def block_errors(w: np.ndarray, h: np.ndarray, blocks: list[np.ndarray]) -> np.n
     """ΔE of removing each block of columns (one channel's) alone, with the optimal compensation."""
     import tensorflow as tf
 
-    # H⁻¹ = L⁻ᵀ L⁻¹, so a diagonal block of H⁻¹ is (L⁻¹)_{:,Q}ᵀ (L⁻¹)_{:,Q}: no full inverse is formed
     dtype = _dtype(len(h))
-    chol = tf.linalg.cholesky(tf.constant(h, dtype))
-    l_inv = tf.linalg.triangular_solve(chol, tf.eye(len(h), dtype=dtype), lower=True)
-    w = tf.constant(w, dtype)
-    out = np.zeros(len(blocks))
-    by_size: dict[int, list[int]] = {}
-    for i, block in enumerate(blocks):
-        by_size.setdefault(len(block), []).append(i)
-    for size, which in by_size.items():  # blocks of one size in one batched solve
-        index = tf.constant(np.stack([blocks[i] for i in which]), tf.int32)  # [n, q]
-        cols = tf.transpose(tf.gather(l_inv, index, axis=1), [1, 0, 2])  # [n, d, q]
-        inv_qq = tf.matmul(cols, cols, transpose_a=True)  # [n, q, q]
-        w_q = tf.transpose(tf.gather(w, index, axis=1), [1, 2, 0])  # [n, q, d_out]
-        z = tf.linalg.triangular_solve(tf.linalg.cholesky(inv_qq), w_q, lower=True)
-        out[which] = tf.reduce_sum(z * z, axis=[1, 2]).numpy()
-    return out
+    return _block_costs(_inverse(h, dtype), tf.constant(w, dtype), blocks)
 
 
-def refit(w: np.ndarray, cross: np.ndarray, h: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """W with its kept columns refit: Ŵ_K = W cross_{:,K} (h_KK)⁻¹ (`cross` = E[x_d x_pᵀ], `h` = E[x_p x_pᵀ],
-    damped); removed columns are returned as zero."""
+def _inverse(h: np.ndarray, dtype: Any) -> Any:
+    """H⁻¹ through its Cholesky factor (H is damped, so positive definite)."""
+    import tensorflow as tf
+
+    return tf.linalg.cholesky_solve(tf.linalg.cholesky(tf.constant(h, dtype)), tf.eye(len(h), dtype=dtype))
+
+
+def refit(w: np.ndarray, cross: np.ndarray, h: np.ndarray, keep: np.ndarray,
+          ridge: np.ndarray | None = None) -> np.ndarray:
+    """W with its kept columns refit: Ŵ_K = (W cross_{:,K} + W_K diag(ridge_K)) (h_KK)⁻¹ (`cross` = E[x_d x_pᵀ],
+    `h` = E[x_p x_pᵀ] damped, `ridge` the damping on h's diagonal, per column): the least-squares fit of the
+    original outputs from the new inputs, its ridge pulling the kept columns towards their values in W rather than
+    towards zero (as OBS's damped H does when x_p = x_d). Removed columns are returned as zero.
+
+    Example (the ridge refit is the least-squares solution with rows that tie each kept column to W's):
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(1)
+    >>> x, w, keep = rng.normal(size=(8, 5)), rng.normal(size=(2, 5)), np.array([True, True, True, False, True])
+    >>> ridge = np.full(5, 0.5)
+    >>> fit = refit(w, x.T @ x / 8, x.T @ x / 8 + np.diag(ridge), keep, ridge)
+    >>> tie = np.sqrt(8 * 0.5) * np.eye(5)[keep]          # rows √(n λ) e_k with targets √(n λ) W_k
+    >>> a = np.vstack([x[:, keep], tie[:, keep]])
+    >>> b = np.vstack([x @ w.T, tie @ w.T])
+    >>> bool(np.allclose(fit[:, keep], np.linalg.lstsq(a, b, rcond=None)[0].T))
+    True
+    """
     import tensorflow as tf
 
     k = np.flatnonzero(keep)
     dtype = _dtype(len(k))
     h_kk = tf.constant(h[np.ix_(k, k)], dtype)
-    rhs = tf.constant((w @ cross[:, k]).T, dtype)  # [d_K, d_out]
+    target = w @ cross[:, k] + (0.0 if ridge is None else w[:, k] * ridge[k])
+    rhs = tf.constant(target.T, dtype)  # [d_K, d_out]
     fit = tf.linalg.cholesky_solve(tf.linalg.cholesky(h_kk), rhs).numpy().astype(np.float64).T
     out = np.zeros_like(w, dtype=np.float64)
     out[:, k] = fit
@@ -148,7 +158,7 @@ def removal_path(w: np.ndarray, h: np.ndarray, blocks: list[np.ndarray], rounds:
     if n == 0:
         return out
     dtype = _dtype(len(h))
-    h_inv = tf.linalg.cholesky_solve(tf.linalg.cholesky(tf.constant(h, dtype)), tf.eye(len(h), dtype=dtype))
+    h_inv = _inverse(h, dtype)
     w_t = tf.constant(w, dtype)
     left = np.arange(n)  # blocks not yet removed
     kept = np.arange(len(h))  # columns of h_inv / w_t, in the original numbering

@@ -68,7 +68,7 @@ class OBSPA(Criterion):
             would not fit in about 2 GB.
         batch_size: inputs per forward pass (None: as many as fit in about 1 GB of activations).
         damping: λ in H + λ·mean(diag H)·I.
-        steps: optimisation steps of the 'batchnorm' inputs (None: 100, fewer for very large models).
+        steps: optimisation steps of the 'batchnorm' inputs (None: 200, fewer for very large models).
         budget: None (the default): the 'batchnorm' inputs get all their steps, so the result is the same on every
             machine. Seconds: an explicit limit (fewer steps on large models, said in a warning).
         recalibrate: after the refit, BatchNorm statistics of a Keras model 'correct'ed for what pruning changed,

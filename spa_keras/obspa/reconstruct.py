@@ -125,7 +125,11 @@ def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndar
         own = consumer.bias_sign > 0
         w = np.concatenate([w, (bias_value if own else np.zeros_like(bias_value))[:, None]], axis=1)
         keep = np.append(keep, True)
-    fit = refit(w, cross, damped(h * max(m.rows, 1), max(m.rows, 1), damping), keep)
+    h_damped = damped(h * max(m.rows, 1), max(m.rows, 1), damping)
+    # the ridge pulls the kept weights towards their values, not towards zero. Made-up inputs leave directions of H
+    # that real data spans nearly empty, and a ridge towards zero shrank the weights there: the zoo's conv stack
+    # without BatchNorm, -30% FLOPs data-free, 62.4% -> 76.3% (unpruned 76.2%); with 64 real images 74.7% -> 75.8%
+    fit = refit(w, cross, h_damped, keep, ridge=np.diag(h_damped) - np.diag(h))
     measured = _relative_error(w, fit, h, cross, reference)
     weight = graph.params[consumer.weight].value
     out = {consumer.weight: consumer.to_value(fit[:, :consumer.matrix.shape[1]], weight).astype(weight.dtype)}

@@ -5,9 +5,10 @@ With `round_to=R` every pruned group must keep a multiple of R channels, so a gr
 Blocks are ranked globally by their mean score (`global_ranking`) or by the fraction of their group they complete
 (uniform pruning); within a group they always go in score order. The smallest prefix of the ranking that reaches
 the target is found by bisection on the exact cost model (what is removed grows with the prefix). Coarse blocks
-overshoot (one 8-channel block of a 16-channel layer is half its FLOPs), so a local search then trades blocks
-between groups (give one back, take one, or give one back and take others until the target is reached again) to
-land as close to the target as the block sizes allow, on either side of it.
+overshoot (one 8-channel block of a 16-channel layer is half its FLOPs): the ranking then goes on from the prefix
+just short of the target, skipping blocks that would overshoot, so the landing stays in score order. Only where that
+lands further than 1% away does a local search trade blocks between groups (give one back, take one, or give one
+back and take others until the target is reached again) for the closest landing the block sizes allow.
 
 Example:
 
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 CLOSE_ENOUGH = 0.005
 # local search: at most this many cost evaluations
 MAX_EVALUATIONS = 3000
+# a score-ordered landing this close to the target is kept (else blocks are traded for a closer one)
+WALK_LANDS = 0.01
 
 
 def group_blocks(order: np.ndarray, channels: int, round_to: int) -> list[np.ndarray]:
@@ -119,7 +122,39 @@ class BlockSearch:
                 hi = mid
             else:
                 lo = mid + 1
-        return self.mask(self._refine(self._at_least_floor(hi), value, amount))
+        taken = self._at_least_floor(hi)
+        if abs(value(taken) - amount) > CLOSE_ENOUGH:
+            walked = self._walk(hi, value, amount)
+            # blocks traded for the landing alone, whatever their scores, only where the ranking cannot land
+            taken = walked if abs(value(walked) - amount) <= WALK_LANDS else self._refine(taken, value, amount)
+        return self.mask(taken)
+
+    def _walk(self, k: int, value: Callable[[np.ndarray], float], amount: float) -> np.ndarray:
+        """Blocks taken when the ranking goes on from the prefix just short of `amount` (its first `k` - 1 blocks),
+        skipping blocks that would overshoot it by more than `CLOSE_ENOUGH` (and the rest of their group's), until
+        the target is met: the landing stays in score order.
+
+        A coarse block (round_to=8 on a 16-channel conv is half its FLOPs) overshoots; trading blocks by distance to
+        the target alone took 112 of 128 neurons of a Dense layer (the cheapest FLOPs, not the lowest scores) at
+        -30% FLOPs of an MNIST net, 94% accuracy where -50% kept 97%."""
+        taken = self._at_least_floor(k - 1)
+        seen = np.zeros(len(taken), int)  # blocks of each group the ranking has passed
+        for g in self.order[:k - 1]:
+            seen[g] += 1
+        closed = np.zeros(len(taken), bool)
+        for g in self.order[k - 1:min(self.size, k - 1 + MAX_EVALUATIONS)]:
+            seen[g] += 1
+            if closed[g] or taken[g] >= seen[g]:  # skipped with its group, or taken already (forced)
+                continue
+            move = _step(taken, g, +1)
+            reached = value(move)
+            if reached > amount + CLOSE_ENOUGH:
+                closed[g] = True
+                continue
+            taken = move
+            if reached >= amount - CLOSE_ENOUGH:
+                break
+        return taken
 
     def _at_least_floor(self, k: int) -> np.ndarray:
         return np.maximum(self.taken(k), self.floor)

@@ -18,8 +18,8 @@ import numpy as np
 ASSET = os.path.join(os.path.dirname(__file__), "assets", "fashion_resnet.keras")
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
 CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-# the demo's data-free OBSPA: 32 synthetic inputs x 200 steps (the same work as the defaults' 64 x 100; this ResNet
-# needs more steps: 67% at -50% FLOPs with 64 x 100), fixed, so the row is the same everywhere
+# the demo's data-free OBSPA: 32 synthetic inputs x 200 steps (half the defaults' 64 x 200, to keep the demo short;
+# this ResNet needs the steps: 67% at -50% FLOPs with 64 x 100), fixed, so the row is the same everywhere
 DEMO_OBSPA = dict(samples=32, steps=200)
 
 
