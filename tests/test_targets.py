@@ -231,3 +231,35 @@ def test_round_to_auto_halves_a_multiple_whose_layout_removes_much_more_score():
     assert auto.target.channel_multiple < multiple
     assert removed_score(auto) <= COARSE_COST * removed_score(fine)
     assert abs(auto.target.reached - 0.3) <= 0.02
+
+
+def test_a_coarse_overshoot_is_filled_in_score_order():
+    """When the ranking's next block overshoots the target by far, the landing goes on down the ranking, skipping
+    blocks that overshoot: the gap is filled by the lowest-scored blocks that fit, not by whichever trade lands
+    closest. Costs are additive here (FLOPs per channel), so the oracle is the greedy fill counted by hand."""
+    import dataclasses
+
+    import numpy as np
+
+    from spa_keras.planning.search import BlockSearch
+
+    @dataclasses.dataclass
+    class Group:  # what BlockSearch reads of a ChannelGroup
+        id: int
+        channels: int
+
+        @property
+        def prunable(self):
+            return self.channels
+
+    groups = [Group(0, 16), Group(1, 64), Group(2, 64)]  # one wide conv, a cheap low-scored and a cheap high-scored
+    offsets = [0, 16, 80]
+    cost = np.concatenate([np.full(16, 1.0), np.full(64, 0.1), np.full(64, 0.05)])
+    score = np.concatenate([np.full(16, 0.1), np.linspace(1.0, 2.0, 64), np.linspace(10.0, 11.0, 64)])
+    achieved = lambda mask: float(cost[mask].sum() / cost.sum())  # noqa: E731
+    search = BlockSearch(groups, offsets, score, np.ones(144, bool), 8, True)
+    mask = search.search(achieved, 0.3)  # 0.3 of 25.6 is 7.68: the wide conv's block of 8 (8.0) overshoots
+    assert abs(achieved(mask) - 0.3) <= 0.005
+    assert not mask[:16].any()  # the overshooting block is skipped ...
+    assert mask[16:72].all() and not mask[72:80].any()  # ... the low-scored group gives its 7 blocks (5.6) ...
+    assert mask[80:120].sum() == 40 and mask[80:120].all()  # ... and the rest (2.0) comes from the next in line

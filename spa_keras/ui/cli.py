@@ -24,7 +24,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from spa_keras.common.console import console, err_console, print_check  # noqa: E402
 from spa_keras.common.errors import SpaError, first_line  # noqa: E402
-from spa_keras.importance.obspa import CALIBRATION_SAMPLES  # noqa: E402
+from spa_keras.importance.obspa import CALIBRATION_DAMPING, CALIBRATION_SAMPLES, SYNTHETIC_DAMPING  # noqa: E402
 from spa_keras.obspa.hessians import SAMPLES, STEPS  # noqa: E402
 from spa_keras.planning.runtimes import RUNTIMES, runtime_of_path  # noqa: E402
 
@@ -465,7 +465,8 @@ def analyze(model, input_shape, limit, plot, epoch, signature):
               help="OBSPA without --calibration: inputs that reproduce the BatchNorm statistics (batchnorm, Keras "
               "models), Gaussian noise, or none (identity: no reconstruction) [default: batchnorm].")
 @click.option("--damping", type=click.FloatRange(min=0),
-              help=f"OBSPA: λ in H + λ·mean(diag H)·I [default: {_OBSPA['damping']:g}].")
+              help=f"OBSPA: λ in H + λ·mean(diag H)·I [default: {CALIBRATION_DAMPING:g} with --calibration, "
+                   f"{SYNTHETIC_DAMPING:g} without].")
 @click.option("--recalibrate", type=click.Choice(["reestimate", "correct", "none"]),
               help="OBSPA: BatchNorm statistics after the refit: re-estimated on the inputs, corrected for what "
               f"pruning changed, or left alone [default: {_OBSPA['recalibrate']}].")
