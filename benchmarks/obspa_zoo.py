@@ -139,8 +139,10 @@ def prune_cell(name, model, method, reduction, round_to, calibration, synthetic)
     elif method == "obspa+data":
         criterion = spa.importance.OBSPA(calibration=calibration, samples=len(calibration))
     elif synthetic is not None:
-        x = synthetic.inputs()  # the inputs OBSPA(budget=None) makes, through the route real data takes
-        criterion = spa.importance.OBSPA(calibration=x, samples=len(x), budget=None)
+        from spa_keras.importance.obspa import SYNTHETIC_DAMPING
+
+        x = synthetic.inputs()  # the inputs OBSPA() makes, through the route real data takes, with their damping
+        criterion = spa.importance.OBSPA(calibration=x, samples=len(x), damping=SYNTHETIC_DAMPING)
     else:
         criterion = spa.importance.OBSPA(budget=None)
     start = time.time()

@@ -326,6 +326,35 @@ def test_data_free_obspa_gives_the_same_model_whatever_the_clock_says(monkeypatc
         np.testing.assert_array_equal(a, b)
 
 
+def test_data_free_obspa_gives_the_same_model_on_a_loaded_machine():
+    """Two runs of the same data-free prune, the second while other processes keep every core busy, give
+    bit-identical slim weights (the first run's model is the oracle)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    def prune():
+        result = spa.prune(bn_model(), flops=0.4, criterion=spa.importance.OBSPA(steps=20, samples=16))
+        return result.model.get_weights()
+
+    calm = prune()
+    spin = "import time\nend = time.time() + 120\nwhile time.time() < end: pass"
+    load = [subprocess.Popen([sys.executable, "-c", spin]) for _ in range(2 * (os.cpu_count() or 1))]
+    try:
+        time.sleep(0.5)
+        assert all(p.poll() is None for p in load)  # spinning while the second run works
+        busy = prune()
+        assert all(p.poll() is None for p in load)
+    finally:
+        for p in load:
+            p.kill()
+            p.wait()
+    assert len(calm) == len(busy)
+    for a, b in zip(calm, busy):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_a_provider_instance_is_used_as_given():
     """hessian= takes a provider made by the caller (its own samples, steps, seed) as well as a name: the same
     inputs give the same plan."""

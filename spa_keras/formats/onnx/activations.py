@@ -1,8 +1,8 @@
 """OBSPA's view of an ONNX model (`spa_keras.obspa.backend.ActivationBackend`): tensors read as extra outputs in
 onnxruntime; the pruned network is the masked copy ONNX surgery writes, made anew with the refit values before each
 stage is read. onnxruntime gives no gradients, so data-free inputs are optimised through the model rebuilt in Keras
-(`norm_probe.py`: every BatchNormalization node's input and the statistics the graph keeps); a model that does not
-rebuild, or whose BatchNorm was folded into its convolutions, gets Gaussian inputs instead, with a warning.
+(`norm_probe.py`: every BatchNormalization node's input and the statistics the graph keeps, and the class output);
+a model that does not rebuild, or has neither, gets Gaussian inputs instead, with a warning.
 SavedModels and MXNet models are analysed as their ONNX export (`proto`) and take the same route.
 
 Sites are tensor names: a consumer's input tensor.
@@ -78,9 +78,23 @@ class OnnxActivations:
     def norm_probe(self) -> tuple[Callable, list[NormTarget]] | None:
         """The model rebuilt in Keras up to every BatchNormalization input, and the graph's statistics; None (with a
         warning) when the rebuild is refused or no BatchNormalization is left (folded)."""
+        import warnings
+
         from spa_keras.formats.onnx.norm_probe import onnx_norm_probe
 
-        probe = onnx_norm_probe(self.source.proto, self.source.input_shapes)
+        # the rebuild takes seconds to minutes on large graphs and the default criterion probes before OBSPA does:
+        # built once per source, its warnings said again at every use
+        cached = getattr(self.source, "_norm_probe", None)
+        shapes = repr(self.source.input_shapes)
+        if cached is None or cached[0] != shapes:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                probe = onnx_norm_probe(self.source.proto, self.source.input_shapes)
+            cached = (shapes, probe, [w.message for w in caught])
+            self.source._norm_probe = cached  # type: ignore[attr-defined]
+        _, probe, said = cached
+        for message in said:
+            warnings.warn(message, stacklevel=2)
         return None if probe is None else (probe.probe, probe.targets)
 
 
