@@ -263,3 +263,28 @@ def test_a_coarse_overshoot_is_filled_in_score_order():
     assert not mask[:16].any()  # the overshooting block is skipped ...
     assert mask[16:72].all() and not mask[72:80].any()  # ... the low-scored group gives its 7 blocks (5.6) ...
     assert mask[80:120].sum() == 40 and mask[80:120].all()  # ... and the rest (2.0) comes from the next in line
+
+
+def test_a_flops_target_leaves_channels_that_save_next_to_no_flops():
+    """A classifier's hidden Dense neurons after global pooling save ~0.1% of a conv channel's FLOPs each: scored
+    lowest of all, a FLOPs target still leaves them (they buy nothing towards it), while a channel-ratio target
+    takes them first."""
+    import keras
+    import numpy as np
+    from keras import layers
+
+    from spa_keras.planning.selection import make_plan
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3))
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="c0")(inputs)
+    x = layers.Conv2D(32, 3, padding="same", activation="relu", name="c1")(x)
+    x = layers.Dense(64, activation="relu", name="hidden")(layers.GlobalAveragePooling2D()(x))
+    analysis = spa.analyze(keras.Model(inputs, layers.Dense(10, name="head")(x)))
+    hidden = next(g for g in analysis.groups if g.channels == 64)
+    scores = [np.full(g.channels, 0.01) if g is hidden else np.linspace(1.0, 2.0, g.channels)
+              for g in analysis.groups]
+    by_flops = make_plan(analysis, flops=0.3, scores=scores, round_to=1)
+    assert abs(by_flops.target.reached - 0.3) <= 0.02 and not by_flops.removed.get(hidden.key)
+    by_ratio = make_plan(analysis, ratio=0.3, scores=scores, round_to=1)
+    assert len(by_ratio.removed.get(hidden.key, [])) > 0
