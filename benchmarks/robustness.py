@@ -687,7 +687,9 @@ def _spa_frame(exc_info):
 
 def classify(code, stderr, exc):
     """(outcome before the file checks, the stderr line that tells)."""
-    lines = [line for line in stderr.splitlines() if line.strip()]
+    from spa_keras.common.console import is_progress_line
+
+    lines = [line for line in stderr.splitlines() if line.strip() and not is_progress_line(line)]
     rest = [line for line in lines if not line.startswith("spa: note:")]
     please = any("please report" in line.lower() or "report it" in line.lower() for line in lines)
     line = rest[0] if rest else ""

@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from spa_keras.common.console import is_progress_line
 from spa_keras.ui.cli import cli
 from tests import models
 from tests.test_engine_invariants import resnet_block_model
@@ -49,7 +50,7 @@ def check_outcome(folder, before, exit_code, stderr, expect):
     after = digest(folder)
     assert {k: after.get(k) for k in before} == before, "an input file changed"
     assert not leftovers(folder), f"temporary files remain: {leftovers(folder)}"
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    lines = [line for line in stderr.strip().splitlines() if line.strip() and not is_progress_line(line)]
     if expect is None:
         assert exit_code == 0, stderr
         return

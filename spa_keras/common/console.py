@@ -118,6 +118,18 @@ def progress_bar(total: int, what: str) -> Iterator[Callable[[], None]]:
         yield lambda: progress.advance(task)
 
 
+def is_progress_line(line: str) -> bool:
+    """Whether a stderr line is one of the plain progress lines ('what: k/total (n s)') a long step prints when
+    output is not a terminal (they are neither errors nor notes).
+
+    >>> is_progress_line("OBSPA: synthetic inputs: 1/1 (3 s)"), is_progress_line("spa: error: x.onnx: no such file")
+    (True, False)
+    """
+    import re
+
+    return re.fullmatch(r".+: \d+/(\d+|\?) \(\d+ s\)", line.strip()) is not None
+
+
 class _PlainProgress:
     """'what: k/total' on stderr, at most every `EVERY` seconds and only after the first `QUIET` seconds."""
 
