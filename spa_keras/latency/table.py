@@ -259,14 +259,9 @@ class LatencyModel(LayerWidths):
         """Per global channel: the predicted seconds its group saves per channel when it loses a quarter of its
         channels from the full model (what `make_plan(..., rank_by_latency=True)` divides scores by, as HALP
         does)."""
-        cost = np.zeros(self.cost.channels)
-        base = self.layers_seconds(np.zeros(self.cost.channels, bool))
-        for g in groups:
-            k = max(1, g.channels // 4)
-            mask = np.zeros(self.cost.channels, bool)
-            mask[offsets[g.id]:offsets[g.id] + k] = True
-            cost[offsets[g.id]:offsets[g.id] + g.channels] = max(base - self.layers_seconds(mask), 0.0) / k
-        return cost
+        from spa_keras.analysis.cost import channel_savings
+
+        return channel_savings(groups, offsets, self.cost.channels, self.layers_seconds)
 
 
 

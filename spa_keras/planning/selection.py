@@ -158,15 +158,10 @@ def _per_second(analysis: Analysis, score: np.ndarray, eligible: np.ndarray, lat
 def _worth_removing(analysis: Analysis, kind: str, eligible: np.ndarray) -> np.ndarray:
     """Per global channel: whether removing it saves at least `NEGLIGIBLE` times the mean saving per eligible
     channel of the target's kind (its group losing a quarter of its channels from the full model)."""
-    cost = analysis.cost
-    base = getattr(cost.base, kind)
-    saving = np.zeros(len(eligible))
-    for g in analysis.groups:
-        k = max(1, g.channels // 4)
-        mask = np.zeros(len(eligible), bool)
-        mask[analysis.offsets[g.id]:analysis.offsets[g.id] + k] = True
-        saving[analysis.offsets[g.id]:analysis.offsets[g.id] + g.channels] = \
-            max(base - getattr(cost.counts(mask), kind), 0) / k
+    from spa_keras.analysis.cost import channel_savings
+
+    saving = channel_savings(analysis.groups, analysis.offsets, len(eligible),
+                             lambda mask: float(getattr(analysis.cost.counts(mask), kind)))
     mean = float(saving[eligible].mean()) if eligible.any() else 0.0
     return saving >= NEGLIGIBLE * mean
 
