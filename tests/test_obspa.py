@@ -450,9 +450,9 @@ def test_data_free_obspa_on_onnx_optimises_inputs_to_the_graphs_batchnorm_statis
     assert changed
 
 
-def test_folded_batchnorm_onnx_takes_gaussian_inputs_with_a_warning():
-    """BatchNorm folded into the convolutions leaves no statistics to match: OBSPA says so and measures its
-    Hessians on Gaussian inputs (still a reconstruction, not the identity)."""
+def test_folded_batchnorm_onnx_is_probed_for_its_classes_with_a_warning():
+    """BatchNorm folded into the convolutions leaves no statistics to match: OBSPA says so and optimises its
+    inputs for the model's classes (still a reconstruction, not the identity)."""
     from tests.onnx_graphs import fold_batchnorm
     from tests.test_engine_invariants import resnet_block_model
 
@@ -461,6 +461,39 @@ def test_folded_batchnorm_onnx_takes_gaussian_inputs_with_a_warning():
     with pytest.warns(UserWarning, match="folded into the convolutions"):
         result = spa.prune(folded, ratio=0.3, criterion=spa.importance.OBSPA(samples=16))
     assert result.plan.removed and result.plan.updates
+
+
+def test_inputs_made_for_classes_alone_are_smooth_images_in_either_layout():
+    """Without BatchNorm statistics, inputs optimised for the classes alone turn into adversarial noise far from any
+    data; the image prior (total variation, L2) keeps them smooth: neighbouring pixels differ by much less than
+    the pixels spread, along the spatial axes of an NCHW graph as of an NHWC one (the same images either way)."""
+    import keras
+
+    from spa_keras.compute.distill import distil
+    from spa_keras.formats.onnx.source import OnnxSource
+    from spa_keras.obspa.hessians import image_axes
+    from tests.onnx_graphs import fold_batchnorm
+    from tests.test_engine_invariants import resnet_block_model
+
+    def roughness(x, axes):  # mean neighbour difference along the spatial axes over the spread
+        return np.mean([np.abs(np.diff(x, axis=a)).mean() for a in axes]) / x.std()
+
+    folded = fold_batchnorm(resnet_block_model())
+    with pytest.warns(UserWarning, match="folded into the convolutions"):
+        probe, targets = OnnxSource(folded).activations().norm_probe()
+    nchw = np.random.default_rng(0).standard_normal((10, 3, 8, 8)).astype("float32")
+    nhwc = np.ascontiguousarray(nchw.transpose(0, 2, 3, 1))
+    def channels_last(inputs, training=False):  # the same model taking NHWC images
+        return probe([keras.ops.transpose(inputs[0], (0, 3, 1, 2))], training=training)
+
+    made = []
+    for x, model, last in ((nchw, probe, False), (nhwc, channels_last, True)):
+        axes = image_axes(x, channels_last=last)
+        bare, _ = distil(model, targets, x, 100, 0.1, image_axes=axes, tv_weight=0.0, l2_weight=0.0)
+        smooth, _ = distil(model, targets, x, 100, 0.1, image_axes=axes)
+        assert roughness(smooth, axes) < 0.5 * roughness(bare, axes)
+        made.append(smooth)
+    np.testing.assert_allclose(made[1], made[0].transpose(0, 2, 3, 1), atol=1e-4)  # the same images
 
 
 def test_onnx_model_that_does_not_rebuild_in_keras_takes_gaussian_inputs_with_a_warning():

@@ -206,6 +206,27 @@ def work_for(analysis: Analysis, samples: int | None, steps: int | None) -> tupl
     return (default_samples if samples is None else int(samples)), (default_steps if steps is None else int(steps))
 
 
+def image_axes(x: Any, channels_last: bool) -> tuple[int, ...]:
+    """The two spatial axes of an image batch `x` ([batch, 3 axes] with the channels first or last), else ().
+
+    The channels are where the format puts them (`channels_last`: Keras), unless only the other end is small
+    enough to be channels (ONNX graphs of TensorFlow models take NHWC images).
+
+    >>> image_axes(np.zeros((2, 28, 28, 1)), channels_last=False), image_axes(np.zeros((2, 3, 8, 8)), True)
+    ((1, 2), (2, 3))
+    """
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        return ()
+    channel, other = (3, 1) if channels_last else (1, 3)
+    if x.shape[channel] > IMAGE_CHANNELS >= x.shape[other]:
+        channel = other
+    return (1, 2) if channel == 3 else (2, 3)
+
+
+# the most channels an image input has (grey, RGB, RGBA): what tells NHWC from NCHW when the format does not
+IMAGE_CHANNELS = 4
+
+
 class BatchNormInputs(InputProvider):
     """Inputs optimised so each BatchNorm layer's batch statistics match its running mean and variance.
 
@@ -254,7 +275,8 @@ class BatchNormInputs(InputProvider):
             left = None if self.budget is None else self.budget - (time.perf_counter() - start)
             if out and left is not None and left < (time.perf_counter() - start) / len(out):  # would not fit
                 break
-            inputs, steps = distil(model, targets, x, steps_wanted, self.learning_rate, left)
+            inputs, steps = distil(model, targets, x, steps_wanted, self.learning_rate, left,
+                                   image_axes=image_axes(x, analysis.source.activations().channels_last))
             out.append(inputs)
         made = sum(len(b) for b in out)
         if made < samples or steps < steps_wanted:
