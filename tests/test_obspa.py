@@ -159,6 +159,68 @@ def test_keras_conv_reconstruction_is_the_least_squares_refit_over_patches(rng, 
     np.testing.assert_allclose(slim.bias.numpy(), solution[-1], rtol=1e-3, atol=1e-4)
 
 
+def _group_refit(feature, kernel, removed, groups):
+    """Per group of a grouped convolution (kernel [M, C/groups, 3, 3], `feature` NHWC, stride 1, pad 1): the
+    lstsq refit of its kept input positions to its original outputs, no intercept (the bias is left as it is)."""
+    rows, per_group = len(kernel) // groups, kernel.shape[1]
+    kept = np.setdiff1d(np.arange(per_group), removed)
+    fits = []
+    for g in range(groups):
+        cols = im2col(feature[..., g * per_group:(g + 1) * per_group], 3, 1, 1)
+        matrix = kernel[g * rows:(g + 1) * rows].reshape(rows, -1)
+        kept_cols = np.concatenate([np.arange(c * 9, c * 9 + 9) for c in kept])
+        fits.append(np.linalg.lstsq(cols[:, kept_cols], cols @ matrix.T, rcond=None)[0].T)
+    return np.concatenate(fits)  # [M, kept · 9]
+
+
+def test_keras_grouped_conv_reconstruction_is_the_least_squares_refit_of_each_group(rng):
+    """A grouped convolution is refit group by group: each group's kept input positions, lstsq to its outputs."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((9, 9, 3), name="image")
+    y = layers.Conv2D(8, 3, padding="same", activation="relu", name="producer")(inputs)
+    y = layers.Conv2D(6, 3, padding="same", groups=2, name="consumer")(y)
+    model = keras.Model(inputs, layers.GlobalAveragePooling2D()(y))
+    x = _calibration(rng, (9, 9, 3), n=48)
+    criterion = spa.importance.OBSPA(calibration=x, damping=1e-12)
+    result = spa.prune(model, ratio=0.5, criterion=criterion)
+    removed = result.plan.removed[next(iter(result.plan.removed))]
+    assert len(removed) == 2  # positions of a group, each removed from both groups
+    feature = keras.Model(model.inputs, model.get_layer("producer").output)(x).numpy()
+    kernel = model.get_layer("consumer").kernel.numpy().transpose(3, 2, 0, 1)  # [M, C/groups, kh, kw]
+    slim = result.model.get_layer("consumer")
+    assert slim.kernel.shape == (3, 3, 2, 6)
+    got = slim.kernel.numpy().transpose(3, 2, 0, 1).reshape(6, -1)
+    np.testing.assert_allclose(got, _group_refit(feature, kernel, removed, 2), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(slim.bias.numpy(), model.get_layer("consumer").bias.numpy())
+    [report] = [r for r in criterion.diagnostics.consumers if r.name.startswith("consumer")]
+    assert report.name == "consumer (2 groups)" and (report.removed, report.channels) == (2, 4)
+
+
+def test_onnx_grouped_conv_reconstruction_is_the_least_squares_refit_of_each_group(rng):
+    """The same on an ONNX graph (NCHW, refit in stages through onnxruntime)."""
+    from onnx import numpy_helper
+
+    from spa_keras.bridges import onnx_io
+    from tests.onnx_graphs import Builder
+
+    b = Builder(seed=3, size=9)
+    y = b.op("Relu", [b.conv("x", 3, 8)])
+    out = b.conv(y, 8, 6, group=2)
+    model = b.model(b.op("GlobalAveragePool", [out]), [6, 1, 1])
+    x = _calibration(rng, (3, 9, 9), n=32)
+    result = spa.prune(model, ratio=0.5, criterion=spa.importance.OBSPA(calibration=x, damping=1e-12))
+    removed = result.plan.removed[next(iter(result.plan.removed))]
+    feature = onnx_io.run(_with_output(model, y), {"x": x})[y].transpose(0, 2, 3, 1)
+    conv = [n for n in model.graph.node if n.op_type == "Conv"][1]
+    kernel = next(numpy_helper.to_array(i) for i in model.graph.initializer if i.name == conv.input[1])
+    slim = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    np.testing.assert_allclose(slim[conv.input[1]].reshape(6, -1), _group_refit(feature, kernel, removed, 2),
+                               rtol=1e-3, atol=1e-4)
+
+
 def test_obspa_at_zero_pruning_is_the_identity():
     model = conv_model("same", 1)
     result = spa.prune(model, ratio=0.0, criterion=spa.importance.OBSPA(hessian="gaussian", samples=16))

@@ -38,11 +38,20 @@ class PatchSpec:
 @dataclasses.dataclass(frozen=True)
 class InputColumns:
     """How a layer's input activation becomes the columns of its weight matrix: `width` columns, im2col patches of
-    `patch` (None: a dense layer's features), read channels last (NHWC) or first (NCHW)."""
+    `patch` (None: a dense layer's features), read channels last (NHWC) or first (NCHW); `channels` (start, stop):
+    only those input channels (one group of a grouped convolution)."""
 
     width: int
     patch: PatchSpec | None = None
     channels_last: bool = True
+    channels: tuple[int, int] | None = None
+
+    def select(self, x: Any) -> Any:
+        """`x` with only this consumer's input channels."""
+        if self.channels is None:
+            return x
+        start, stop = self.channels
+        return x[..., start:stop] if self.channels_last else x[:, start:stop]
 
 
 def patch_columns(x: Any, spec: PatchSpec, channels_last: bool) -> Any:
@@ -68,6 +77,7 @@ def columns(spec: InputColumns, x: Any) -> Any:
     """The input `x` as [rows, d_in] float32 columns."""
     import tensorflow as tf
 
+    x = spec.select(x)
     if spec.patch is not None:
         return patch_columns(x, spec.patch, spec.channels_last)
     return tf.reshape(tf.convert_to_tensor(x, tf.float32), [-1, spec.width])

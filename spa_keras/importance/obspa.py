@@ -43,10 +43,10 @@ class _Scored:
     batches: list[Any]
     errors: np.ndarray  # per global channel: Σ over consumers of ΔE / E
     covered: np.ndarray  # per global channel: read by at least one consumer
-    costs: dict[str, tuple[np.ndarray, np.ndarray]]  # per consumer weight: (channel ids, their ΔE / E)
+    costs: dict[str, tuple[np.ndarray, np.ndarray]]  # per consumer key: (channel ids, their ΔE / E)
 
     def predicted(self, removed: np.ndarray) -> dict[str, float]:
-        """Per consumer weight: the relative error its removed channels were scored at."""
+        """Per consumer key: the relative error its removed channels were scored at."""
         return {weight: float(cost[removed[ids]].sum()) for weight, (ids, cost) in self.costs.items()}
 
 
@@ -151,7 +151,7 @@ class OBSPA(Criterion):
             cost = (removal_path(w, h, blocks, self.rounds) if self.rounds else block_errors(w, h, blocks)) / energy
             np.add.at(errors, ids, cost)
             covered[ids] = True
-            costs[consumer.weight] = (ids, cost)
+            costs[consumer.key] = (ids, cost)
         self._scored = _Scored(analysis, consumers, skipped, batches, errors, covered, costs)
         return self._scored
 

@@ -7,7 +7,8 @@ of a channel). Removing a channel removes its columns from every consumer; OBS s
 kept columns. Found on the `SPAGraph`, so it works the same for every format; where the input activation is read
 (a Keras layer's input, NHWC; an ONNX tensor, NCHW) is the format's `site` (`spa_keras.obspa.backend`).
 
-Consumers that are not covered (depthwise and grouped convs, 1-D/3-D convs, transposed convs, attention
+A grouped convolution is one consumer per group (`Consumer.part`): each group is a dense convolution of its own
+input channels. Consumers that are not covered (depthwise convs, 1-D/3-D convs, transposed convs, attention
 projections, layers inside nested Keras models, inputs wider than `MAX_COLUMNS`) are not reconstructed; their
 channels are scored by the identity Hessian (relative weight magnitude), as `skipped` says.
 
@@ -48,6 +49,9 @@ class Consumer:
             the BatchNorm that follows, `bias_sign` -1), or None.
         site: where its input activation is read (the format's: a Keras layer name, an ONNX tensor name).
         inputs: how that activation becomes the matrix's columns (im2col patches for a convolution).
+        part: (group, groups) for one group of a grouped convolution: `matrix` is that group's rows of the kernel
+            (output channels group·M/groups onwards) and `inputs` reads that group's input channels; None for a
+            whole layer.
     """
 
     node: Node
@@ -60,13 +64,27 @@ class Consumer:
     bias_sign: float
     site: Hashable
     inputs: InputColumns
+    part: tuple[int, int] | None = None
 
     @property
     def name(self) -> str:
-        return self.node.display_name
+        if self.part is None:
+            return self.node.display_name
+        return f"{self.node.display_name} ({self.part[1]} groups)"
+
+    @property
+    def key(self) -> str:
+        """What tells consumers apart: the weight, and the group of a grouped convolution's part."""
+        return self.weight if self.part is None else f"{self.weight}#{self.part[0]}"
 
     def to_value(self, matrix: np.ndarray, like: np.ndarray) -> np.ndarray:
-        """A [d_out, d_in] matrix back in the weight's graph layout (shape of `like`)."""
+        """A [d_out, d_in] matrix back in the weight's graph layout (shape of `like`, the weight's current value:
+        a grouped convolution's part replaces its own rows of it)."""
+        if self.part is not None:
+            rows = len(matrix)
+            out = np.array(like, copy=True)
+            out[self.part[0] * rows:(self.part[0] + 1) * rows] = matrix.reshape((rows,) + like.shape[1:])
+            return out
         if self.layout == "conv":
             return matrix.reshape(like.shape)
         return matrix if self.layout == "rows" else matrix.T
@@ -117,6 +135,40 @@ def _candidate(graph: SPAGraph, node: Node) -> WeightMatrix | None:
     return None if spec is None or spec.weight_matrix is None else spec.weight_matrix(graph, node)
 
 
+def _grouped(graph: SPAGraph, node: Node) -> bool:
+    """A grouped 2-D Conv (1 < group, more than one input channel per group) with a constant kernel."""
+    if node.op_type != "Conv" or len(node.inputs) < 2 or not graph.is_param(node.inputs[1]):
+        return False
+    shape = graph.params[node.inputs[1]].shape
+    return len(shape) == 4 and int(node.attr("group") or 1) > 1 and shape[1] > 1
+
+
+def _group_parts(analysis: Analysis, backend: ActivationBackend, node: Node, skipped: list[str]) -> list[Consumer]:
+    """A grouped convolution as one consumer per group: group g's output channels mix only its input channels, so
+    its rows of the kernel are a dense convolution of those (position j of every group is one channel, scored and
+    removed across the groups together; `spa_keras.ops.conv`)."""
+    graph, weight = analysis.graph, node.inputs[1]
+    binding = analysis.state.bindings.get((weight, 1))
+    if binding is None:
+        return []
+    ids = analysis.dense(binding.labels)
+    if (ids < 0).all():
+        return []
+    value = np.asarray(graph.params[weight].value)
+    groups, (m, cg, kh, kw) = int(node.attr("group")), value.shape
+    site = backend.site(node, weight)
+    patch = _conv_patch(node, (kh, kw))
+    if site is None or patch is None or m % groups:
+        skipped.append(f"{node.display_name} ({node.op_type}, {groups} groups): its input cannot be read here")
+        return []
+    rows = m // groups
+    columns = np.repeat(ids, kh * kw)
+    return [Consumer(node, weight, "conv", "conv", value[g * rows:(g + 1) * rows].reshape(rows, -1), columns,
+                     None, 0.0, site, InputColumns(cg * kh * kw, patch, backend.channels_last,
+                                                   (g * cg, (g + 1) * cg)), (g, groups))
+            for g in range(groups)]
+
+
 def find_consumers(analysis: Analysis, backend: ActivationBackend) -> tuple[list[Consumer], list[str]]:
     """The consumers OBSPA reconstructs, in graph order, and why the other linear ops that read group channels
     are left as they are (`backend`: the model's `ActivationBackend`)."""
@@ -124,6 +176,9 @@ def find_consumers(analysis: Analysis, backend: ActivationBackend) -> tuple[list
     found: list[Consumer] = []
     skipped: list[str] = []
     for node in graph.nodes:
+        if _grouped(graph, node):
+            found.extend(_group_parts(analysis, backend, node, skipped))
+            continue
         candidate = _candidate(graph, node)
         if candidate is None:
             continue

@@ -56,13 +56,20 @@ def measure_hessians(backend: ActivationBackend, consumers: list[Consumer], batc
     """(consumer, E[x xᵀ] damped) of every consumer's input columns on the original model, a chunk of consumers
     at a time (only one chunk's Hessians are held)."""
     for part in _chunks(consumers):
-        reader = backend.reader([c.site for c in part])
+        sites = unique_sites(part)
+        reader = backend.reader(sites)
         moments = [Moments(c.matrix.shape[1]) for c in part]
         for batch in track(batches, f"OBSPA: Hessians of {len(part)} layers"):
-            for m, c, x in zip(moments, part, reader(batch)):
-                m.accumulate(c.inputs, x)
+            values = dict(zip(sites, reader(batch)))
+            for m, c in zip(moments, part):
+                m.accumulate(c.inputs, values[c.site])
         for c, m in zip(part, moments):
             yield c, damped(m.gram, m.rows, damping)
+
+
+def unique_sites(consumers: list[Consumer]) -> list[Hashable]:
+    """The sites `consumers` read, each once (the parts of a grouped convolution share theirs), in order."""
+    return list(dict.fromkeys(c.site for c in consumers))
 
 
 def stages(graph: SPAGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
@@ -109,10 +116,11 @@ def _relative_error(w: np.ndarray, fit: np.ndarray, h: np.ndarray, cross: np.nda
     return max(error, 0.0) / max(energy, 1e-30)
 
 
-def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndarray,
-               damping: float) -> tuple[dict[str, np.ndarray], float]:
-    """({param: new value}, relative output error after the refit) for one consumer: its weight, and the bias (or
-    BatchNorm mean) that takes the shift."""
+def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndarray, damping: float,
+               current: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], float]:
+    """({param: new value}, relative output error after the refit) for one consumer: its weight (`current`: its
+    value so far, where other parts of a grouped convolution were refit into it), and the bias (or BatchNorm mean)
+    that takes the shift."""
     keep = ~((consumer.columns >= 0) & removed[np.maximum(consumer.columns, 0)])
     h, cross, reference = _augmented(m)
     bias = consumer.bias
@@ -131,7 +139,7 @@ def _refit_one(graph: SPAGraph, consumer: Consumer, m: Moments, removed: np.ndar
     # without BatchNorm, -30% FLOPs data-free, 62.4% -> 76.3% (unpruned 76.2%); with 64 real images 74.7% -> 75.8%
     fit = refit(w, cross, h_damped, keep, ridge=np.diag(h_damped) - np.diag(h))
     measured = _relative_error(w, fit, h, cross, reference)
-    weight = graph.params[consumer.weight].value
+    weight = graph.params[consumer.weight].value if current is None else current
     out = {consumer.weight: consumer.to_value(fit[:, :consumer.matrix.shape[1]], weight).astype(weight.dtype)}
     if bias is not None:
         shift = fit[:, -1] - (bias_value if consumer.bias_sign > 0 else 0.0)
@@ -199,17 +207,25 @@ class _Refitter:
     network: PrunedNetwork
     removed: np.ndarray
     damping: float
-    predicted: dict[str, float]  # per consumer weight: its predicted relative error
+    predicted: dict[str, float]  # per consumer key: its predicted relative error
     diagnostics: Diagnostics
 
     def refit(self, consumer: Consumer, moments: Moments) -> None:
-        updates, measured = _refit_one(self.graph, consumer, moments, self.removed, self.damping)
+        updates, measured = _refit_one(self.graph, consumer, moments, self.removed, self.damping,
+                                       self.network.updates.get(consumer.weight))
         for param, value in updates.items():
             self.network.write(param, value)
         ids = consumer.columns[consumer.columns >= 0]
-        self.diagnostics.consumers.append(ConsumerReport(
-            consumer.name, int(len(np.unique(ids[self.removed[ids]]))), int(len(np.unique(ids))),
-            self.predicted.get(consumer.weight, float("nan")), measured))
+        report = ConsumerReport(consumer.name, int(len(np.unique(ids[self.removed[ids]]))), int(len(np.unique(ids))),
+                                self.predicted.get(consumer.key, float("nan")), measured)
+        reports = self.diagnostics.consumers
+        if consumer.part is not None and consumer.part[0] > 0 and reports and reports[-1].name == report.name:
+            k = consumer.part[0]  # one row per grouped convolution: the mean over its groups so far
+            mean = lambda before, now: (before * k + now) / (k + 1)  # noqa: E731
+            report = dataclasses.replace(report, predicted=mean(reports[-1].predicted, report.predicted),
+                                         measured=mean(reports[-1].measured, report.measured))
+            reports.pop()
+        reports.append(report)
 
     def recalibrate(self, norm: NormSite, dense_input: Any, pruned_input: Any, mode: str) -> None:
         before = RunningStatistics.of(self.graph, norm)
@@ -228,12 +244,13 @@ def _reconstruct_in_one_pass(analysis: Analysis, refitter: _Refitter, backend: A
                              consumers: list[Consumer], batches: list[Any], recalibrate: str | None) -> None:
     """One pass of the original and the pruned copy side by side: each consumer is refit, and each BatchNorm
     recalibrated, just before it runs on the pruned copy."""
-    by_site = {c.site: c for c in consumers}
+    by_site: dict[Hashable, list[Consumer]] = {}
+    for c in consumers:  # the parts of a grouped convolution share a site
+        by_site.setdefault(c.site, []).append(c)
     norms = backend.norm_sites(analysis) if recalibrate else {}
     with progress_bar(len(consumers), "OBSPA: reconstructing") as advance:
         def hook(site: Hashable, args: list[Any], twin_args: list[Any]) -> None:
-            consumer = by_site.get(site)
-            if consumer is not None:
+            for consumer in by_site.get(site, []):
                 moments = Moments(consumer.matrix.shape[1], cross=True)
                 moments.accumulate(consumer.inputs, twin_args[0], reference=args[0])
                 refitter.refit(consumer, moments)
@@ -249,12 +266,13 @@ def _reconstruct_in_stages(analysis: Analysis, refitter: _Refitter, backend: Act
                            consumers: list[Consumer], batches: list[Any]) -> None:
     """Stage by stage: the original and the current pruned model run on every batch."""
     for stage in track(stages(analysis.graph, consumers), "OBSPA: reconstructing"):
-        sites = [c.site for c in stage]
+        sites = unique_sites(stage)
         dense, pruned = backend.reader(sites), refitter.network.reader(sites)
         moments = [Moments(c.matrix.shape[1], cross=True) for c in stage]
         for batch in batches:
-            for m, c, x_d, x_p in zip(moments, stage, dense(batch), pruned(batch)):
-                m.accumulate(c.inputs, x_p, reference=x_d)
+            x_d, x_p = dict(zip(sites, dense(batch))), dict(zip(sites, pruned(batch)))
+            for m, c in zip(moments, stage):
+                m.accumulate(c.inputs, x_p[c.site], reference=x_d[c.site])
         for c, m in zip(stage, moments):
             refitter.refit(c, m)
 
