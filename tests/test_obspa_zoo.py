@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-MODELS = ("issue_cnn", "resnet_bn", "mobilenet_v3", "plain_cnn", "torch_bn_kept")
+MODELS = ("issue_cnn", "resnet_bn", "mobilenet_v3", "plain_cnn", "convnext", "torch_bn_kept")
 REDUCTIONS = (0.3, 0.5)
 TEST_IMAGES = 2000
 _STATE: dict = {}
