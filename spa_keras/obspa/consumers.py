@@ -27,6 +27,7 @@ import numpy as np
 from spa_keras.analysis.graph import Node, SPAGraph
 from spa_keras.compute.patches import InputColumns, PatchSpec
 from spa_keras.ops import spec_for
+from spa_keras.ops.geometry import GROUPED, conv_kind
 from spa_keras.ops.registry import WeightMatrix
 
 if TYPE_CHECKING:
@@ -136,11 +137,12 @@ def _candidate(graph: SPAGraph, node: Node) -> WeightMatrix | None:
 
 
 def _grouped(graph: SPAGraph, node: Node) -> bool:
-    """A grouped 2-D Conv (1 < group, more than one input channel per group) with a constant kernel."""
+    """A grouped 2-D Conv (`spa_keras.ops.geometry.conv_kind`: neither dense nor depthwise) with a constant
+    kernel."""
     if node.op_type != "Conv" or len(node.inputs) < 2 or not graph.is_param(node.inputs[1]):
         return False
     shape = graph.params[node.inputs[1]].shape
-    return len(shape) == 4 and int(node.attr("group") or 1) > 1 and shape[1] > 1
+    return len(shape) == 4 and conv_kind(int(node.attr("group") or 1), shape[1]) == GROUPED
 
 
 def _group_parts(analysis: Analysis, backend: ActivationBackend, node: Node, skipped: list[str]) -> list[Consumer]:
